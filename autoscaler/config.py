@@ -1,0 +1,451 @@
+"""Configuration: ``config.toml`` → ``tomllib`` → frozen, typed settings.
+
+Every table maps onto a frozen dataclass (here, or the spec of a source, executor or
+policy type in its own package). The loader walks the dataclass fields, so a spec only has
+to declare typed fields with defaults:
+
+- unknown keys are errors; every problem is collected and reported with its key path
+  (``policies.api.scale_down_for: expected a duration like "30s", got "soon"``);
+- ``Seconds`` fields accept ``"15s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` or a number;
+- ``Secret`` fields accept only a ``"${ENV_VAR}"`` reference or a sibling ``<key>_file``
+  path (Docker secrets); a missing variable or file is an error naming key and path;
+- a field named ``for_`` is spelled ``for`` in TOML;
+- ``sources``, ``executors`` and ``policies`` are tables of named components whose ``type``
+  selects the spec dataclass from the registry of their package.
+
+Settings are passed in explicitly; nothing here reads the environment except through the
+``env`` mapping given to ``load``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from autoscaler.errors import ConfigError
+from policies.markers import Seconds, Secret
+
+# --- settings grouped by concern --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """``[service]``: the loop itself."""
+
+    interval: Seconds = 15.0
+    """Seconds between ticks."""
+    dry_run: bool = False
+    """Decide and journal as usual, but never call executors."""
+    state_path: str = "autoscaler.db"
+    """SQLite file holding the journal and all state that changes behaviour."""
+    tick_timeout: Seconds = 10.0
+    """Seconds a source may take to answer within one tick."""
+    shutdown_timeout: Seconds = 10.0
+    """Seconds in-flight actions get to finish on SIGTERM/SIGINT."""
+    journal_holds: Literal["changes", "all", "none"] = "changes"
+    """Which hold decisions to journal: only when the reason changes, all, or none."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the service."""
+    log_format: Literal["json", "text"] = "json"
+    """One JSON object per line, or human-readable text."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``[http]``: health, readiness, metrics and the control API."""
+
+    enabled: bool = True
+    """Serve HTTP at all."""
+    host: str = "127.0.0.1"
+    """Address to bind; loopback by default."""
+    port: int = 8080
+    """Port to bind."""
+    token: Secret = field(default_factory=Secret)
+    """Bearer token for mutating endpoints (pause/resume, webhooks); unset disables them."""
+    healthz_max_age: Seconds = 0.0
+    """/healthz fails when the last tick is older than this (0: three intervals)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """``[bus.breaker]``: the circuit breaker in front of every executor."""
+
+    failure_threshold: int = 5
+    """Consecutive failures that open the breaker."""
+    reset_timeout: Seconds = 30.0
+    """Seconds the breaker stays open before half-open trials."""
+    half_open_trials: int = 3
+    """Successful trial calls that close it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    """``[bus]``: how actions reach executors."""
+
+    cooldown: Seconds = 300.0
+    """Default seconds between two actions of the same kind on the same target."""
+    cooldowns: dict[str, Seconds] = field(default_factory=dict)
+    """Per action kind overrides: scale_up, scale_down, restart, rollback, trip_breaker,
+    notify."""
+    rate_limit: int = 30
+    """Most actions executed per minute across all targets."""
+    executor_timeout: Seconds = 30.0
+    """Seconds one executor call may take."""
+    retries: int = 2
+    """Retries of a temporary executor failure within a tick."""
+    retry_backoff: Seconds = 1.0
+    """First retry delay in seconds; doubles each retry, with jitter."""
+    dedupe_window: Seconds = 300.0
+    """Seconds an identical action (same idempotency key) is not repeated."""
+    notify: tuple[str, ...] = ()
+    """Executors that receive Notify actions (for example ["slack", "pagerduty"])."""
+    breakers: str = ""
+    """Executor that publishes TripBreaker actions (empty: recorded only)."""
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSettings:
+    """``[signals.NAME]``: how a signal is stored and judged."""
+
+    max_age: Seconds = 60.0
+    """A sample older than this is stale: policies hold instead of acting."""
+    kind: Literal["gauge", "counter"] = "gauge"
+    """Counters are turned into per-second rates before storing and forecasting."""
+    forecast: bool = False
+    """Forecast this signal every tick (needed by predictive rules)."""
+    window: Seconds = 21600.0
+    """Seconds of history kept per target (ring buffer on the tick grid)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSettings:
+    """``[targets.NAME]``: a service the autoscaler manages."""
+
+    executor: str = ""
+    """Executor that acts on this target (a key of [executors])."""
+    service: str = ""
+    """Name of the service in the orchestrator; defaults to the target name."""
+    min_replicas: int = 2
+    """Never fewer replicas than this."""
+    max_replicas: int = 10
+    """Never more replicas than this."""
+    startup_delay: Seconds = 60.0
+    """Seconds a new replica needs to become ready; the lead time of predictive rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSettings:
+    """``[forecasting]``: the models behind predictive rules."""
+
+    model: str = "auto"
+    """Model for every forecast signal: auto, persistence, seasonal-naive, holt-winters, ..."""
+    horizon: Seconds = 300.0
+    """How far ahead forecasts reach (at least the longest startup_delay)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A named source, executor or policy: its ``type`` and its parsed spec."""
+
+    type: str
+    spec: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration."""
+
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    bus: BusSettings = field(default_factory=BusSettings)
+    forecasting: ForecastSettings = field(default_factory=ForecastSettings)
+    signals: dict[str, SignalSettings] = field(default_factory=dict)
+    targets: dict[str, TargetSettings] = field(default_factory=dict)
+    sources: dict[str, Component] = field(default_factory=dict)
+    executors: dict[str, Component] = field(default_factory=dict)
+    policies: dict[str, Component] = field(default_factory=dict)
+
+    def signal(self, name: str) -> SignalSettings:
+        """Settings of a signal (defaults when it has no table)."""
+        return self.signals.get(name) or SignalSettings()
+
+
+# --- durations --------------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"15s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``, ``"7d"`` or a number.
+
+    Raises ``ValueError`` for anything else, including negative or non-finite values.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for m in _DURATION.finditer(text):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _UNITS[m.group(2)]
+                pos = m.end()
+            if pos != len(text) or not text:
+                raise ValueError("expected a duration") from None
+    else:
+        raise ValueError("expected a duration")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("expected a duration")
+    return seconds
+
+
+# --- the generic loader -----------------------------------------------------------------
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_COMPONENT_TABLES = ("sources", "executors", "policies")
+
+
+class _Loader:
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        if any(p.startswith(f"{path}: ") for p in self.problems):
+            return  # one message per key: a bad value is not reported again by cross-checks
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    def dataclass_(self, cls: type[Any], data: object, path: str) -> Any:
+        if not isinstance(data, dict):
+            self.problem(path, f"expected a table, got {_show(data)}")
+            return cls()
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        keys = {_toml_key(name): name for name in fields}
+        secret_files = {
+            f"{_toml_key(n)}_file": n for n in fields if _is_secret(hints[n])
+        }
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            sub = f"{path}.{key}" if path else key
+            if key in keys:
+                name = keys[key]
+                values[name] = self.value(hints[name], raw, sub)
+            elif key in secret_files:
+                name = secret_files[key]
+                values[name] = self.secret_file(raw, sub)
+            else:
+                self.problem(sub, "unknown key")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            self.problem(path, str(exc))
+            return cls()
+
+    def value(self, hint: Any, raw: object, path: str) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin is typing.Annotated:
+            base, *meta = args
+            if "seconds" in meta:
+                try:
+                    return parse_duration(raw)
+                except ValueError:
+                    self.problem(path, f'expected a duration like "30s" or "5m", got {_show(raw)}')
+                    return 0.0
+            return self.value(base, raw, path)
+        if hint is Secret:
+            return self.secret(raw, path)
+        if origin is Literal:
+            if raw in args:
+                return raw
+            choices = ", ".join(repr(a) for a in args)
+            self.problem(path, f"expected one of {choices}, got {_show(raw)}")
+            return args[0]
+        if origin in (types.UnionType, typing.Union):
+            if raw is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return self.value(inner[0], raw, path)
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            self.problem(path, f"expected true or false, got {_show(raw)}")
+            return False
+        if hint is int:
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            self.problem(path, f"expected an integer, got {_show(raw)}")
+            return 0
+        if hint is float:
+            if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+                return float(raw)
+            self.problem(path, f"expected a number, got {_show(raw)}")
+            return 0.0
+        if hint is str:
+            if isinstance(raw, str):
+                return raw
+            self.problem(path, f"expected a string, got {_show(raw)}")
+            return ""
+        if origin in (tuple, list):
+            if not isinstance(raw, list):
+                self.problem(path, f"expected a list, got {_show(raw)}")
+                return ()
+            item = args[0] if args else Any
+            items = [self.value(item, v, f"{path}[{i}]") for i, v in enumerate(raw)]
+            return tuple(items) if origin is tuple else items
+        if origin is dict:
+            if not isinstance(raw, dict):
+                self.problem(path, f"expected a table, got {_show(raw)}")
+                return {}
+            return {k: self.value(args[1], v, f"{path}.{k}") for k, v in raw.items()}
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            return self.dataclass_(hint, raw, path)
+        if hint is Any or hint is object:
+            return raw
+        self.problem(path, f"unsupported setting type {hint!r}")
+        return raw
+
+    def secret(self, raw: object, path: str) -> Secret:
+        if not isinstance(raw, str):
+            self.problem(path, f"expected a string, got {_show(raw)}")
+            return Secret()
+        m = _ENV_REF.match(raw)
+        if not m:
+            self.problem(
+                path,
+                'secrets may not be written in the file: use "${ENV_VAR}" or '
+                f"{path.rsplit('.', 1)[-1]}_file",
+            )
+            return Secret()
+        if m.group(1) not in self.env:
+            self.problem(path, f"environment variable {m.group(1)} is not set")
+            return Secret()
+        return Secret(self.env[m.group(1)])
+
+    def secret_file(self, raw: object, path: str) -> Secret:
+        if not isinstance(raw, str) or not raw:
+            self.problem(path, f"expected a file path, got {_show(raw)}")
+            return Secret()
+        p = Path(raw) if Path(raw).is_absolute() else self.base_dir / raw
+        try:
+            return Secret(p.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            self.problem(path, f"cannot read secret file {str(p)!r}: {exc.strerror or exc}")
+            return Secret()
+
+    def components(self, kind: str, data: object, registry: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.problem(kind, f"expected a table, got {_show(data)}")
+            return {}
+        out: dict[str, Component] = {}
+        for name, table in data.items():
+            path = f"{kind}.{name}"
+            if not isinstance(table, dict):
+                self.problem(path, f"expected a table, got {_show(table)}")
+                continue
+            body = dict(table)
+            type_ = body.pop("type", None)
+            if type_ not in registry:
+                known = ", ".join(sorted(registry))
+                self.problem(f"{path}.type", f"expected one of {known}, got {_show(type_)}")
+                continue
+            spec = self.dataclass_(registry[type_].spec, body, path)
+            out[name] = Component(type=type_, spec=spec)
+        return out
+
+
+def _toml_key(name: str) -> str:
+    return name[:-1] if name.endswith("_") else name
+
+
+def _is_secret(hint: Any) -> bool:
+    return hint is Secret
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def registries() -> dict[str, Mapping[str, Any]]:
+    """The component registries, by top-level table."""
+    from autoscaler.sources import SOURCE_TYPES
+    from policies.registry import POLICY_TYPES
+    from remediation.registry import EXECUTOR_TYPES
+
+    return {"sources": SOURCE_TYPES, "executors": EXECUTOR_TYPES, "policies": POLICY_TYPES}
+
+
+def from_mapping(
+    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> Settings:
+    """Settings from an already parsed TOML document. Raises ``ConfigError`` listing every
+    problem with its key path."""
+    loader = _Loader(env or {}, base_dir or Path.cwd())
+    plain = {k: v for k, v in data.items() if k not in _COMPONENT_TABLES}
+    settings: Settings = loader.dataclass_(Settings, plain, "")
+    regs = registries()
+    comps = {
+        kind: loader.components(kind, data[kind], regs[kind])
+        for kind in _COMPONENT_TABLES
+        if kind in data
+    }
+    settings = dataclasses.replace(settings, **comps)
+    _cross_check(settings, loader)
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return settings
+
+
+def _cross_check(s: Settings, loader: _Loader) -> None:
+    """Relations between tables that no single field can check."""
+    if s.service.interval <= 0:
+        loader.problem("service.interval", "must be greater than zero")
+    for name, t in s.targets.items():
+        path = f"targets.{name}"
+        if t.min_replicas < 0:
+            loader.problem(f"{path}.min_replicas", "must be >= 0")
+        if t.max_replicas < t.min_replicas:
+            loader.problem(f"{path}.max_replicas", "must be >= min_replicas")
+        if t.executor and t.executor not in s.executors:
+            loader.problem(f"{path}.executor", f"no executor named {t.executor!r}")
+    for name, comp in s.policies.items():
+        for i, target in enumerate(getattr(comp.spec, "targets", ())):
+            if target not in s.targets:
+                loader.problem(f"policies.{name}.targets[{i}]", f"no target named {target!r}")
+    for i, ex in enumerate(s.bus.notify):
+        if ex not in s.executors:
+            loader.problem(f"bus.notify[{i}]", f"no executor named {ex!r}")
+    if s.bus.breakers and s.bus.breakers not in s.executors:
+        loader.problem("bus.breakers", f"no executor named {s.bus.breakers!r}")
+
+
+def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {str(p)!r}: {exc.strerror or exc}"]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{p}: not valid TOML: {exc}"]) from exc
+    return from_mapping(data, env=env, base_dir=p.parent.resolve())

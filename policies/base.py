@@ -1,0 +1,71 @@
+"""The policy protocol and the context a policy is evaluated in.
+
+A policy is pure judgement: given the context (time, target state, observations,
+forecasts, recent history, pushed events and its own small memory) it returns decisions.
+It never performs I/O, reads the clock or sleeps. ``memory`` is a JSON-serialisable dict
+the engine persists per (policy, target), so `for` durations and stabilisation windows
+survive a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from forecasting.types import Forecast
+from policies.types import Decision, Event, Observation, TargetState
+
+
+class History(Protocol):
+    """Read access to recent samples of a target's signals, on the tick grid."""
+
+    def window(self, target: str, signal: str, seconds: float) -> tuple[
+        NDArray[np.float64], NDArray[np.float64]
+    ]:
+        """Times and values (NaN where missing) of the last ``seconds``, oldest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Replica bounds and lead time of a target."""
+
+    min_replicas: int = 1
+    max_replicas: int = 10
+    lead_time: float = 60.0
+    """Seconds a new replica needs to become ready: predictive rules look this far ahead."""
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything a policy may look at for one target in one pass."""
+
+    now: float
+    target: str
+    bounds: Bounds
+    state: TargetState | None
+    observations: Mapping[str, Observation]
+    forecasts: Mapping[str, Forecast]
+    history: History
+    events: Sequence[Event] = ()
+    memory: MutableMapping[str, Any] = field(default_factory=dict)
+
+    def current_replicas(self) -> int | None:
+        """Desired replicas the orchestrator reports, if it reports any."""
+        return None if self.state is None else self.state.desired_replicas
+
+
+class Policy(Protocol):
+    """A named rule that turns a context into decisions for one target."""
+
+    name: str
+    targets: Sequence[str]
+    """Targets this policy applies to; empty means every target."""
+
+    def evaluate(self, ctx: Context) -> Sequence[Decision]:
+        """Decisions for ``ctx.target`` (a hold is a decision with ``action=None``)."""
+        ...

@@ -1,0 +1,62 @@
+"""The executor protocol: what carries an action out in the world.
+
+Executors are plugins: ``remediation.registry.EXECUTOR_TYPES`` maps a config ``type`` to a
+spec dataclass and a factory; third-party executors register in the entry-point group
+``autoscaler.executors``. Blocking clients run in ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from forecasting.errors import AutoscalerError
+from policies.types import Action, TargetState
+
+
+class ExecutorError(AutoscalerError):
+    """An executor could not carry out an action. ``temporary`` says whether a retry may
+    succeed (timeouts, 5xx, version conflicts) or not (unknown service, bad request)."""
+
+
+OutcomeStatus = Literal[
+    "done",
+    "dry-run",
+    "failed",
+    "breaker-open",
+    "skipped-cooldown",
+    "skipped-duplicate",
+    "skipped-rate-limit",
+    "skipped-paused",
+    "skipped-no-executor",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to an action: its status and a human-readable detail."""
+
+    action: Action
+    status: OutcomeStatus
+    detail: str
+    at: float
+    executor: str = ""
+
+
+class Executor(Protocol):
+    """Carries out actions for the targets it manages and reports their state."""
+
+    name: str
+
+    async def execute(self, action: Action) -> str:
+        """Carry out ``action``; return a short detail. Raise ``ExecutorError`` on failure."""
+        ...
+
+    async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
+        """Current state of each target this executor knows (others are left out)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
