@@ -6,6 +6,7 @@ appended to that JSON-lines file (so a test can count executor calls across rest
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,7 @@ class RecordingExecutor:
         self.calls.append(action)
         if self.spec.path:
             line = {"kind": action.kind, "target": action.target, "params": action.params()}
-            with Path(self.spec.path).open("a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+            await asyncio.to_thread(_append, Path(self.spec.path), json.dumps(line) + "\n")
         if isinstance(action, Scale):
             before = self._replicas(action.target)
             self.replicas[action.target] = action.replicas
@@ -65,3 +65,8 @@ class RecordingExecutor:
 
     async def aclose(self) -> None:
         return None
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line)

@@ -1,0 +1,223 @@
+"""The action bus: from decided actions to executor calls, safely.
+
+For each action, in order: paused? → duplicate (same idempotency key within the dedupe
+window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
+→ dry-run? → executor breaker open? → call with a timeout, retrying temporary failures with
+jittered exponential backoff. Gating is sequential and cheap; the calls run concurrently.
+
+A dry-run marks cooldowns and dedupe keys exactly as a real call would, so a dry-run
+journal shows the same decisions as a live one. Every piece of state that changes
+behaviour is exported by ``drain_state()`` for the engine to persist with the tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from autoscaler.config import BusSettings
+from autoscaler.metrics import BREAKER_VALUES, Metrics
+from policies.types import Action, Notify, TripBreaker
+from remediation.base import Executor, ExecutorError, Outcome, OutcomeStatus
+from remediation.breaker import CircuitBreaker
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Route = Callable[[Action], Sequence[str]]
+
+
+class ActionBus:
+    """Routes actions to executors under cooldowns, dedupe, rate limit and breakers."""
+
+    def __init__(
+        self,
+        *,
+        settings: BusSettings,
+        executors: Mapping[str, Executor],
+        route: Route,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.executors = dict(executors)
+        self.route = route
+        self.dry_run = dry_run
+        self.paused = False
+        self.metrics = metrics
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.cooldowns: dict[str, float] = {}
+        self.dedupe: dict[str, float] = {}
+        self._executed: deque[float] = deque()
+        b = settings.breaker
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                failure_threshold=b.failure_threshold,
+                reset_timeout=b.reset_timeout,
+                half_open_trials=b.half_open_trials,
+            )
+            for name in self.executors
+        }
+        self._dirty: dict[str, Any] = {}
+
+    # --- persistence -------------------------------------------------------------------
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Restore cooldowns, dedupe keys and breaker states persisted earlier."""
+        for key, value in state.items():
+            kind, _, rest = key.partition(":")
+            try:
+                if kind == "cooldown":
+                    self.cooldowns[rest] = float(value)
+                elif kind == "dedupe":
+                    self.dedupe[rest] = float(value)
+                elif kind == "breaker" and rest in self.breakers:
+                    self.breakers[rest].restore(dict(value))
+            except (TypeError, ValueError):
+                log.warning("ignoring bad persisted state %s", key)
+
+    def drain_state(self, now: float) -> dict[str, Any]:
+        """State changed since the last call (``None`` = delete), expired keys pruned."""
+        for table, prefix, ttl in (
+            (self.cooldowns, "cooldown", 0.0),
+            (self.dedupe, "dedupe", self.settings.dedupe_window),
+        ):
+            for k in [k for k, t in table.items() if t + ttl <= now]:
+                del table[k]
+                self._dirty[f"{prefix}:{k}"] = None
+        for name, br in self.breakers.items():
+            self._dirty[f"breaker:{name}"] = br.to_dict()
+            if self.metrics is not None:
+                self.metrics.executor_breaker.labels(name).set(BREAKER_VALUES[br.state])
+        out, self._dirty = self._dirty, {}
+        return out
+
+    # --- the pass ----------------------------------------------------------------------
+
+    def cooldown_for(self, action: Action) -> float:
+        return self.settings.cooldowns.get(action.cooldown_kind, self.settings.cooldown)
+
+    def _targets(self, action: Action) -> list[str]:
+        if isinstance(action, Notify):
+            return list(self.settings.notify)
+        if isinstance(action, TripBreaker):
+            return [self.settings.breakers] if self.settings.breakers else []
+        return [name for name in self.route(action) if name]
+
+    async def submit(self, actions: Sequence[Action], now: float) -> list[Outcome]:
+        """Gate and execute ``actions``; one outcome per action (per executor for fan-out)."""
+        outcomes: list[Outcome] = []
+        calls: list[tuple[int, Action, str]] = []
+        window = 60.0
+        while self._executed and self._executed[0] <= now - window:
+            self._executed.popleft()
+        for action in actions:
+            status, detail = self._gate(action, now)
+            if status is not None:
+                outcomes.append(Outcome(action, status, detail, now))
+                continue
+            names = self._targets(action)
+            missing = [n for n in names if n not in self.executors]
+            if not names or missing:
+                why = f"no executor {missing[0]!r}" if missing else "no executor for this action"
+                outcomes.append(Outcome(action, "skipped-no-executor", why, now))
+                continue
+            self._executed.append(now)
+            self._mark(action, now)
+            for name in names:
+                if self.dry_run:
+                    outcomes.append(Outcome(action, "dry-run", "executor not called", now, name))
+                    continue
+                outcomes.append(Outcome(action, "done", "", now, name))  # placeholder
+                calls.append((len(outcomes) - 1, action, name))
+        if calls:
+            results = await asyncio.gather(
+                *(self._call(action, name, now) for _, action, name in calls)
+            )
+            for (i, _, _), outcome in zip(calls, results, strict=True):
+                outcomes[i] = outcome
+        if self.metrics is not None:
+            for o in outcomes:
+                self.metrics.actions.labels(o.action.kind, o.status).inc()
+        return outcomes
+
+    def _gate(self, action: Action, now: float) -> tuple[OutcomeStatus | None, str]:
+        if self.paused:
+            return "skipped-paused", "action execution is paused"
+        seen = self.dedupe.get(action.key)
+        if seen is not None and now - seen < self.settings.dedupe_window:
+            return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
+        ckey = f"{action.target}:{action.cooldown_kind}"
+        until = self.cooldowns.get(ckey, 0.0)
+        if until > now:
+            return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
+        if len(self._executed) >= self.settings.rate_limit:
+            return "skipped-rate-limit", f"{self.settings.rate_limit} actions in the last minute"
+        return None, ""
+
+    def _mark(self, action: Action, now: float) -> None:
+        ckey = f"{action.target}:{action.cooldown_kind}"
+        cooldown = self.cooldown_for(action)
+        if cooldown > 0:
+            self.cooldowns[ckey] = now + cooldown
+            self._dirty[f"cooldown:{ckey}"] = now + cooldown
+        self.dedupe[action.key] = now
+        self._dirty[f"dedupe:{action.key}"] = now
+
+    def _unmark(self, action: Action) -> None:
+        """A failed call leaves no cooldown: the next pass may try again (breaker permitting)."""
+        ckey = f"{action.target}:{action.cooldown_kind}"
+        if self.cooldowns.pop(ckey, None) is not None:
+            self._dirty[f"cooldown:{ckey}"] = None
+        if self.dedupe.pop(action.key, None) is not None:
+            self._dirty[f"dedupe:{action.key}"] = None
+
+    async def _call(self, action: Action, name: str, now: float) -> Outcome:
+        breaker = self.breakers[name]
+        if not breaker.allow(now):
+            self._unmark(action)
+            return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
+        executor = self.executors[name]
+        delay = self.settings.retry_backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                detail = await asyncio.wait_for(
+                    executor.execute(action), timeout=self.settings.executor_timeout
+                )
+            except (ExecutorError, TimeoutError, OSError) as exc:
+                temporary = not isinstance(exc, ExecutorError) or exc.temporary
+                msg = str(exc) or type(exc).__name__
+                if temporary and attempt <= self.settings.retries:
+                    await self._sleep(delay * (0.5 + self._rng.random()))
+                    delay *= 2
+                    continue
+                breaker.record_failure(now)
+                self._unmark(action)
+                log.warning(
+                    "action failed",
+                    extra={
+                        "action": action.key,
+                        "executor": name,
+                        "error": msg,
+                        "attempts": attempt,
+                    },
+                )
+                kind = "temporary" if temporary else "permanent"
+                return Outcome(action, "failed", f"{kind}: {msg}", now, name)
+            except Exception as exc:  # an executor bug must not kill the pass
+                breaker.record_failure(now)
+                self._unmark(action)
+                log.exception("executor %s raised", name)
+                return Outcome(action, "failed", f"executor error: {exc!r}", now, name)
+            breaker.record_success(now)
+            return Outcome(action, "done", detail, now, name)

@@ -1,0 +1,195 @@
+"""The ``autoscaler`` command line.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from autoscaler import __version__
+from autoscaler.config import Settings, load
+from autoscaler.errors import ConfigError
+
+EXIT_USAGE = 2
+
+
+class CommandModule(Protocol):
+    """A module adding one subcommand (``add_parser``) and running it (``run``)."""
+
+    def add_parser(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# Subcommands implemented in their own modules, imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _load(path: str) -> Settings:
+    return load(path, env=os.environ)
+
+
+def _fail_config(exc: ConfigError) -> int:
+    print(str(exc), file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        s = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    print(
+        f"{args.config}: ok ({len(s.targets)} targets, {len(s.sources)} sources, "
+        f"{len(s.executors)} executors, {len(s.policies)} policies)"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from autoscaler.journal import MemoryStore
+    from autoscaler.service import build_engine
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+
+    async def one_pass() -> list[dict[str, Any]]:
+        engine = build_engine(settings, dry_run=True, state_store=MemoryStore())
+        try:
+            report = await engine.tick(time.time())
+        finally:
+            for ex in engine.executors.values():
+                await ex.aclose()
+            for src in engine.sources:
+                await src.aclose()
+        rows = []
+        for d in report.decisions:
+            rows.append(
+                {
+                    "at": d.at,
+                    "policy": d.policy,
+                    "target": d.target,
+                    "kind": d.action.kind if d.action else "hold",
+                    "params": d.action.params() if d.action else {},
+                    "reason": d.reason,
+                    "inputs": _finite(d.inputs),
+                }
+            )
+        if report.source_errors:
+            print(json.dumps({"source_errors": report.source_errors}), file=sys.stderr)
+        return rows
+
+    print(json.dumps(asyncio.run(one_pass()), indent=2))
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoscaler.live import LiveDriver
+    from autoscaler.logs import configure
+    from autoscaler.service import build_engine
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    configure(args.log_level or settings.service.log_level, settings.service.log_format)
+
+    async def serve() -> None:
+        engine = build_engine(settings, dry_run=True if args.dry_run else None)
+        driver = LiveDriver(engine=engine, settings=settings)
+        await driver.run()
+
+    asyncio.run(serve())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoscaler",
+        description="Metrics-driven autoscaler and auto-remediation service.",
+    )
+    parser.add_argument("--version", action="version", version=f"autoscaler {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "run",
+        help="run the service",
+        description=(
+            "Run the service: one pass every service.interval, HTTP on http.host:http.port, "
+            "journal and state in service.state_path. Stops cleanly on SIGTERM/SIGINT."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    p.add_argument(
+        "--dry-run", action="store_true", help="decide and journal as usual, never call executors"
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override service.log_level",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "check",
+        help="validate a configuration file",
+        description=(
+            "Validate a configuration file. Exit 0 when valid; exit 2 listing every problem "
+            "with its key path."
+        ),
+    )
+    p.add_argument("config", metavar="FILE", help="TOML configuration file")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "eval",
+        help="one pass, decisions as JSON, nothing executed",
+        description=(
+            "Run one pass against the configured sources and print every decision as JSON. "
+            "Executors are never called; no state is written."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    p.set_defaults(func=cmd_eval)
+
+    for name in COMMAND_MODULES:
+        module: CommandModule = importlib.import_module(name)
+        before = set(sub.choices)
+        module.add_parser(sub)
+        for added in set(sub.choices) - before:
+            sub.choices[added].set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

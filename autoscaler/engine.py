@@ -1,0 +1,403 @@
+"""The engine: one pass, ``tick(now)``.
+
+collect (sources, concurrently, each under a timeout) → store (drop non-finite, write the
+tick column) → orchestrator state (executors) → forecasts (forecast-enabled signals) →
+policies (every policy × target) → combine scale recommendations per target → action bus →
+journal + state, committed in one transaction.
+
+``now`` is passed in: nothing here reads the wall clock or sleeps, so the live driver and
+the replay driver run exactly this code. A failing source, forecaster, policy or executor
+is logged and counted; what it affected holds and the pass goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from autoscaler.bus import ActionBus
+from autoscaler.config import Settings, TargetSettings
+from autoscaler.journal import JournalRecord, StateStore
+from autoscaler.metrics import Metrics
+from autoscaler.sources.base import EventSource, Sample, Source
+from autoscaler.store import WindowStore
+from forecasting.types import Forecast
+from policies.base import Bounds, Context, Policy
+from policies.scaling import combine_scale
+from policies.types import Action, Decision, Event, Observation, Scale, TargetState
+from remediation.base import Executor, Outcome
+
+log = logging.getLogger(__name__)
+
+
+class ForecastProvider(Protocol):
+    """Forecasts of one signal for many targets from their history on the tick grid."""
+
+    def forecast(
+        self,
+        signal: str,
+        targets: Sequence[str],
+        history: NDArray[np.float64],
+        *,
+        step: float,
+        horizon_steps: int,
+        now: float,
+    ) -> dict[str, Forecast]: ...
+
+
+class PersistenceProvider:
+    """The simplest forecast: the last value, with an interval from recent changes."""
+
+    def forecast(
+        self,
+        signal: str,
+        targets: Sequence[str],
+        history: NDArray[np.float64],
+        *,
+        step: float,
+        horizon_steps: int,
+        now: float,
+    ) -> dict[str, Forecast]:
+        out: dict[str, Forecast] = {}
+        times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
+        for i, target in enumerate(targets):
+            row = history[i]
+            finite = row[np.isfinite(row)]
+            if len(finite) == 0:
+                continue
+            last = float(finite[-1])
+            spread = float(np.std(np.diff(finite[-20:]))) if len(finite) > 2 else 0.0
+            width = spread * np.sqrt(np.arange(1, horizon_steps + 1)) * 1.96
+            mean = np.full(horizon_steps, last)
+            out[target] = Forecast(now, times, mean, mean - width, mean + width, "persistence")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one pass saw and did."""
+
+    now: float
+    duration: float
+    decisions: list[Decision]
+    outcomes: list[Outcome]
+    source_errors: dict[str, str]
+    holds: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.source_errors
+
+
+@dataclass(slots=True)
+class _StoreHistory:
+    """The ``History`` a policy sees: the window store."""
+
+    store: WindowStore
+
+    def window(
+        self, target: str, signal: str, seconds: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self.store.window(target, signal, seconds)
+
+
+@dataclass(slots=True)
+class Engine:
+    """Everything one pass needs, wired together."""
+
+    settings: Settings
+    sources: Sequence[Source]
+    policies: Sequence[Policy]
+    executors: Mapping[str, Executor]
+    state_store: StateStore
+    metrics: Metrics
+    event_sources: Sequence[EventSource] = ()
+    forecaster: ForecastProvider = field(default_factory=PersistenceProvider)
+    dry_run: bool = False
+    store: WindowStore = field(init=False)
+    bus: ActionBus = field(init=False)
+    targets: dict[str, TargetSettings] = field(init=False)
+    source_up: dict[str, bool] = field(init=False, default_factory=dict)
+    last_tick: float | None = field(init=False, default=None)
+    last_ok_tick: float | None = field(init=False, default=None)
+    _memory: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
+    _memory_json: dict[str, str] = field(init=False, default_factory=dict)
+    _last_hold: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
+    _produced: dict[str, set[tuple[str, str]]] = field(init=False, default_factory=dict)
+    _failed_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
+    _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.store = WindowStore(interval=s.service.interval, signals=s.signals)
+        self.targets = dict(s.targets)
+        self.bus = ActionBus(
+            settings=s.bus,
+            executors=self.executors,
+            route=self._route,
+            dry_run=self.dry_run,
+            metrics=self.metrics,
+        )
+        self.restore(self.state_store.load_state())
+
+    # --- state -------------------------------------------------------------------------
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Restore bus state and policy memories persisted by earlier runs."""
+        self.bus.restore(state)
+        self.bus.paused = bool(state.get("service:paused", False))
+        for key, value in state.items():
+            if key.startswith("memory:") and isinstance(value, dict):
+                self._memory[key[7:]] = value
+                self._memory_json[key[7:]] = json.dumps(value, sort_keys=True)
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume action execution (decisions are still made and journalled)."""
+        self.bus.paused = paused
+        self.metrics.paused.set(1.0 if paused else 0.0)
+        self.state_store.commit([], {"service:paused": paused})
+
+    def _route(self, action: Action) -> Sequence[str]:
+        t = self.targets.get(action.target)
+        return [t.executor] if t is not None and t.executor else []
+
+    # --- the pass ----------------------------------------------------------------------
+
+    async def tick(self, now: float) -> TickReport:
+        """One pass at time ``now``. Never raises for a component failure."""
+        async with self._lock:
+            started = time.perf_counter()
+            source_errors = await self._collect(now)
+            events = self._drain_events(now)
+            states = await self._states()
+            forecasts = self._forecasts(now)
+            decisions = self._evaluate(now, states, forecasts, events)
+            actions = [d.action for d in decisions if d.action is not None]
+            outcomes = await self.bus.submit(actions, now)
+            holds = await self._journal(now, decisions, outcomes)
+            duration = time.perf_counter() - started
+            self.last_tick = now
+            m = self.metrics
+            m.ticks.labels("error" if source_errors else "ok").inc()
+            m.tick_duration.observe(duration)
+            m.last_tick.set(now)
+            if not source_errors:
+                self.last_ok_tick = now
+            return TickReport(now, duration, decisions, outcomes, source_errors, holds)
+
+    async def _collect(self, now: float) -> dict[str, str]:
+        timeout = self.settings.service.tick_timeout
+
+        async def one(src: Source) -> Sequence[Sample]:
+            return await asyncio.wait_for(src.collect(now), timeout=timeout)
+
+        results = await asyncio.gather(*(one(s) for s in self.sources), return_exceptions=True)
+        errors: dict[str, str] = {}
+        failed_keys: set[tuple[str, str]] = set()
+        for src, res in zip(self.sources, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                msg = "timed out" if isinstance(res, TimeoutError) else (str(res) or repr(res))
+                errors[src.name] = msg
+                self.metrics.source_errors.labels(src.name).inc()
+                self.metrics.source_up.labels(src.name).set(0)
+                self.source_up[src.name] = False
+                failed_keys |= self._produced.get(src.name, set())
+                log.warning("source failed", extra={"source": src.name, "error": msg})
+                continue
+            self.source_up[src.name] = True
+            self.metrics.source_up.labels(src.name).set(1)
+            self._produced[src.name] = {(smp.target, smp.signal) for smp in res}
+            dropped = self.store.ingest(res)
+            if dropped:
+                self.metrics.dropped_samples.labels("invalid").inc(dropped)
+        self.store.advance(now)
+        self._failed_keys = failed_keys
+        return errors
+
+    def _drain_events(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        for es in self.event_sources:
+            try:
+                events.extend(es.drain(now))
+            except Exception:
+                self.metrics.errors.labels("events").inc()
+                log.exception("event source failed")
+        return events
+
+    async def _states(self) -> dict[str, TargetState]:
+        by_executor: dict[str, list[str]] = {}
+        for name, t in self.targets.items():
+            if t.executor in self.executors:
+                by_executor.setdefault(t.executor, []).append(name)
+        names = list(by_executor)
+        timeout = self.settings.bus.executor_timeout
+        results = await asyncio.gather(
+            *(
+                asyncio.wait_for(self.executors[n].states(by_executor[n]), timeout=timeout)
+                for n in names
+            ),
+            return_exceptions=True,
+        )
+        states: dict[str, TargetState] = {}
+        for name, res in zip(names, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                self.metrics.errors.labels("state").inc()
+                log.warning("executor state failed", extra={"executor": name, "error": str(res)})
+                continue
+            states.update(res)
+        return states
+
+    def _forecasts(self, now: float) -> dict[tuple[str, str], Forecast]:
+        out: dict[tuple[str, str], Forecast] = {}
+        step = self.settings.service.interval
+        horizon_steps = max(1, math.ceil(self.settings.forecasting.horizon / step))
+        for signal, st in self.settings.signals.items():
+            if not st.forecast:
+                continue
+            targets = self.store.targets(signal)
+            if not targets:
+                continue
+            _, history = self.store.matrix(signal, targets, st.window)
+            try:
+                fc = self.forecaster.forecast(
+                    signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
+                )
+            except Exception:
+                self.metrics.errors.labels("forecast").inc()
+                log.exception("forecast of %s failed", signal)
+                continue
+            for target, f in fc.items():
+                out[(target, signal)] = f
+        return out
+
+    def _observations(self, target: str, now: float) -> dict[str, Observation]:
+        obs: dict[str, Observation] = {}
+        for signal in self.store.signals:
+            o = self.store.observation(target, signal, now)
+            if (target, signal) in self._failed_keys:
+                o = Observation(o.value, o.at, stale=True)  # its source failed this pass
+            obs[signal] = o
+        return obs
+
+    def _evaluate(
+        self,
+        now: float,
+        states: Mapping[str, TargetState],
+        forecasts: Mapping[tuple[str, str], Forecast],
+        events: Sequence[Event],
+    ) -> list[Decision]:
+        history = _StoreHistory(self.store)
+        out: list[Decision] = []
+        for target, tset in self.targets.items():
+            bounds = Bounds(tset.min_replicas, tset.max_replicas, tset.startup_delay)
+            obs = self._observations(target, now)
+            fcs = {s: f for (t, s), f in forecasts.items() if t == target}
+            tev = [e for e in events if e.target == target]
+            state = states.get(target)
+            per_target: list[Decision] = []
+            for policy in self.policies:
+                if policy.targets and target not in policy.targets:
+                    continue
+                mkey = f"{policy.name}:{target}"
+                memory = self._memory.setdefault(mkey, {})
+                ctx = Context(now, target, bounds, state, obs, fcs, history, tev, memory)
+                try:
+                    per_target.extend(policy.evaluate(ctx))
+                except Exception as exc:
+                    self.metrics.errors.labels("policy").inc()
+                    log.exception("policy %s failed for %s", policy.name, target)
+                    reason = f"policy error, holding: {exc!r}"
+                    per_target.append(Decision(policy.name, target, now, None, reason))
+            out.extend(self._merge(target, per_target, bounds, state, now))
+        for d in out:
+            self.metrics.decisions.labels(d.policy, d.action.kind if d.action else "hold").inc()
+        return out
+
+    def _merge(
+        self,
+        target: str,
+        decisions: list[Decision],
+        bounds: Bounds,
+        state: TargetState | None,
+        now: float,
+    ) -> list[Decision]:
+        """Keep holds and non-scale actions; fold scale recommendations into one decision."""
+        scales = [d for d in decisions if isinstance(d.action, Scale)]
+        rest = [d for d in decisions if not isinstance(d.action, Scale)]
+        if not scales:
+            return rest
+        if state is not None and state.deploying:
+            why = f"deploy in progress ({state.update_state}), scaling waits"
+            return [*rest, *(Decision(d.policy, target, now, None, why, d.inputs) for d in scales)]
+        current = None if state is None else state.desired_replicas
+        combined = combine_scale(target, scales, bounds=bounds, current=current, now=now)
+        return rest if combined is None else [*rest, combined]
+
+    async def _journal(
+        self, now: float, decisions: Sequence[Decision], outcomes: Sequence[Outcome]
+    ) -> int:
+        mode = self.settings.service.journal_holds
+        by_action: dict[int, list[Outcome]] = {}
+        for o in outcomes:
+            by_action.setdefault(id(o.action), []).append(o)
+        records: list[JournalRecord] = []
+        holds = 0
+        for d in decisions:
+            if d.action is None:
+                holds += 1
+                key = (d.policy, d.target)
+                if mode == "none" or (mode == "changes" and self._last_hold.get(key) == d.reason):
+                    continue
+                self._last_hold[key] = d.reason
+                records.append(
+                    JournalRecord(now, d.policy, d.target, "hold", {}, d.reason, dict(d.inputs))
+                )
+                continue
+            self._last_hold.pop((d.policy, d.target), None)
+            for o in by_action.get(id(d.action), []):
+                records.append(
+                    JournalRecord(
+                        now,
+                        d.policy,
+                        d.target,
+                        d.action.kind,
+                        d.action.params(),
+                        d.reason,
+                        dict(d.inputs),
+                        o.status,
+                        o.detail,
+                        o.executor,
+                    )
+                )
+                log.info(
+                    "decision",
+                    extra={
+                        "policy": d.policy,
+                        "target": d.target,
+                        "action": d.action.kind,
+                        "params": d.action.params(),
+                        "status": o.status,
+                        "reason": d.reason,
+                    },
+                )
+        state = self.bus.drain_state(now)
+        for mkey, memory in self._memory.items():
+            text = json.dumps(memory, sort_keys=True, default=str)
+            if self._memory_json.get(mkey) != text:
+                self._memory_json[mkey] = text
+                state[f"memory:{mkey}"] = memory
+        await asyncio.to_thread(self.state_store.commit, records, state)
+        return holds

@@ -1,0 +1,225 @@
+"""The journal and state store: every decision with its outcome, and all state that
+changes behaviour (cooldowns, dedupe keys, breaker states, policy memory).
+
+``StateStore`` is the protocol; ``SQLiteStore`` (embedded, WAL) is the default and
+``MemoryStore`` backs replays and tests. A server database can implement the same protocol.
+Each tick is committed in one transaction, so a killed service restarts from the last
+complete tick and never repeats an action still in cooldown.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One journal line: a decision and, for an action, what became of it."""
+
+    at: float
+    policy: str
+    target: str
+    kind: str
+    """Action kind (scale, restart, rollback, trip_breaker, notify) or ``hold``."""
+    params: Mapping[str, Any]
+    reason: str
+    inputs: Mapping[str, Any]
+    status: str = ""
+    """Outcome status (done, dry-run, failed, skipped-cooldown, ...); empty for holds."""
+    detail: str = ""
+    executor: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StateStore(Protocol):
+    """Durable journal and key/value state."""
+
+    def load_state(self) -> dict[str, Any]:
+        """Every persisted state key and its JSON value."""
+        ...
+
+    def commit(self, records: Sequence[JournalRecord], state: Mapping[str, Any]) -> None:
+        """Append journal records and upsert state keys (``None`` deletes) atomically."""
+        ...
+
+    def query(
+        self, *, since: float | None = None, target: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Journal records at or after ``since`` (newest ``limit``), oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    policy TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    executor TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+CREATE INDEX IF NOT EXISTS journal_target_at ON journal (target, at);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, allow_nan=True)
+
+
+class SQLiteStore:
+    """Journal and state in one SQLite file (WAL, one transaction per tick).
+
+    Calls may come from a worker thread (``asyncio.to_thread``); a lock serialises them.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def load_state(self) -> dict[str, Any]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM state").fetchall()
+        out: dict[str, Any] = {}
+        for key, value in rows:
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                continue  # a corrupt value is dropped rather than crashing the service
+        return out
+
+    def commit(self, records: Sequence[JournalRecord], state: Mapping[str, Any]) -> None:
+        rows = [
+            (
+                r.at,
+                r.policy,
+                r.target,
+                r.kind,
+                _dumps(r.params),
+                r.reason,
+                _dumps(r.inputs),
+                r.status,
+                r.detail,
+                r.executor,
+            )
+            for r in records
+        ]
+        upserts = [(k, _dumps(v)) for k, v in state.items() if v is not None]
+        deletes = [(k,) for k, v in state.items() if v is None]
+        if not rows and not upserts and not deletes:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO journal (at, policy, target, kind, params, reason, inputs,"
+                    " status, detail, executor) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                self._db.executemany(
+                    "INSERT INTO state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    upserts,
+                )
+                self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(
+        self, *, since: float | None = None, target: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT at, policy, target, kind, params, reason, inputs, status, detail, executor"
+        sql += " FROM journal WHERE 1=1"
+        args: list[Any] = []
+        if since is not None:
+            sql += " AND at >= ?"
+            args.append(since)
+        if target is not None:
+            sql += " AND target = ?"
+            args.append(target)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        keys = (
+            "at",
+            "policy",
+            "target",
+            "kind",
+            "params",
+            "reason",
+            "inputs",
+            "status",
+            "detail",
+            "executor",
+        )
+        out = []
+        for row in reversed(rows):
+            rec = dict(zip(keys, row, strict=True))
+            rec["params"] = json.loads(rec["params"])
+            rec["inputs"] = json.loads(rec["inputs"])
+            out.append(rec)
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class MemoryStore:
+    """The same protocol in memory: for replays and tests."""
+
+    def __init__(self) -> None:
+        self.records: list[JournalRecord] = []
+        self.state: dict[str, Any] = {}
+
+    def load_state(self) -> dict[str, Any]:
+        return json.loads(_dumps(self.state))  # type: ignore[no-any-return]
+
+    def commit(self, records: Sequence[JournalRecord], state: Mapping[str, Any]) -> None:
+        self.records.extend(records)
+        for k, v in state.items():
+            if v is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = json.loads(_dumps(v))
+
+    def query(
+        self, *, since: float | None = None, target: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        out = [
+            r.to_dict()
+            for r in self.records
+            if (since is None or r.at >= since) and (target is None or r.target == target)
+        ]
+        return out[-limit:] if limit else []
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,143 @@
+"""The live driver: an APScheduler interval job calling ``engine.tick(clock())``.
+
+Root tasks live in one ``asyncio.TaskGroup``; SIGTERM/SIGINT set a stop event; shutdown
+lets an in-flight pass finish within ``service.shutdown_timeout`` and closes the journal.
+A failed pass never stops the loop: it is logged and counted, and the next one runs on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from autoscaler.config import Settings
+from autoscaler.engine import Engine, TickReport
+from autoscaler.http import make_app
+
+log = logging.getLogger(__name__)
+
+TickHook = Callable[[TickReport | None, BaseException | None], None]
+
+
+@dataclass(slots=True)
+class LiveDriver:
+    """Runs the engine on a schedule, serves HTTP, stops cleanly."""
+
+    engine: Engine
+    settings: Settings
+    clock: Callable[[], float] = time.time
+    extra_routes: Iterable[web.RouteDef] = ()
+    on_tick: list[TickHook] = field(default_factory=list)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int | None = None
+    _running: asyncio.Task[None] | None = None
+    _scheduler: AsyncIOScheduler | None = None
+
+    async def _tick(self) -> None:
+        report: TickReport | None = None
+        error: BaseException | None = None
+        try:
+            report = await self.engine.tick(self.clock())
+        except Exception as exc:  # a failed pass is counted; the loop goes on
+            error = exc
+            self.engine.metrics.ticks.labels("error").inc()
+            log.exception("tick failed")
+        for hook in self.on_tick:
+            try:
+                hook(report, error)
+            except Exception:
+                log.exception("tick hook failed")
+
+    async def _job(self) -> None:
+        task = asyncio.ensure_future(self._tick())
+        self._running = task
+        try:
+            await asyncio.shield(task)
+        finally:
+            self._running = None
+
+    def wake(self) -> None:
+        """Run the next pass now (webhook intake calls this)."""
+        if self._scheduler is not None:
+            self._scheduler.modify_job("tick", next_run_time=_now_dt())
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or ``stop_event``."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop_event.set)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests): the stop event is set directly
+        runner: web.AppRunner | None = None
+        http = self.settings.http
+        if http.enabled:
+            max_age = http.healthz_max_age or 3 * self.settings.service.interval
+            app = make_app(
+                engine=self.engine,
+                clock=self.clock,
+                token=http.token,
+                healthz_max_age=max_age,
+                extra_routes=self.extra_routes,
+            )
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, http.host, http.port)
+            await site.start()
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else http.port
+            log.info("http listening", extra={"host": http.host, "port": self.port})
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            self._job,
+            "interval",
+            id="tick",
+            seconds=self.settings.service.interval,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=_now_dt(),
+            misfire_grace_time=None,
+        )
+        self._scheduler = scheduler
+        scheduler.start()
+        try:
+            await self.stop_event.wait()
+        finally:
+            log.info("stopping")
+            scheduler.shutdown(wait=False)
+            self._scheduler = None
+            running = self._running
+            if running is not None:
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(running), self.settings.service.shutdown_timeout
+                    )
+                except TimeoutError:
+                    log.warning("in-flight pass did not finish before the shutdown timeout")
+                    running.cancel()
+            if runner is not None:
+                await runner.cleanup()
+            for ex in self.engine.executors.values():
+                try:
+                    await ex.aclose()
+                except Exception:
+                    log.exception("closing executor failed")
+            for src in self.engine.sources:
+                try:
+                    await src.aclose()
+                except Exception:
+                    log.exception("closing source failed")
+            self.engine.state_store.close()
+
+
+def _now_dt() -> datetime:
+    return datetime.now(UTC)
