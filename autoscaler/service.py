@@ -8,36 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, ForecastProvider
-from autoscaler.errors import ConfigError
 from autoscaler.journal import SQLiteStore, StateStore
 from autoscaler.metrics import Metrics, make_metrics
+from autoscaler.plugins import executor_type
 from autoscaler.sources import SOURCE_TYPES
 from autoscaler.sources.base import EventSource, Source
 from policies.base import Policy
 from policies.registry import POLICY_TYPES
 from remediation.base import Executor
-from remediation.registry import EXECUTOR_TYPES, ExecutorType
 
 log = logging.getLogger(__name__)
-
-EXECUTOR_ENTRY_POINTS = "autoscaler.executors"
-
-
-def executor_type(name: str) -> ExecutorType:
-    """A built-in executor type, or one from the entry-point group, loaded lazily."""
-    if name in EXECUTOR_TYPES:
-        return EXECUTOR_TYPES[name]
-    for ep in entry_points(group=EXECUTOR_ENTRY_POINTS):
-        if ep.name == name:
-            found = ep.load()
-            if not isinstance(found, ExecutorType):
-                raise ConfigError([f"entry point {ep.value!r} is not an ExecutorType"])
-            return found
-    raise ConfigError([f"unknown executor type {name!r}"])
 
 
 def build_executors(settings: Settings) -> dict[str, Executor]:
