@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from itertools import pairwise
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import given, settings
