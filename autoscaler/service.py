@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from aiohttp import web
 
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, ForecastProvider
@@ -53,17 +56,39 @@ def build_engine(
     sources: list[Source] | None = None,
     event_sources: list[EventSource] | None = None,
 ) -> Engine:
-    """An engine for ``settings``; any part can be replaced (tests, replay)."""
+    """An engine for ``settings``; any part can be replaced (tests, replay).
+
+    Sources that are also push sources (they have ``drain``) become event sources too.
+    """
+    sources = build_sources(settings) if sources is None else sources
+    if event_sources is None:
+        event_sources = [s for s in sources if isinstance(s, EventSource)]
     return Engine(
         settings=settings,
-        sources=build_sources(settings) if sources is None else sources,
+        sources=sources,
         policies=build_policies(settings),
         executors=build_executors(settings) if executors is None else executors,
         state_store=SQLiteStore(settings.service.state_path)
         if state_store is None
         else state_store,
         metrics=metrics or make_metrics(),
-        event_sources=event_sources or [],
+        event_sources=event_sources,
         forecaster=build_forecaster(settings),
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
     )
+
+
+@runtime_checkable
+class HasRoutes(Protocol):
+    """A component serving HTTP endpoints of its own (webhook intake, breaker board)."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+
+def component_routes(engine: Engine) -> list[web.RouteDef]:
+    """HTTP routes contributed by the engine's sources and executors."""
+    out: list[web.RouteDef] = []
+    for comp in [*engine.sources, *engine.executors.values()]:
+        if isinstance(comp, HasRoutes):
+            out.extend(comp.routes())
+    return out
