@@ -23,9 +23,9 @@ from policies.types import Decision, Event, Observation, TargetState
 class History(Protocol):
     """Read access to recent samples of a target's signals, on the tick grid."""
 
-    def window(self, target: str, signal: str, seconds: float) -> tuple[
-        NDArray[np.float64], NDArray[np.float64]
-    ]:
+    def window(
+        self, target: str, signal: str, seconds: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Times and values (NaN where missing) of the last ``seconds``, oldest first."""
         ...
 
@@ -53,6 +53,9 @@ class Context:
     history: History
     events: Sequence[Event] = ()
     memory: MutableMapping[str, Any] = field(default_factory=dict)
+    breakers: Mapping[str, str] = field(default_factory=dict)
+    """Last published state of each named circuit breaker (``closed``/``open``/
+    ``half_open``), for rules that depend on them (degradation level)."""
 
     def current_replicas(self) -> int | None:
         """Desired replicas the orchestrator reports, if it reports any."""
