@@ -6,8 +6,8 @@ triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
 
 - exponential backoff between consecutive attempts (``backoff``, default 2, 4, 8, 16 s;
   the last value repeats), reset once the target is healthy again;
-- at most ``max_attempts`` restarts within a sliding ``window``; one more trigger in that
-  window escalates once with a ``Notify`` (``severity``, default P1) and restarts stop until
+- at most ``max_attempts`` restarts within a sliding ``window``; a trigger after the last
+  attempt's backoff, still within that window, escalates once with a ``Notify`` (``severity``, default P1) and restarts stop until
   the oldest attempt leaves the window.
 
 A stale or missing probe is not a failure: the rule holds.
@@ -102,6 +102,13 @@ class RestartPolicy:
         attempts = [float(t) for t in mem.get("attempts", []) if ctx.now - float(t) < window]
         mem["attempts"] = attempts
         inputs["attempts_in_window"] = len(attempts)
+        # Backoff first: the last attempt gets its full delay to take effect before the
+        # rule judges that it did not help and escalates.
+        next_at = float(mem.get("next_at", 0.0))
+        if ctx.now < next_at:
+            inputs["next_at"] = next_at
+            reason = f"{why} but backing off for {next_at - ctx.now:g} s before the next restart"
+            return [hold(self.name, ctx, reason, inputs)]
         if len(attempts) >= spec.max_attempts:
             until = attempts[0] + window
             inputs["paused_until"] = until
@@ -126,11 +133,6 @@ class RestartPolicy:
                 f"{why} but {len(attempts)} restarts within {window:g} s were escalated, "
                 f"restarts paused for {until - ctx.now:.0f} s"
             )
-            return [hold(self.name, ctx, reason, inputs)]
-        next_at = float(mem.get("next_at", 0.0))
-        if ctx.now < next_at:
-            inputs["next_at"] = next_at
-            reason = f"{why} but backing off for {next_at - ctx.now:g} s before the next restart"
             return [hold(self.name, ctx, reason, inputs)]
         streak = int(mem.get("streak", 0)) + 1
         delay = spec.backoff[min(streak, len(spec.backoff)) - 1]
