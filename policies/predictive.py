@@ -35,7 +35,8 @@ class PredictiveSpec:
     mode: Literal["step", "track"] = "step"
     """``step``: threshold and step size; ``track``: HPA formula against ``target``."""
     above: float = math.inf
-    """Step mode: scale up when the forecast upper bound at lead time exceeds this."""
+    """Step mode: scale up when the forecast upper bound at lead time exceeds this (unset:
+    never)."""
     scale_up_step: int = 2
     """Step mode: replicas added per scale-up."""
     target: float = 0.0
@@ -58,8 +59,6 @@ class PredictiveSpec:
     def __post_init__(self) -> None:
         if self.mode == "track" and not (math.isfinite(self.target) and self.target > 0):
             raise ValueError("track mode needs a positive target")
-        if self.mode == "step" and not math.isfinite(self.above):
-            raise ValueError("step mode needs a finite above")
         if self.scale_up_step < 1:
             raise ValueError("scale_up_step must be at least 1")
         if not 0 <= self.tolerance < 1:

@@ -7,8 +7,8 @@ triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
 - exponential backoff between consecutive attempts (``backoff``, default 2, 4, 8, 16 s;
   the last value repeats), reset once the target is healthy again;
 - at most ``max_attempts`` restarts within a sliding ``window``; a trigger after the last
-  attempt's backoff, still within that window, escalates once with a ``Notify`` (``severity``, default P1) and restarts stop until
-  the oldest attempt leaves the window.
+  attempt's backoff, still within that window, escalates once with a ``Notify``
+  (``severity``, default P1) and restarts stop until the oldest attempt leaves the window.
 
 A stale or missing probe is not a failure: the rule holds.
 """

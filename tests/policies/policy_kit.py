@@ -43,7 +43,9 @@ class SeriesHistory:
         return t[mask], v[mask]
 
 
-def filled(signal: str, value: float, *, now: float, seconds: float, step: float = 15.0) -> SeriesHistory:
+def filled(
+    signal: str, value: float, *, now: float, seconds: float, step: float = 15.0
+) -> SeriesHistory:
     """A history in which ``signal`` was ``value`` for the last ``seconds``."""
     h = SeriesHistory(now=now)
     for t in np.arange(now - seconds, now + 1e-9, step):
@@ -120,6 +122,7 @@ class Loop:
     combine_memory: str = "{}"
     actions: list[tuple[float, Decision]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    ticks: list[tuple[float, list[Decision], Decision | None]] = field(default_factory=list)
 
     def tick(
         self,
@@ -138,15 +141,32 @@ class Loop:
         decisions: list[Decision] = []
         for p in self.policies:
             mem = json.loads(self.memories.get(p.name, "{}"))
-            c = ctx(now, values=values, stale=stale, history=self.history, bounds=self.bounds,
-                    state=st, forecasts=forecasts, events=events, memory=mem)
+            c = ctx(
+                now,
+                values=values,
+                stale=stale,
+                history=self.history,
+                bounds=self.bounds,
+                state=st,
+                forecasts=forecasts,
+                events=events,
+                memory=mem,
+            )
             decisions.extend(p.evaluate(c))
             self.memories[p.name] = json.dumps(mem)
         self.decisions.extend(decisions)
         cmem = json.loads(self.combine_memory)
-        out = combine_scale(TARGET, decisions, bounds=self.bounds, current=st.desired_replicas,
-                            now=now, memory=cmem, behavior=self.behavior)
+        out = combine_scale(
+            TARGET,
+            decisions,
+            bounds=self.bounds,
+            current=st.desired_replicas,
+            now=now,
+            memory=cmem,
+            behavior=self.behavior,
+        )
         self.combine_memory = json.dumps(cmem)
+        self.ticks.append((now, decisions, out))
         if out is not None and isinstance(out.action, Scale):
             self.actions.append((now, out))
             self.replicas = out.action.replicas

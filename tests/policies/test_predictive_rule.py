@@ -42,8 +42,11 @@ def _one(policy, **kw):
 
 def test_forecast_upper_bound_above_threshold_scales_up_ahead_of_load():
     fc = flat_forecast(NOW, mean=4.0, upper=7.0)
-    d = _one(PredictivePolicy("ahead", STEP), values={"queue_length": 2.0},
-             forecasts={"queue_length": fc})
+    d = _one(
+        PredictivePolicy("ahead", STEP),
+        values={"queue_length": 2.0},
+        forecasts={"queue_length": fc},
+    )
     assert isinstance(d.action, Scale)
     assert d.action.replicas == 6
     assert d.inputs["forecast"]["upper"] == 7.0
@@ -52,29 +55,44 @@ def test_forecast_upper_bound_above_threshold_scales_up_ahead_of_load():
 
 def test_a_calm_forecast_has_no_opinion_so_reactive_rules_decide_scale_in():
     fc = flat_forecast(NOW, mean=1.0, upper=2.0)
-    d = _one(PredictivePolicy("ahead", STEP), values={"queue_length": 1.0},
-             forecasts={"queue_length": fc})
+    d = _one(
+        PredictivePolicy("ahead", STEP),
+        values={"queue_length": 1.0},
+        forecasts={"queue_length": fc},
+    )
     assert d.is_hold
     assert d.recommendation is None
 
 
 def test_the_current_observation_is_a_floor_in_step_mode():
     fc = flat_forecast(NOW, mean=1.0, upper=2.0)
-    d = _one(PredictivePolicy("ahead", STEP), values={"queue_length": 9.0},
-             forecasts={"queue_length": fc})
+    d = _one(
+        PredictivePolicy("ahead", STEP),
+        values={"queue_length": 9.0},
+        forecasts={"queue_length": fc},
+    )
     assert isinstance(d.action, Scale)
     assert d.action.replicas == 6
 
 
 def test_lead_time_defaults_to_the_targets_startup_delay():
     times = np.array([NOW + 60, NOW + 120, NOW + 180])
-    fc = Forecast(NOW, times, np.array([1.0, 1.0, 9.0]), np.zeros(3), np.array([2.0, 2.0, 9.0]),
-                  "test")
+    fc = Forecast(
+        NOW, times, np.array([1.0, 1.0, 9.0]), np.zeros(3), np.array([2.0, 2.0, 9.0]), "test"
+    )
     policy = PredictivePolicy("ahead", STEP)
-    short = _one(policy, values={"queue_length": 1.0}, forecasts={"queue_length": fc},
-                 bounds=Bounds(2, 10, 60.0))
-    long = _one(policy, values={"queue_length": 1.0}, forecasts={"queue_length": fc},
-                bounds=Bounds(2, 10, 180.0))
+    short = _one(
+        policy,
+        values={"queue_length": 1.0},
+        forecasts={"queue_length": fc},
+        bounds=Bounds(2, 10, 60.0),
+    )
+    long = _one(
+        policy,
+        values={"queue_length": 1.0},
+        forecasts={"queue_length": fc},
+        bounds=Bounds(2, 10, 180.0),
+    )
     assert short.is_hold
     assert isinstance(long.action, Scale)
 
@@ -107,16 +125,18 @@ def test_track_mode_sizes_for_the_forecast_upper_bound():
 
 def test_track_mode_never_scales_in_below_what_is_needed_now():
     fc = flat_forecast(NOW, mean=50.0, upper=80.0)
-    d = _one(PredictivePolicy("ahead", TRACK), values={"rps": 600.0}, forecasts={"rps": fc},
-             replicas=8)
+    d = _one(
+        PredictivePolicy("ahead", TRACK), values={"rps": 600.0}, forecasts={"rps": fc}, replicas=8
+    )
     assert isinstance(d.action, Scale)
     assert d.action.replicas == 6  # need now: ceil(600 / 100), not the forecast's 1
 
 
 def test_track_mode_scales_in_when_now_and_forecast_are_both_low():
     fc = flat_forecast(NOW, mean=150.0, upper=190.0)
-    d = _one(PredictivePolicy("ahead", TRACK), values={"rps": 150.0}, forecasts={"rps": fc},
-             replicas=8)
+    d = _one(
+        PredictivePolicy("ahead", TRACK), values={"rps": 150.0}, forecasts={"rps": fc}, replicas=8
+    )
     assert isinstance(d.action, Scale)
     assert d.action.replicas == 2
 
@@ -125,7 +145,7 @@ def test_invalid_predictive_specs_are_rejected():
     with pytest.raises(ValueError):
         PredictiveSpec(mode="track", target=0.0)
     with pytest.raises(ValueError):
-        PredictiveSpec(mode="step")  # no threshold
+        PredictiveSpec(scale_up_step=0)
 
 
 # --- a real ramp: NYC taxi demand on weekday mornings ---------------------------------
@@ -152,8 +172,13 @@ def _linear_forecast(t: np.ndarray, v: np.ndarray, i: int, *, lead: float) -> Fo
 def _first_scale_up(policy, t, v, idx, *, lead: float) -> float | None:
     for i in idx:
         fc = _linear_forecast(t, v, i, lead=lead)
-        c = ctx(float(t[i]), values={"trips": float(v[i])}, forecasts={"trips": fc}, replicas=2,
-                bounds=Bounds(2, 10, lead))
+        c = ctx(
+            float(t[i]),
+            values={"trips": float(v[i])},
+            forecasts={"trips": fc},
+            replicas=2,
+            bounds=Bounds(2, 10, lead),
+        )
         (d,) = policy.evaluate(c)
         if isinstance(d.action, Scale):
             return float(t[i])

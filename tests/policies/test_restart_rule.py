@@ -19,8 +19,9 @@ def _run(policy, times, *, failing=lambda t: True, events=lambda t: ()):
     out = []
     for t in times:
         value = 3.0 if failing(t) else 0.0
-        (d,) = policy.evaluate(ctx(t, values={"probe_failures": value}, memory=memory,
-                                   events=events(t)))
+        (d,) = policy.evaluate(
+            ctx(t, values={"probe_failures": value}, memory=memory, events=events(t))
+        )
         assert one_sentence(d.reason), d.reason
         assert journalable(d)
         memory = json.loads(json.dumps(memory))  # persisted between ticks
@@ -36,7 +37,10 @@ def test_runbook_backoff_is_2_4_then_escalation_p1_after_three_attempts():
     run = _run(runbook.restart(), [T0 + s for s in range(0, 40)])
     acted = [(t, d.action) for t, d in run if d.action is not None]
     assert [(t, type(a).__name__) for t, a in acted] == [
-        (0, "Restart"), (2, "Restart"), (6, "Restart"), (14, "Notify"),
+        (0, "Restart"),
+        (2, "Restart"),
+        (6, "Restart"),
+        (14, "Notify"),
     ]
     assert [a.attempt for _, a in acted[:3]] == [1, 2, 3]
     notify = acted[3][1]
@@ -51,8 +55,16 @@ def test_runbook_backoff_is_2_4_then_escalation_p1_after_three_attempts():
 def test_restarts_resume_once_the_oldest_attempt_leaves_the_window():
     times = [T0 + s for s in (0, 2, 6, 14, 599, 600, 601, 620)]
     kinds = _kinds(_run(runbook.restart(), times))
-    assert kinds == [(0, "Restart"), (2, "Restart"), (6, "Restart"), (14, "Notify"),
-                     (599, None), (600, "Restart"), (601, None), (620, "Restart")]
+    assert kinds == [
+        (0, "Restart"),
+        (2, "Restart"),
+        (6, "Restart"),
+        (14, "Notify"),
+        (599, None),
+        (600, "Restart"),
+        (601, None),
+        (620, "Restart"),
+    ]
 
 
 def test_backoff_continues_doubling_up_to_the_last_value():
@@ -67,8 +79,15 @@ def test_a_healthy_probe_resets_the_backoff_growth_but_not_the_attempt_window():
     times = [T0 + s for s in (0, 1, 2, 3, 4, 5, 6)]
     failing = {T0, T0 + 2, T0 + 4, T0 + 5, T0 + 6}.__contains__
     run = _run(RestartPolicy("restart", spec), times, failing=failing)
-    assert _kinds(run) == [(0, "Restart"), (1, None), (2, "Restart"), (3, None),
-                           (4, "Restart"), (5, None), (6, "Notify")]
+    assert _kinds(run) == [
+        (0, "Restart"),
+        (1, None),
+        (2, "Restart"),
+        (3, None),
+        (4, "Restart"),
+        (5, None),
+        (6, "Notify"),
+    ]
     assert [d.action.attempt for _, d in run if isinstance(d.action, Restart)] == [1, 1, 1]
 
 
@@ -78,7 +97,9 @@ def test_probe_below_the_threshold_is_healthy():
     assert d.reason == "api is healthy"
 
 
-@pytest.mark.parametrize(("values", "stale"), [({}, ()), ({"probe_failures": 9.0}, ("probe_failures",))])
+@pytest.mark.parametrize(
+    ("values", "stale"), [({}, ()), ({"probe_failures": 9.0}, ("probe_failures",))]
+)
 def test_a_stale_or_missing_probe_never_restarts(values, stale):
     (d,) = runbook.restart().evaluate(ctx(T0, values=values, stale=stale))
     assert d.is_hold

@@ -13,8 +13,9 @@ from policies.schedule import SchedulePolicy, ScheduleSpec, ScheduleWindow
 from policies.types import Scale
 
 BERLIN = ZoneInfo("Europe/Berlin")
-OFFICE = ScheduleWindow(cron="0 8 * * mon-fri", duration=10 * 3600, min_replicas=4,
-                        name="office hours")
+OFFICE = ScheduleWindow(
+    cron="0 8 * * mon-fri", duration=10 * 3600, min_replicas=4, name="office hours"
+)
 SPEC = ScheduleSpec(timezone="Europe/Berlin", windows=(OFFICE,))
 
 

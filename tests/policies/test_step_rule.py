@@ -100,7 +100,9 @@ def test_fallback_replicas_apply_after_n_failed_evaluations_and_only_upwards():
     assert _replicas(policy.evaluate(ctx(NOW + 6, memory=memory))) is None
     # above the fallback already: hold, never scale in on missing data
     memory = {}
-    outcomes = [_replicas(policy.evaluate(ctx(NOW + i, memory=memory, replicas=8))) for i in range(5)]
+    outcomes = [
+        _replicas(policy.evaluate(ctx(NOW + i, memory=memory, replicas=8))) for i in range(5)
+    ]
     assert outcomes == [None] * 5
 
 

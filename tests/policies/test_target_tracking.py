@@ -38,8 +38,9 @@ def _decide(spec, values, replicas=4, stale=(), bounds=None, memory=None):
     ],
 )
 def test_hpa_formula(current, value, target, kind, expected):
-    want, _ = desired_replicas(current=current, value=value, target=target, kind=kind,
-                               tolerance=0.1)
+    want, _ = desired_replicas(
+        current=current, value=value, target=target, kind=kind, tolerance=0.1
+    )
     assert want == expected
 
 
