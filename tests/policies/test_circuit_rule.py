@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import runbook
+import policy_runbook as runbook
 from policy_kit import ctx, journalable, one_sentence
 
 from policies.circuit import CircuitPolicy, CircuitSpec

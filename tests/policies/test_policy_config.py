@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import policy_runbook as runbook
 import pytest
-import runbook
 from policy_kit import ctx
 
 from autoscaler.config import from_mapping, load

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
-import runbook
+import policy_runbook as runbook
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from policy_kit import Loop, ctx, filled, flat_forecast, journalable, one_sentence

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+import policy_runbook as runbook
 import pytest
-import runbook
 from policy_kit import ctx, journalable, one_sentence
 
 from policies.restart import RestartPolicy, RestartSpec

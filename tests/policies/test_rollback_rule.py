@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import policy_runbook as runbook
 import pytest
-import runbook
 from policy_kit import ctx, filled, journalable, one_sentence
 
 from policies.types import Notify, Rollback, TargetState

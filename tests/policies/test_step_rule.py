@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+import policy_runbook as runbook
 import pytest
-import runbook
 from policy_kit import SeriesHistory, ctx, filled, journalable, one_sentence
 
 from policies.base import Bounds
