@@ -69,16 +69,28 @@ def combine_scale(
     behavior: ScaleBehavior | None = None,
 ) -> Decision | None:
     """One scale decision for ``target`` out of the policies' decisions (holds included:
-    their votes count), or ``None`` when nothing votes, the current count is unknown, or
-    no policy asked to scale and the target is within bounds. A returned decision with
-    ``action=None`` is a hold that explains why a requested scale did not happen."""
+    their votes count), or ``None`` when the current count is unknown, or no policy asked
+    to scale and the target is within bounds. A returned decision with ``action=None`` is
+    a hold that explains why a requested scale did not happen; a target outside its bounds
+    is always brought back (policy ``"bounds"`` when no rule voted)."""
     if current is None:
         return None
     mem: MutableMapping[str, Any] = {} if memory is None else memory
     how = behavior or ScaleBehavior()
     votes = [(v, d) for d in decisions if d.target == target and (v := vote(d)) is not None]
     if not votes:
-        return None
+        if _clamp(current, bounds) == current:
+            return None
+        # No rule has an opinion, but the bounds are config too: enforce them (as the HPA
+        # does for a target scaled by hand past its max).
+        want = _clamp(current, bounds)
+        reason = (
+            f"{current} replicas is outside [{bounds.min_replicas}, {bounds.max_replicas}]: "
+            f"scale to {want}"
+        )
+        inputs = {"min_replicas": bounds.min_replicas, "max_replicas": bounds.max_replicas}
+        action = Scale(target=target, replicas=want, current=current)
+        return Decision("bounds", target, now, action, reason, inputs, want)
     top, winner = max(votes, key=lambda vd: (vd[0], isinstance(vd[1].action, Scale)))
     raw = _clamp(top, bounds)
     recs = _remember(mem, "votes", now, raw, keep=max(how.scale_down_window, how.scale_up_window))

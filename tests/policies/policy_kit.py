@@ -123,6 +123,8 @@ class Loop:
     actions: list[tuple[float, Decision]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     ticks: list[tuple[float, list[Decision], Decision | None]] = field(default_factory=list)
+    path: list[int] = field(default_factory=list)
+    """Replicas after each tick."""
 
     def tick(
         self,
@@ -167,6 +169,11 @@ class Loop:
         )
         self.combine_memory = json.dumps(cmem)
         self.ticks.append((now, decisions, out))
+        self.path.append(
+            self.replicas
+            if out is None or not isinstance(out.action, Scale)
+            else out.action.replicas
+        )
         if out is not None and isinstance(out.action, Scale):
             self.actions.append((now, out))
             self.replicas = out.action.replicas

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from policy_kit import one_sentence
+import policy_runbook
+from policy_kit import Loop, one_sentence
 
 from policies.base import Bounds
 from policies.scaling import ScaleBehavior, combine_scale
@@ -68,6 +69,13 @@ def test_scale_in_happens_when_every_rule_agrees():
         behavior=FREE,
     )
     assert _replicas(d) == 3
+
+
+def test_bounds_are_enforced_even_when_no_rule_votes():
+    d = combine_scale("api", [], bounds=BOUNDS, current=14, now=T0)
+    assert _replicas(d) == 10
+    assert d.policy == "bounds"
+    assert d.reason == "14 replicas is outside [2, 10]: scale to 10"
 
 
 def test_nothing_to_decide_without_a_scale_request_or_a_replica_count():
@@ -231,3 +239,13 @@ def test_votes_from_the_future_do_not_pin_the_window_after_a_clock_step_back():
     memory: dict[str, object] = {"votes": [[T0 + 3600, 9]]}
     d = combine_scale("api", [_scale("a", 3, 4)], bounds=BOUNDS, current=4, now=T0, memory=memory)
     assert _replicas(d) == 3
+
+
+def test_a_queue_hovering_at_its_thresholds_never_flaps():
+    loop = Loop([policy_runbook.queue(), policy_runbook.latency()], replicas=4)
+    for i in range(200):  # 50 minutes at 15 s: the queue hovers around 5, then around 1
+        q = (5.2 if i % 2 else 4.8) if i < 100 else (1.1 if i % 2 else 0.9)
+        loop.tick(T0 + 15 * i, {"queue_length": q, "p95_latency_ms": 120.0})
+    path = [d.action.replicas for _, d in loop.actions]
+    assert path == sorted(path)  # only ever up: neither band edge makes it flap
+    assert path[-1] == 10
