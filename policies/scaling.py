@@ -88,9 +88,9 @@ def combine_scale(
             f"{current} replicas is outside [{bounds.min_replicas}, {bounds.max_replicas}]: "
             f"scale to {want}"
         )
-        inputs = {"min_replicas": bounds.min_replicas, "max_replicas": bounds.max_replicas}
+        limits = {"min_replicas": bounds.min_replicas, "max_replicas": bounds.max_replicas}
         action = Scale(target=target, replicas=want, current=current)
-        return Decision("bounds", target, now, action, reason, inputs, want)
+        return Decision("bounds", target, now, action, reason, limits, want)
     top, winner = max(votes, key=lambda vd: (vd[0], isinstance(vd[1].action, Scale)))
     raw = _clamp(top, bounds)
     recs = _remember(mem, "votes", now, raw, keep=max(how.scale_down_window, how.scale_up_window))
