@@ -154,7 +154,7 @@ class CircuitPolicy:
                 self._move(
                     ctx,
                     "open",
-                    f"{sample} is the {failures}th failure in a row: open breaker {spec.breaker}",
+                    f"{sample} makes {failures} failures in a row: open breaker {spec.breaker}",
                     inputs,
                 )
             ]

@@ -39,7 +39,7 @@ def test_runbook_breaker_opens_after_five_consecutive_failures():
     assert _moves(run) == [(9, "open")]
     action = run[9].action
     assert action == TripBreaker(target="vector_store", state="open")
-    assert "5th failure in a row" in run[9].reason
+    assert "makes 5 failures in a row" in run[9].reason
 
 
 def test_open_breaker_goes_half_open_after_the_reset_timeout_and_closes_after_k_trials():
