@@ -77,6 +77,15 @@ def combine_scale(
         return None
     mem: MutableMapping[str, Any] = {} if memory is None else memory
     how = behavior or ScaleBehavior()
+    # Step limits count replica changes actually seen, not ones decided: a scale that
+    # failed or was skipped (cooldown, breaker) must not use up the budget.
+    # A change that matches the scale decided last pass is dated at that decision.
+    last, pending = mem.get("last_current"), mem.pop("pending", None)
+    if isinstance(last, int) and last != current:
+        at = float(pending[0]) if pending and int(pending[1]) == current else now
+        keep = max(how.scale_up_period, how.scale_down_period)
+        _remember(mem, "moves", at, current - last, keep=keep)
+    mem["last_current"] = current
     votes = [(v, d) for d in decisions if d.target == target and (v := vote(d)) is not None]
     if not votes:
         if _clamp(current, bounds) == current:
@@ -133,9 +142,7 @@ def combine_scale(
         reason = f"{winner.policy} votes for {top}: {reason}"
     if want == current:
         return Decision(winner.policy, target, now, None, reason, inputs, current)
-    _remember(
-        mem, "moves", now, want - current, keep=max(how.scale_up_period, how.scale_down_period)
-    )
+    mem["pending"] = [now, want]
     action = Scale(target=target, replicas=want, current=current)
     return Decision(winner.policy, target, now, action, reason, inputs, want)
 
