@@ -194,4 +194,3 @@ class Decision:
     @property
     def is_hold(self) -> bool:
         return self.action is None
-

@@ -264,6 +264,7 @@ class SocketProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+                s.close()
             with self._mu:
                 self._conns.discard(src)
                 self._conns.discard(dst)
