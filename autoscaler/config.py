@@ -238,7 +238,9 @@ class _Loader:
         hints = typing.get_type_hints(cls, include_extras=True)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         keys = {_toml_key(name): name for name in fields}
-        secret_files = {f"{_toml_key(n)}_file": n for n in fields if _is_secret(hints[n])}
+        secret_files = {
+            f"{_toml_key(n)}_file": n for n in fields if _is_secret(hints[n])
+        }
         values: dict[str, Any] = {}
         for key, raw in data.items():
             sub = f"{path}.{key}" if path else key

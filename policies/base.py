@@ -23,9 +23,9 @@ from policies.types import Decision, Event, Observation, TargetState
 class History(Protocol):
     """Read access to recent samples of a target's signals, on the tick grid."""
 
-    def window(
-        self, target: str, signal: str, seconds: float
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def window(self, target: str, signal: str, seconds: float) -> tuple[
+        NDArray[np.float64], NDArray[np.float64]
+    ]:
         """Times and values (NaN where missing) of the last ``seconds``, oldest first."""
         ...
 

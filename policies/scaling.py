@@ -24,8 +24,7 @@ def combine_scale(
     assert isinstance(best.action, Scale)
     want = min(max(best.action.replicas, bounds.min_replicas), bounds.max_replicas)
     if want == current:
-        return Decision(
-            best.policy, target, now, None, f"{best.reason} (already at {want})", best.inputs
-        )
+        return Decision(best.policy, target, now, None, f"{best.reason} (already at {want})",
+                        best.inputs)
     action = Scale(target=target, replicas=want, current=current)
     return Decision(best.policy, target, now, action, best.reason, best.inputs)

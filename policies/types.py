@@ -194,3 +194,4 @@ class Decision:
     @property
     def is_hold(self) -> bool:
         return self.action is None
+
