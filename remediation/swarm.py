@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 
 from policies.markers import Seconds
@@ -51,6 +52,8 @@ class SwarmSpec:
     """Docker Engine address (``unix://`` socket or ``tcp://host:port``)."""
     timeout: Seconds = 10.0
     """Seconds one Engine API call may take."""
+    api_version: str = "auto"
+    """Engine API version; "auto" negotiates with the daemon on first use."""
     services: dict[str, str] = field(default_factory=dict)
     """Target name → swarm service name; a target not listed uses its own name."""
     label_prefix: str = "autoscaler"
@@ -124,7 +127,9 @@ class SwarmExecutor:
         with self._api_lock:
             if self._api is None:
                 self._api = docker.APIClient(
-                    base_url=self.spec.base_url, version="auto", timeout=self.spec.timeout
+                    base_url=self.spec.base_url,
+                    version=self.spec.api_version,
+                    timeout=self.spec.timeout,
                 )
             return self._api
 
@@ -327,7 +332,9 @@ class SwarmExecutor:
 
     def _list_services(self) -> list[dict[str, Any]]:
         api = self._client()
-        result: list[dict[str, Any]] = api.services(status=True)
+        # ServiceStatus needs API 1.41 (Engine 20.10); older daemons get task counts.
+        with_status = docker.utils.version_gte(api.api_version, "1.41")
+        result: list[dict[str, Any]] = api.services(status=True) if with_status else api.services()
         for svc in result:
             if "ServiceStatus" not in svc:  # API < 1.41: count running tasks instead
                 svc["ServiceStatus"] = self._count_tasks(svc)

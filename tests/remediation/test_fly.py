@@ -398,8 +398,7 @@ async def test_a_leased_machine_is_a_temporary_error(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
     contract, server = fly
-    contract.add_machine()
-    mid = contract.add_machine()
+    mid = max(contract.add_machine() for _ in range(2))  # the newest is stopped first
     contract.leases[mid] = "someone-elses-nonce"
     ex = executor(server, contract)
     try:

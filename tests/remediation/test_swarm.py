@@ -84,6 +84,19 @@ async def test_states_leave_out_unknown_targets_and_report_the_image(
         await ex.aclose()
 
 
+async def test_an_older_api_version_counts_running_tasks_instead(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=2, labels=OPT_IN)
+    wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
+    ex = SwarmExecutor("swarm", SwarmSpec(api_version="1.40"))  # before ServiceStatus
+    try:
+        st = (await ex.states([svc]))[svc]
+        assert (st.desired_replicas, st.running_replicas) == (2, 2)
+    finally:
+        await ex.aclose()
+
+
 async def test_rolling_restart_replaces_every_task(
     api: docker.APIClient, make_service: ServiceFactory
 ) -> None:
