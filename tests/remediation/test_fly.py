@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from policies.markers import Secret
 from policies.types import Notify, Restart, Rollback, Scale
 from remediation.base import ExecutorError
+from remediation.breaker import CircuitBreaker
 from remediation.fly import FlyExecutor, FlySpec, auth_header, full_image_ref
 from tests.remediation.fly_contract import APP, TOKEN, Failure, FlyContract
 
@@ -416,6 +417,52 @@ async def test_an_unreachable_api_is_a_temporary_error(unused_tcp_port: int) -> 
         with pytest.raises(ExecutorError, match="unreachable") as err:
             await ex.execute(Restart("api"))
         assert err.value.temporary
+    finally:
+        await ex.aclose()
+
+
+async def test_the_breaker_opens_while_the_api_is_down_and_closes_when_it_returns(
+    unused_tcp_port: int,
+) -> None:
+    contract = FlyContract()
+    contract.add_machine()
+    contract.add_machine(state="stopped")
+    ex = FlyExecutor(
+        "fly",
+        FlySpec(app=APP, token=Secret(TOKEN), base_url=f"http://127.0.0.1:{unused_tcp_port}",
+                graphql_url=""),
+        sleep=contract.sleep,
+    )  # fmt: skip
+    breaker = CircuitBreaker("fly")
+    calls = 0
+
+    async def guarded(action: Scale, now: float) -> str:
+        nonlocal calls
+        if not breaker.allow(now):
+            return "breaker-open"
+        calls += 1
+        try:
+            detail = await ex.execute(action)
+        except ExecutorError as exc:
+            breaker.record_failure(now)
+            return "temporary" if exc.temporary else "permanent"
+        breaker.record_success(now)
+        return detail
+
+    try:
+        down = [await guarded(Scale("api", replicas=2, current=1), 100.0 + i) for i in range(7)]
+        assert down == ["temporary"] * 5 + ["breaker-open"] * 2 and calls == 5
+        server = TestServer(contract.app, port=unused_tcp_port)
+        await server.start_server()
+        try:
+            later = [
+                await guarded(Scale("api", replicas=n, current=0), 140.0 + i)
+                for i, n in enumerate((2, 1, 2))
+            ]
+            assert all(d.startswith("started machines") for d in later)
+            assert breaker.state == "closed" and contract.started() == 2
+        finally:
+            await server.close()
     finally:
         await ex.aclose()
 

@@ -10,7 +10,7 @@ import pytest
 
 from policies.types import Restart, Rollback, Scale, TripBreaker
 from remediation.base import ExecutorError
-from remediation.swarm import SwarmExecutor, SwarmSpec, parse_time
+from remediation.swarm import SwarmExecutor, SwarmSpec
 from tests.harness.dockerd import IMAGE_V1, IMAGE_V2
 from tests.remediation.conftest import ServiceFactory
 from tests.remediation.helpers import await_for, running_tasks, wait_for
@@ -359,12 +359,3 @@ async def test_discovery_finds_opted_in_services_with_label_bounds_and_policy(
         assert plain not in found
     finally:
         await ex.aclose()
-
-
-def test_docker_timestamps_with_nanoseconds_parse_to_epoch_seconds() -> None:
-    assert parse_time("2024-05-01T10:00:00.123456789Z") == pytest.approx(1714557600.123456)
-    assert parse_time("2024-05-01T10:00:00Z") == 1714557600.0
-    assert parse_time("0001-01-01T00:00:00Z") == 0.0
-    assert parse_time("") == 0.0
-    assert parse_time(None) == 0.0
-    assert parse_time("yesterday") == 0.0
