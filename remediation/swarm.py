@@ -14,6 +14,10 @@ HTTP 500 ``update out of sequence``; the executor re-reads and tries again a bou
 of times. Rollback is the raw ``POST /services/{id}/update?version=V&rollback=previous``
 (docker-py has no call for it); the server then restores ``PreviousSpec``.
 
+Scale and restart wait while a rollout is in progress (``UpdateStatus.State`` ``updating``
+or ``rollback_started``): a temporary error, so the bus retries later. Rollback does not
+wait: rolling back a bad rollout while it runs is the point.
+
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
 outside the bounds and a rollback without a previous spec are permanent.

@@ -88,14 +88,14 @@ def _start_dockerd(deadline: float = 90.0) -> None:
         proc = subprocess.Popen(
             ["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
         if daemon_answers():
             return
-        if proc.poll() is not None and not daemon_answers():
-            # Another process may have started one at the same time; give it a moment.
-            if time.monotonic() > end - deadline + 10:
-                break
+        # Ours may have exited because another harness started one at the same moment:
+        # keep polling the socket a little longer before giving up.
+        if proc.poll() is not None and time.monotonic() - start > 15:
+            break
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
     raise HarnessError(f"dockerd did not answer on {DOCKER_SOCK}; log {log}:\n{tail}")
