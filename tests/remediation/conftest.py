@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 import docker
@@ -21,6 +21,7 @@ from tests.harness.dockerd import (
     ensure_swarm,
     remove_services,
 )
+from tests.remediation.helpers import ServiceFactory
 
 _T = TypeVar("_T")
 PREFIX = "astest-remediation-"
@@ -46,9 +47,6 @@ def api(swarm: None) -> Iterator[docker.APIClient]:
         yield client
     finally:
         client.close()
-
-
-ServiceFactory = Callable[..., str]
 
 
 @pytest.fixture

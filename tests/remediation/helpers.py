@@ -12,6 +12,9 @@ import pytest
 
 _T = TypeVar("_T")
 
+ServiceFactory = Callable[..., str]
+"""``make_service(replicas=, labels=, image=, global_mode=, update_delay_s=)`` → name."""
+
 
 def running_tasks(api: docker.APIClient, service: str) -> list[dict[str, Any]]:
     tasks = api.tasks(filters={"service": service, "desired-state": "running"})

@@ -12,8 +12,7 @@ from policies.types import Restart, Rollback, Scale, TripBreaker
 from remediation.base import ExecutorError
 from remediation.swarm import SwarmExecutor, SwarmSpec
 from tests.harness.dockerd import IMAGE_V1, IMAGE_V2
-from tests.remediation.conftest import ServiceFactory
-from tests.remediation.helpers import await_for, running_tasks, wait_for
+from tests.remediation.helpers import ServiceFactory, await_for, running_tasks, wait_for
 
 pytestmark = pytest.mark.integration
 

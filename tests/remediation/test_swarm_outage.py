@@ -21,7 +21,7 @@ from remediation.base import ExecutorError
 from remediation.breaker import CircuitBreaker
 from remediation.swarm import SwarmExecutor, SwarmSpec
 from tests.harness.dockerd import SocketProxy
-from tests.remediation.conftest import ServiceFactory
+from tests.remediation.helpers import ServiceFactory
 
 pytestmark = [
     pytest.mark.integration,
