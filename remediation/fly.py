@@ -166,7 +166,13 @@ class FlyExecutor:
                     temporary=True,
                 ) from exc
             if 200 <= status < 300:
-                return json.loads(text) if text.strip() else None
+                try:
+                    return json.loads(text) if text.strip() else None
+                except ValueError as exc:
+                    raise ExecutorError(
+                        f"{self.name}: {what}: HTTP {status} with a body that is not JSON",
+                        temporary=True,
+                    ) from exc
             if status == 429 and attempt < self.spec.retries:
                 delay = _seconds(retry_after, self.spec.backoff * 2**attempt)
                 attempt += 1

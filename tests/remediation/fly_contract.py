@@ -37,6 +37,8 @@ class Failure:
     error: str = "scripted failure"
     code: str = ""
     match: str = ""
+    raw: bool = False
+    """Answer ``error`` as a plain-text body instead of Fly's JSON error object."""
 
 
 def _ulid() -> str:
@@ -212,6 +214,8 @@ class FlyContract:
         for f in list(self.failures):
             if f.match in line:
                 self.failures.remove(f)
+                if f.raw:
+                    return web.Response(status=f.status, text=f.error)
                 return self._error(f.status, f.error, f.code)
         if request.path.startswith("/v1/"):
             if request.match_info.get("app") != self.app_name:

@@ -377,6 +377,21 @@ async def test_api_failures_map_to_temporary_or_permanent(
         await ex.aclose()
 
 
+async def test_a_2xx_answer_that_is_not_json_is_a_temporary_error(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    contract.add_machine()
+    contract.fail_next(Failure(200, "<html>proxy page</html>", match="GET /v1", raw=True))
+    ex = executor(server, contract)
+    try:
+        with pytest.raises(ExecutorError, match="not JSON") as err:
+            await ex.execute(Restart("api"))
+        assert err.value.temporary
+    finally:
+        await ex.aclose()
+
+
 async def test_insufficient_capacity_midway_reports_what_was_done(
     fly: tuple[FlyContract, TestServer],
 ) -> None:

@@ -94,6 +94,18 @@ async def test_slack_message_is_accepted_and_carries_severity_target_and_summary
         await n.aclose()
 
 
+async def test_a_resolved_notification_says_so_in_slack(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    contract, server = slack
+    n = slack_notifier(server, Sleeps())
+    try:
+        await n.execute(Notify("api", severity="P0", summary="error rate back", resolve=True))
+        assert contract.received[0]["text"] == "[RESOLVED] api: error rate back"
+    finally:
+        await n.aclose()
+
+
 async def test_slack_retries_429_and_5xx_with_backoff_then_succeeds(
     slack: tuple[SlackServer, TestServer],
 ) -> None:
