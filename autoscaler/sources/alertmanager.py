@@ -86,11 +86,13 @@ def parse_time(value: object, where: str) -> float:
         text = f"{head}.{rest}"
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        if dt.tzinfo is None:
+            raise PayloadError(f"{where}: time has no timezone: {value[:40]!r}")
+        return dt.timestamp()
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, PayloadError):
+            raise
         raise PayloadError(f"{where}: not an RFC 3339 time: {value[:40]!r}") from None
-    if dt.tzinfo is None:
-        raise PayloadError(f"{where}: time has no timezone: {value[:40]!r}")
-    return dt.timestamp()
 
 
 def _labels(value: object, where: str) -> dict[str, str]:
@@ -216,6 +218,11 @@ class AlertmanagerSource:
                 self.dropped_events += 1
             new += 1
         return new
+
+    @property
+    def pending(self) -> tuple[Event, ...]:
+        """Events waiting for the next drain (a copy)."""
+        return tuple(self._events)
 
     def drain(self, now: float) -> Sequence[Event]:
         events, self._events = self._events, []
