@@ -266,7 +266,7 @@ async def test_warnings_are_logged_and_data_kept(
         finally:
             await src.aclose()
     assert [s.value for s in samples] == [2.0]
-    assert any(getattr(r, "w", "") == "partial response: store down" for r in caplog.records)
+    assert any(getattr(r, "warning", "") == "partial response: store down" for r in caplog.records)
 
 
 async def test_targets_map_renames_and_filters_label_values(fake: FakePrometheus) -> None:
