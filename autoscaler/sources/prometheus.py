@@ -159,7 +159,8 @@ class PrometheusSource:
                 data, warnings = parse_envelope(body, status=status, content_type=ctype)
                 for w in warnings:
                     log.warning(
-                        "prometheus warning", extra={"source": self.name, "signal": signal, "warning": w}
+                        "prometheus warning",
+                        extra={"source": self.name, "signal": signal, "warning": w},
                     )
                 samples, skipped = vector_samples(
                     data, signal=signal, label=self.spec.target_label, targets=self.spec.targets
