@@ -29,8 +29,10 @@ from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from autoscaler.sources.base import Sample
+from autoscaler.sources.stats import by_reason
 from policies.markers import Secret
 from policies.types import Event
 
@@ -227,6 +229,34 @@ class AlertmanagerSource:
     def drain(self, now: float) -> Sequence[Event]:
         events, self._events = self._events, []
         return events
+
+    def metric_families(self) -> list[Metric]:
+        """Refused deliveries by reason, accepted deliveries, duplicates, dropped events."""
+        accepted = CounterMetricFamily(
+            "autoscaler_webhook_deliveries",
+            "Accepted webhook deliveries",
+            labels=["source"],
+        )
+        accepted.add_metric([self.name], float(self.accepted))
+        dups = CounterMetricFamily(
+            "autoscaler_webhook_duplicate_alerts",
+            "Alerts delivered again with the same fingerprint and status (ignored)",
+            labels=["source"],
+        )
+        dups.add_metric([self.name], float(self.duplicates))
+        dropped = CounterMetricFamily(
+            "autoscaler_source_dropped_events",
+            "Events dropped because the queue between two passes was full",
+            labels=["source"],
+        )
+        dropped.add_metric([self.name], float(self.dropped_events))
+        rejected = by_reason(
+            "autoscaler_webhook_rejected",
+            "Refused webhook deliveries by reason",
+            self.name,
+            self.rejected,
+        )
+        return [accepted, dups, dropped, rejected]
 
     # --- pull side ---------------------------------------------------------------------
 

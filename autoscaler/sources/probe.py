@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from autoscaler.sources.base import Sample
 from policies.markers import Seconds
@@ -129,6 +130,16 @@ class ProbeSource:
         events, self._events = self._events, []
         return events
 
+    def metric_families(self) -> list[Metric]:
+        """Events dropped because the queue between two passes was full."""
+        dropped = CounterMetricFamily(
+            "autoscaler_source_dropped_events",
+            "Events dropped because the queue between two passes was full",
+            labels=["source"],
+        )
+        dropped.add_metric([self.name], float(self.dropped_events))
+        return [dropped]
+
     def status(self) -> dict[str, dict[str, object]]:
         """Last known state of every check (for status pages and tests)."""
         return {
@@ -138,6 +149,8 @@ class ProbeSource:
 
     async def _probe(self, check: ProbeCheck) -> _Result:
         timeout = check.timeout or self.spec.timeout
+        if not check.url and not check.tcp:
+            return _Result(False, None, "no url or tcp configured")
         # perf_counter measures latency only; it never decides timing of behaviour.
         started = time.perf_counter()
         try:

@@ -32,10 +32,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from autoscaler.errors import SourceError
 from autoscaler.sources.base import Sample
 from autoscaler.sources.promql import auth_header, parse_envelope, vector_samples
+from autoscaler.sources.stats import by_reason
 from policies.markers import Seconds, Secret
 from remediation.breaker import CircuitBreaker
 
@@ -203,6 +205,24 @@ class PrometheusSource:
             raise _Retryable("timeout", f"timed out after {self.spec.timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise _Retryable("connection", f"{type(exc).__name__}: {exc}") from None
+
+    def metric_families(self) -> list[Metric]:
+        """``autoscaler_source_query_errors_total{source,reason}`` and skipped series."""
+        skipped = CounterMetricFamily(
+            "autoscaler_source_skipped_series",
+            "Series without the target label (or not in targets), ignored",
+            labels=["source"],
+        )
+        skipped.add_metric([self.name], float(self.skipped_series))
+        return [
+            by_reason(
+                "autoscaler_source_query_errors",
+                "Failed source queries by reason",
+                self.name,
+                self.errors,
+            ),
+            skipped,
+        ]
 
     async def aclose(self) -> None:
         if self._session is not None:

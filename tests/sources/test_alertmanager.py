@@ -231,3 +231,20 @@ async def test_fuzzed_bodies_never_cause_a_500(intake: Any, body: bytes) -> None
     assert resp.status in (200, 400, 413), await resp.text()
     assert src.rejected["error"] == 0, "no unexpected exception inside the handler"
     src.drain(0.0)
+
+
+async def test_rejections_are_exported_as_metrics_by_reason(intake: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from autoscaler.sources.stats import SourceStats
+
+    src, client = intake
+    await client.post("/v1/alertmanager", data=b"{", headers=AUTH)
+    await client.post("/v1/alertmanager", json=payload(alert()), headers={})
+    await client.post("/v1/alertmanager", json=payload(alert()), headers=AUTH)
+    registry = CollectorRegistry()
+    registry.register(SourceStats([src, object()]))
+    text = generate_latest(registry).decode()
+    assert 'autoscaler_webhook_rejected_total{reason="json",source="am"} 1.0' in text
+    assert 'autoscaler_webhook_rejected_total{reason="auth",source="am"} 1.0' in text
+    assert 'autoscaler_webhook_deliveries_total{source="am"} 1.0' in text

@@ -347,3 +347,20 @@ async def test_unreachable_prometheus_is_a_connection_error(fake: FakePrometheus
     msg = await collect_error(src)
     assert "ClientConnectorError" in msg or "Connect" in msg
     assert src.errors["connection"] == 1
+
+
+async def test_query_errors_are_exported_as_metrics_by_reason(fake: FakePrometheus) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from autoscaler.sources.stats import SourceStats
+
+    async def truncated(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":', content_type="application/json")
+
+    fake.handler = truncated
+    src = source(fake)
+    await collect_error(src)
+    registry = CollectorRegistry()
+    registry.register(SourceStats([src]))
+    text = generate_latest(registry).decode()
+    assert 'autoscaler_source_query_errors_total{reason="malformed",source="prom"} 1.0' in text
