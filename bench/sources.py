@@ -78,7 +78,7 @@ async def bench_tick(ticks: int = 10) -> None:
         }
         settings = from_mapping(
             {
-                "service": {"interval": "1s"},
+                "service": {"interval": "15s"},
                 "targets": {f"svc{i:04d}": {"min_replicas": 1} for i in range(N)},
                 "sources": {"prom": {"type": "prometheus", "url": prom.url, "queries": queries}},
                 "policies": {"q": {"type": "step", "signal": "queue_length", "above": 500}},
