@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from autoscaler.config import from_mapping
 from autoscaler.http import make_app
 from autoscaler.journal import MemoryStore
-from autoscaler.service import build_engine, build_sources
+from autoscaler.service import build_engine, component_routes
 from autoscaler.sources.alertmanager import AlertmanagerSource
 from policies.base import Context
 from policies.markers import Secret
@@ -71,19 +71,20 @@ async def test_alertmanager_posts_to_the_service_and_the_engine_drains_the_event
         },
         env={"AM_TOKEN": TOKEN},
     )
-    intake = build_sources(settings)[0]
+    # The composition root wires it: built from config, drained as an event source,
+    # its route mounted on the service's HTTP app.
+    engine = build_engine(settings, state_store=MemoryStore())
+    (intake,) = engine.sources
     assert isinstance(intake, AlertmanagerSource)
+    assert list(engine.event_sources) == [intake]
     log = EventLog()
-    engine = build_engine(
-        settings, state_store=MemoryStore(), sources=[intake], event_sources=[intake]
-    )
     engine.policies = [log]
     app = make_app(
         engine=engine,
         clock=time.time,
         token=Secret(),
         healthz_max_age=60,
-        extra_routes=intake.routes(),
+        extra_routes=component_routes(engine),
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
