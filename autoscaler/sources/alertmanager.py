@@ -16,6 +16,10 @@ Rules of the endpoint:
 - duplicate deliveries (same fingerprint and status, e.g. a ``repeat_interval`` resend or
   a retried POST) are accepted and ignored: the handler is idempotent;
 - never a 500: anything unexpected is a 400.
+
+An alert without the target label is accepted but reaches no target (no policy sees it).
+When Alertmanager truncated a group (``max_alerts``), the number dropped is logged and
+counted in ``truncated``.
 """
 
 from __future__ import annotations
@@ -156,6 +160,7 @@ class AlertmanagerSource:
         self.accepted = 0
         self.duplicates = 0
         self.dropped_events = 0
+        self.truncated = 0
 
     # --- push side ---------------------------------------------------------------------
 
@@ -198,6 +203,10 @@ class AlertmanagerSource:
         except PayloadError as exc:
             self.rejected["schema"] += 1
             return _bad(str(exc)[:300])
+        truncated = doc.get("truncatedAlerts") if isinstance(doc, dict) else None
+        if isinstance(truncated, int) and not isinstance(truncated, bool) and truncated > 0:
+            self.truncated += truncated
+            log.warning("alertmanager truncated alerts", extra={"dropped": truncated})
         new = self._ingest(alerts)
         self.accepted += 1
         return web.json_response({"accepted": len(alerts), "new": new})
@@ -256,7 +265,13 @@ class AlertmanagerSource:
             self.name,
             self.rejected,
         )
-        return [accepted, dups, dropped, rejected]
+        truncated = CounterMetricFamily(
+            "autoscaler_webhook_truncated_alerts",
+            "Alerts Alertmanager left out of deliveries (its max_alerts)",
+            labels=["source"],
+        )
+        truncated.add_metric([self.name], float(self.truncated))
+        return [accepted, dups, dropped, rejected, truncated]
 
     # --- pull side ---------------------------------------------------------------------
 

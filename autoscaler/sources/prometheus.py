@@ -63,7 +63,8 @@ class PrometheusSpec:
     targets: dict[str, str] = field(default_factory=dict)
     """Optional label value → target name; when set, only listed values are kept."""
     timeout: Seconds = 5.0
-    """Seconds one HTTP request may take."""
+    """Seconds one HTTP request may take. Keep ``timeout * (retries + 1)`` plus backoff
+    below ``service.tick_timeout``, or the engine gives up on the tick first."""
     concurrency: int = 4
     """Most queries in flight at once (across signals)."""
     retries: int = 1

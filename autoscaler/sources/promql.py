@@ -71,7 +71,7 @@ def target_of(metric: Mapping[str, str], label: str, targets: Mapping[str, str])
     """Target of a series: its ``label`` value, renamed through ``targets`` when that map is
     not empty (and then only the listed values are kept)."""
     value = metric.get(label)
-    if value is None:
+    if not isinstance(value, str):
         return None
     if targets:
         return targets.get(value)

@@ -248,3 +248,21 @@ async def test_rejections_are_exported_as_metrics_by_reason(intake: Any) -> None
     assert 'autoscaler_webhook_rejected_total{reason="json",source="am"} 1.0' in text
     assert 'autoscaler_webhook_rejected_total{reason="auth",source="am"} 1.0' in text
     assert 'autoscaler_webhook_deliveries_total{source="am"} 1.0' in text
+
+
+async def test_truncated_deliveries_are_counted(intake: Any) -> None:
+    src, client = intake
+    body = {**payload(alert()), "truncatedAlerts": 3}
+    assert (await client.post("/v1/alertmanager", json=body, headers=AUTH)).status == 200
+    assert src.truncated == 3 and len(src.drain(0.0)) == 1
+
+
+async def test_alerts_without_the_target_label_are_accepted_but_reach_no_target(
+    intake: Any,
+) -> None:
+    src, client = intake
+    orphan = {**alert(), "labels": {"alertname": "Watchdog"}}
+    assert (await client.post("/v1/alertmanager", json=payload(orphan), headers=AUTH)).status == 200
+    (event,) = src.drain(0.0)
+    assert event.target == "" and event.name == "Watchdog"
+    assert list(await src.collect(1.0)) == []
