@@ -22,6 +22,7 @@ from autoscaler.metrics import Metrics, make_metrics
 from autoscaler.plugins import executor_type
 from autoscaler.sources import SOURCE_TYPES
 from autoscaler.sources.base import EventSource, Source
+from autoscaler.sources.stats import SourceStats
 from policies.base import Policy
 from policies.degradation import DegradationSpec, degradation_level
 from policies.registry import POLICY_TYPES
@@ -85,6 +86,7 @@ def build_engine(
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
     )
     bind_executors(engine)
+    engine.metrics.registry.register(SourceStats(engine.sources))
     return engine
 
 
