@@ -15,7 +15,8 @@ Three layers, each usable alone:
   first tick that ran to completion, ``WATCHDOG=1`` at half the watchdog interval but only
   while the last completed tick is recent (a hung or crashing loop stops pinging, so systemd
   restarts it), ``STATUS=`` with a one-line summary, ``STOPPING=1`` on shutdown;
-  :func:`keepalive` is the small async loop that calls it between ticks.
+  :func:`tick_hook` adapts it to the live driver's ``on_tick`` hooks, and :func:`keepalive`
+  is the small async loop that pings between ticks.
 
 Sends never block the event loop: the socket is non-blocking, and a datagram systemd cannot
 take right now is dropped and logged (the next ping follows at half the interval anyway).
@@ -28,8 +29,11 @@ import logging
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+_Report = TypeVar("_Report")
 
 # STATUS= is shown by `systemctl status` on one line; longer text is cut with an ellipsis.
 STATUS_MAX_CHARS = 200
@@ -251,3 +255,22 @@ async def keepalive(
             await asyncio.wait_for(stop.wait(), timeout=wait)
         except TimeoutError:
             continue
+
+
+def tick_hook(
+    policy: WatchdogPolicy, *, clock: Callable[[], float], summary: Callable[[_Report], str]
+) -> Callable[[_Report | None, BaseException | None], None]:
+    """A live-driver tick hook ``(report, error)`` feeding ``policy``.
+
+    ``summary`` turns a report into the ``STATUS=`` line; a raised tick shows as
+    ``tick failed: <error>``. ``clock`` must be the one given to :func:`keepalive`.
+    """
+
+    def hook(report: _Report | None, error: BaseException | None) -> None:
+        now = clock()
+        if error is None and report is not None:
+            policy.tick_succeeded(now, summary(report))
+        else:
+            policy.tick_failed(now, f"tick failed: {error}")
+
+    return hook

@@ -84,6 +84,25 @@ def test_image_runs_as_non_root_in_the_docker_socket_group(image: str) -> None:
     assert f"{gid}(" in out.split("groups=")[1]
 
 
+def test_image_health_check_turns_healthy_once_the_loop_ticks(image: str) -> None:
+    config = REPO / "tests" / "deploy" / "systemd-smoke.toml"
+    name = f"astest-deploy-hc-{os.getpid()}"
+    cid = sh(
+        "docker", "run", "-d", "--name", name, "--health-interval", "2s",
+        "-v", f"{config}:/etc/autoscaler/config.toml:ro", image,
+    )  # fmt: skip
+    try:
+        wait_for(
+            "the image's HEALTHCHECK to pass",
+            lambda: (
+                sh("docker", "inspect", "--format", "{{.State.Health.Status}}", cid) == "healthy"
+            ),
+            limit=120,
+        )
+    finally:
+        sh("docker", "rm", "-f", cid, check=False)
+
+
 @pytest.fixture
 def swarm_stack(image: str) -> Iterator[tuple[str, int, str]]:
     state = sh(

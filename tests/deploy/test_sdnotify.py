@@ -20,6 +20,7 @@ from autoscaler.sdnotify import (
     keepalive,
     notify_address,
     one_line,
+    tick_hook,
     watchdog_interval,
 )
 
@@ -290,3 +291,19 @@ async def test_keepalive_pings_between_ticks_until_stopped(listener: Listener) -
 async def test_keepalive_returns_at_once_without_a_watchdog(listener: Listener) -> None:
     policy = WatchdogPolicy.from_env(listener.env, pid=os.getpid(), stale_after=30)
     await asyncio.wait_for(keepalive(policy, clock=time.monotonic, stop=asyncio.Event()), 5)
+
+
+def test_tick_hook_reports_completed_and_raised_ticks(listener: Listener) -> None:
+    env = {**listener.env, "WATCHDOG_USEC": "20000000"}
+    policy = WatchdogPolicy.from_env(env, pid=os.getpid(), stale_after=30)
+    times = iter([0.0, 5.0, 15.0])  # pings every 10 s from READY=1 at 5.0
+    hook = tick_hook(policy, clock=lambda: next(times), summary=lambda n: f"ok: {n} actions")
+    hook(None, RuntimeError("prometheus: timeout"))
+    hook(3, None)
+    hook(4, None)
+    assert listener.drain() == [
+        "STATUS=tick failed: prometheus: timeout",
+        "READY=1\nSTATUS=ok: 3 actions",
+        "STATUS=ok: 4 actions",
+        "WATCHDOG=1",
+    ]
