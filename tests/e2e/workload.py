@@ -25,7 +25,9 @@ requests/s each, demand ``d``, utilisation ``rho = d / (r * C)``, capped at 0.99
 - ``p95_latency_ms = base / (1 - rho)``: the latency of an M/M/1-like server blows up as
   utilisation approaches 1 (``base`` = latency of an idle replica);
 - ``queue_length = r * rho**2 / (1 - rho) + max(0, d - r * C)``: mean number waiting in
-  ``r`` M/M/1 queues, plus the demand above capacity that piles up each second;
+  ``r`` M/M/1 queues, plus the demand above capacity that piles up each second (computed
+  as ``(d / C) * rho / (1 - rho)``, equal while rho is not capped, so that adding a replica
+  never lengthens the queue);
 - ``error_rate``: the mean over running tasks of 0.2 for a task on the bad image tag
   (``--bad-tag``, default ``v2``) and 0.001 otherwise (the service spec's image when no task
   runs). A half-rolled-out bad deploy shows a proportional error rate.
@@ -93,9 +95,11 @@ class Model:
         return self.base_latency_ms / (1.0 - self.utilisation(demand, replicas))
 
     def queue(self, demand: float, replicas: int) -> float:
+        # r * rho^2 / (1 - rho) written as (d / C) * rho / (1 - rho): the same where rho is
+        # not capped, and no larger with more replicas where it is.
         rho = self.utilisation(demand, replicas)
         excess = max(0.0, demand - replicas * self.capacity_rps)
-        return replicas * rho * rho / (1.0 - rho) + excess
+        return demand / self.capacity_rps * rho / (1.0 - rho) + excess
 
     def is_bad(self, image: str) -> bool:
         ref = image.split("@", 1)[0]
