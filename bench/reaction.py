@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from remediation.swarm import parse_time
 from tests.e2e.deployment import (
     MIN_REPLICAS,
     OBJECTIVE_MS,
@@ -38,7 +39,6 @@ from tests.e2e.deployment import (
     build_image,
     wait_for,
 )
-from remediation.swarm import parse_time
 from tests.e2e.workload import TRACE, load_trace
 
 STEP_RPS = 20.0
