@@ -267,6 +267,14 @@ class Deployment:
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 200
 
+    def kill_prometheus(self) -> None:
+        """SIGKILL Prometheus (no clean shutdown); ``prometheus.start()`` brings it back on
+        the same port and data directory."""
+        assert self.prometheus is not None and self.prometheus.proc is not None
+        self.prometheus.proc.kill()
+        self.prometheus.proc.wait()
+        self.prometheus.proc = None
+
     def update_image(self, image: str) -> None:
         """Deploy ``image`` the way an operator does (no registry: no digest resolution)."""
         sh(
