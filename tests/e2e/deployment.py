@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -335,3 +336,4 @@ class Deployment:
                 limit=30,
                 every=0.5,
             )
+        shutil.rmtree(self.dir, ignore_errors=True)
