@@ -106,7 +106,7 @@ class Auto(OnlineForecaster):
             self._select()
 
     def _select(self) -> None:
-        scores = self.scorer_.scores(min_weight=0.2)
+        scores = self.scorer_.scores()
         best = np.argmin(scores, axis=1)
         rows = np.arange(scores.shape[0])
         cur = scores[rows, self.choice_]

@@ -5,7 +5,7 @@ ending in ``_``. It forecasts a batch of series at once (``[n_series, T]`` on a 
 grid, oldest first, NaN for gaps). ``fit`` is literally ``update`` applied to every column
 from an empty state, so an online update is exactly what a refit on one more column gives.
 
-Every update: clean the sample (non-finite → missing; negative → missing for non-negative
+Every update: clean the sample (non-finite or beyond ±1e100 → missing; negative → missing for non-negative
 metrics; an isolated extreme jump is clipped against the last one-step forecast), score
 the paths issued earlier (interval quantiles), let the model update its state, and issue
 the new mean path for steps ``1..horizon``.
@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from forecasting.errors import ForecastError
-from forecasting.grid import as_batch
+from forecasting.grid import as_batch, clean
 from forecasting.scoring import ResidualTracker
 
 FloatArray = NDArray[np.float64]
@@ -161,7 +161,7 @@ class OnlineForecaster(ABC):
 
     def _advance(self, raw: FloatArray) -> None:
         self.time_ += self.step_
-        y = np.where(np.isfinite(raw), raw, np.nan)
+        y = clean(raw)
         if self.nonnegative:
             y[y < 0] = np.nan
         valid = np.isfinite(y)
@@ -195,7 +195,10 @@ class OnlineForecaster(ABC):
             spike = has & (bound > 0) & (np.abs(err) > bound) & (self.jump_ != sign)
         shift = sign * np.where(spike, bound, 0.0)
         clipped = np.where(spike, pred + shift, y)
-        self.jump_ = np.where(has, np.where(spike, sign, 0.0), self.jump_)
+        # remember the direction of an extreme sample, clipped or not: a run of them in one
+        # direction is a level shift and passes after its first sample
+        extreme = has & (bound > 0) & (np.abs(err) > bound)
+        self.jump_ = np.where(has, np.where(extreme, sign, 0.0), self.jump_)
         used = np.abs(np.where(spike, shift, err))
         self.scale_ = np.where(
             has,

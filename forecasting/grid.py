@@ -13,19 +13,28 @@ from forecasting.errors import ForecastError
 
 FloatArray = NDArray[np.float64]
 
+MAX_ABS = 1e100
+"""Samples beyond ±MAX_ABS are treated as missing: no real metric is that large, and
+arithmetic on values near the float limit would overflow."""
+
+
+def clean(values: FloatArray) -> FloatArray:
+    """Non-finite samples and samples beyond ``MAX_ABS`` become NaN (missing)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(values) <= MAX_ABS, values, np.nan)
+
 
 def as_batch(y: ArrayLike) -> FloatArray:
     """A float64 ``[n_series, T]`` copy of ``y``; a 1-D input is one series.
 
-    Infinite values become NaN (missing): an infinite sample carries no usable level.
+    Infinite values (and values beyond ``MAX_ABS``) become NaN (missing).
     """
     arr = np.array(y, dtype=np.float64, copy=True)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
         raise ForecastError(f"expected a [n_series, T] array, got shape {arr.shape}")
-    arr[~np.isfinite(arr)] = np.nan
-    return arr
+    return clean(arr)
 
 
 def resample(

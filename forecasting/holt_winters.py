@@ -146,7 +146,7 @@ class HoltWinters(OnlineForecaster):
         self.bin_count_ = np.zeros((0, 0))
 
     def _select(self) -> None:
-        scores = self.scorer_.scores(min_weight=0.2)
+        scores = self.scorer_.scores()
         if not self.season_on_:
             scores[:, self.gamma_ > 0] = np.inf
         best = np.argmin(scores, axis=1)

@@ -129,6 +129,7 @@ class CandidateScorer:
         self.lam = 1.0 / max(span, 1.0)
         self.s = np.zeros((n, k, e))
         self.w = np.zeros((n, k, e))
+        self.count = np.zeros((n, k))
 
     def observe(self, y: FloatArray) -> None:
         """Update the error of every candidate with the new sample ``y`` [n]."""
@@ -139,21 +140,18 @@ class CandidateScorer:
         decay = np.where(ok, 1.0 - self.lam, 1.0)
         self.s = self.s * decay + np.where(ok, self.lam * err, 0.0)
         self.w = self.w * decay + np.where(ok, self.lam, 0.0)
+        self.count += ok[:, :, 0]
 
     def push(self, paths: FloatArray) -> None:
         """Remember the candidate paths [n, k, horizon] issued now."""
         self.paths[self.pos] = paths[:, :, self.steps]
         self.pos = (self.pos + 1) % self.horizon
 
-    def scores(self, min_weight: float = 0.0) -> FloatArray:
-        """Mean absolute error per (series, candidate); ``inf`` without enough evidence.
-
-        ``min_weight`` is the least EWMA weight of the step-1 error (about the fraction of a
-        span already scored) before a candidate counts.
-        """
+    def scores(self, min_count: int = 24) -> FloatArray:
+        """Mean absolute error per (series, candidate); ``inf`` without enough evidence
+        (fewer than ``min_count`` scored one-step forecasts)."""
         has = self.w > 0
         mae = np.where(has, self.s / np.where(has, self.w, 1.0), 0.0)
         n_has = np.sum(has, axis=-1)
         score = np.where(n_has > 0, np.sum(mae, axis=-1) / np.maximum(n_has, 1), np.inf)
-        enough = self.w[:, :, 0] > min_weight
-        return np.where(enough, score, np.inf)
+        return np.where(self.count >= min_count, score, np.inf)

@@ -9,11 +9,14 @@ one scikit-learn estimator per series would turn into a Python loop of thousands
 ``HuberRegressor``.)
 
 The lag feature enters as regression with AR(1) errors: the forecast is the fitted trend
-plus the last residual decayed by the residuals' lag-1 autocorrelation ``rho``,
+plus the last residual carried ``rho`` per step,
 
-    y(t+h) = f(t+h) + rho^h · (y(t) - f(t)),
+    y(t+h) = f(t+h) + rho^h · (y(t) - f(t)).
 
-so the model follows the latest level while extrapolating the robust slope. Coefficients
+By default ``rho = 1`` (``anchor=1.0``): the last value plus the robust slope (and the
+time-of-day shape), so a level shift is followed at once and a ramp is extrapolated with a
+slope no outlier can tilt. ``anchor=None`` estimates ``rho`` per series as the residuals'
+lag-1 autocorrelation (a mean-reverting variant). Coefficients
 are refitted for ``1/refit_every`` of the series per update (round robin), so each series is
 refitted every ``refit_every`` updates and the cost per update stays flat.
 """
@@ -58,7 +61,7 @@ class RobustTrend(OnlineForecaster):
         ridge: float = 1e-3,
         iterations: int = 4,
         max_points: int = 120,
-        anchor: float | None = None,
+        anchor: float | None = 1.0,
         min_points: int = 24,
         **kwargs: Any,
     ) -> None:
