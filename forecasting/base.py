@@ -5,8 +5,9 @@ ending in ``_``. It forecasts a batch of series at once (``[n_series, T]`` on a 
 grid, oldest first, NaN for gaps). ``fit`` is literally ``update`` applied to every column
 from an empty state, so an online update is exactly what a refit on one more column gives.
 
-Every update: clean the sample (non-finite or beyond ±1e100 → missing; negative → missing for non-negative
-metrics; an isolated extreme jump is clipped against the last one-step forecast), score
+Every update: clean the sample (non-finite or beyond ±1e100 → missing; negative → missing
+for non-negative metrics; an isolated extreme jump is clipped against the last one-step
+forecast), score
 the paths issued earlier (interval quantiles), let the model update its state, and issue
 the new mean path for steps ``1..horizon``.
 

@@ -5,7 +5,7 @@ whole day) over its last ``window`` seconds. The Huber loss is minimised by iter
 reweighted least squares with a small ridge penalty on the non-intercept terms, in numpy
 for all series at once: every series has its own missing samples and its own weights, which
 one scikit-learn estimator per series would turn into a Python loop of thousands of fits.
-(``tests/forecasting/test_trend.py`` checks the solver against scikit-learn's ``Ridge`` and
+(``tests/forecasting/test_forecast_models.py`` checks the solver against scikit-learn's ``Ridge`` and
 ``HuberRegressor``.)
 
 The lag feature enters as regression with AR(1) errors: the forecast is the fitted trend
@@ -16,9 +16,10 @@ plus the last residual carried ``rho`` per step,
 By default ``rho = 1`` (``anchor=1.0``): the last value plus the robust slope (and the
 time-of-day shape), so a level shift is followed at once and a ramp is extrapolated with a
 slope no outlier can tilt. ``anchor=None`` estimates ``rho`` per series as the residuals'
-lag-1 autocorrelation (a mean-reverting variant). Coefficients
-are refitted for ``1/refit_every`` of the series per update (round robin), so each series is
-refitted every ``refit_every`` updates and the cost per update stays flat.
+lag-1 autocorrelation (a mean-reverting variant).
+
+Coefficients are refitted for ``1/refit_every`` of the series per update (staggered), so
+each series is refitted every ``refit_every`` updates and the cost per update stays flat.
 """
 
 from __future__ import annotations
