@@ -5,8 +5,8 @@ whole day) over its last ``window`` seconds. The Huber loss is minimised by iter
 reweighted least squares with a small ridge penalty on the non-intercept terms, in numpy
 for all series at once: every series has its own missing samples and its own weights, which
 one scikit-learn estimator per series would turn into a Python loop of thousands of fits.
-(``tests/forecasting/test_forecast_models.py`` checks the solver against scikit-learn's ``Ridge`` and
-``HuberRegressor``.)
+(``tests/forecasting/test_forecast_models.py`` checks the solver against scikit-learn's
+``Ridge`` and ``HuberRegressor``.)
 
 The lag feature enters as regression with AR(1) errors: the forecast is the fitted trend
 plus the last residual carried ``rho`` per step,
