@@ -13,6 +13,12 @@ The error-correction form (Hyndman et al., *Forecasting with Exponential Smoothi
     b <- phi·b + beta·e
     s[phase] <- s[phase] + gamma·e
 
+Candidates with ``gamma < 0`` do not smooth their season: they take it from the running
+time-of-day profile (mean per bin minus the overall mean, forgetting over
+``profile_memory`` seasons), like a fitted model whose seasonal smoothing is zero but whose
+profile keeps being re-estimated. Fast level/trend candidates (``alpha = beta = 0.8..0.9``)
+over such a profile are what smooth demand curves (taxi rides, request rates) need.
+
 A daily season is switched on once two seasons of samples were seen; until then seasonal
 candidates behave as their non-seasonal twins and are not chosen. The season is stored as
 at most ``max_season_bins`` time-of-day bins (each bin spans several grid steps when the
@@ -30,7 +36,8 @@ import numpy as np
 from forecasting.base import FloatArray, OnlineForecaster, steps_for
 from forecasting.scoring import CandidateScorer
 
-# (alpha, beta, phi, gamma); gamma = 0 is non-seasonal, beta = 0 has no trend.
+# (alpha, beta, phi, gamma); gamma = 0 is non-seasonal, beta = 0 has no trend, gamma < 0
+# takes the season from the running time-of-day profile instead of smoothing it.
 DEFAULT_GRID: tuple[tuple[float, float, float, float], ...] = (
     (0.5, 0.0, 0.9, 0.0),
     (0.2, 0.0, 0.9, 0.0),
@@ -39,6 +46,8 @@ DEFAULT_GRID: tuple[tuple[float, float, float, float], ...] = (
     (0.6, 0.1, 0.9, 0.0),
     (0.9, 0.2, 0.8, 0.0),
     (0.5, 0.1, 0.98, 0.0),
+    (0.9, 0.8, 0.8, 0.0),
+    (0.9, 0.8, 0.8, -1.0),
     (0.2, 0.0, 0.9, 0.1),
     (0.5, 0.0, 0.9, 0.2),
     (0.3, 0.02, 0.9, 0.1),
@@ -56,6 +65,7 @@ class HoltWinters(OnlineForecaster):
     - ``score_window``: seconds of recent errors (EWMA span) the choice is based on.
     - ``reselect_every``: updates between two choices (not on every tick).
     - ``switch_margin``: a candidate must beat the current one by this fraction.
+    - ``profile_memory``: seasons of memory of the time-of-day profile (``gamma < 0``).
     """
 
     name = "holt-winters"
@@ -69,9 +79,11 @@ class HoltWinters(OnlineForecaster):
         score_window: float = 43200.0,
         reselect_every: int = 12,
         switch_margin: float = 0.02,
+        profile_memory: float = 7.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.profile_memory = profile_memory
         self.grid = tuple(tuple(g) for g in grid)
         self.season = season
         self.max_season_bins = max_season_bins
@@ -84,7 +96,8 @@ class HoltWinters(OnlineForecaster):
         self.alpha_, self.beta_, self.phi_, self.gamma_ = (g[:, i].copy() for i in range(4))
         c = g.shape[0]
         m = steps_for(self.season, self.step_) if self.season else 0
-        self.seasonal_ok_ = m >= 2 and bool(np.any(self.gamma_ > 0))
+        self.seasonal_ok_ = m >= 2 and bool(np.any(self.gamma_ != 0))
+        self.profile_mask_ = self.gamma_ < 0
         self.season_steps_ = m
         self.bins_ = min(m, self.max_season_bins) if self.seasonal_ok_ else 1
         self.steps_per_bin_ = max(m / self.bins_, 1.0) if self.seasonal_ok_ else 1.0
@@ -92,8 +105,15 @@ class HoltWinters(OnlineForecaster):
         self.level_ = np.full((n, c), np.nan)
         self.trend_ = np.zeros((n, c))
         self.season_ = np.zeros((n, c, self.bins_))
+        # time-of-day profile: mean per bin minus the overall mean, both forgetting with a
+        # memory of ``profile_memory`` seasons (per bin visit / per update)
         self.bin_sum_ = np.zeros((n, self.bins_))
         self.bin_count_ = np.zeros((n, self.bins_))
+        self.all_sum_ = np.zeros(n)
+        self.all_count_ = np.zeros(n)
+        memory = max(self.profile_memory, 1.0)
+        self.bin_keep_ = 1.0 - 1.0 / (memory * self.steps_per_bin_)
+        self.all_keep_ = 1.0 - 1.0 / (memory * max(m, 1))
         # sum_{i=1..h} phi^i per candidate: the damped trend's contribution at step h
         powers = self.phi_[:, None] ** np.arange(1, self.horizon + 1)[None, :]
         self.damp_ = np.cumsum(powers, axis=1)  # [c, horizon]
@@ -112,6 +132,9 @@ class HoltWinters(OnlineForecaster):
         valid = np.isfinite(y)
         b_now = int(self._bin(self.time_)) if self.seasonal_ok_ else 0
         s_now = self.season_[:, :, b_now]
+        if self.season_on_:
+            profile = self._profile(np.array([b_now]))[:, 0]
+            s_now = np.where(self.profile_mask_[None, :], profile[:, None], s_now)
         pred = self.level_ + self.phi_ * self.trend_ + s_now
         err = y[:, None] - pred
         ok = valid[:, None] & np.isfinite(err)
@@ -122,33 +145,41 @@ class HoltWinters(OnlineForecaster):
         self.level_ = np.where(start, y[:, None] - s_now, new_level)
         self.trend_ = self.phi_ * self.trend_ + self.beta_ * e
         if self.season_on_:
-            self.season_[:, :, b_now] = s_now + (self.gamma_ / self.steps_per_bin_) * e
-        elif self.seasonal_ok_:
-            self.bin_sum_[:, b_now] += np.where(valid, y, 0.0)
-            self.bin_count_[:, b_now] += valid
-            if self.updates_ + 1 >= 2 * self.season_steps_:
+            gamma = np.maximum(self.gamma_, 0.0) / self.steps_per_bin_
+            self.season_[:, :, b_now] = s_now + gamma * e
+        if self.seasonal_ok_:
+            keep_bin = np.where(valid, self.bin_keep_, 1.0)
+            keep_all = np.where(valid, self.all_keep_, 1.0)
+            yv = np.where(valid, y, 0.0)
+            self.bin_sum_[:, b_now] = self.bin_sum_[:, b_now] * keep_bin + yv
+            self.bin_count_[:, b_now] = self.bin_count_[:, b_now] * keep_bin + valid
+            self.all_sum_ = self.all_sum_ * keep_all + yv
+            self.all_count_ = self.all_count_ * keep_all + valid
+            if not self.season_on_ and self.updates_ + 1 >= 2 * self.season_steps_:
                 self._start_season(b_now)
         if self.updates_ % self.reselect_every == 0:
             self._select()
 
+    def _profile(self, bins: Any) -> FloatArray:
+        """The time-of-day profile [n, len(bins)] (zero where a bin has no data yet)."""
+        count = self.bin_count_[:, bins]
+        has = (count > 0) & (self.all_count_ > 0)[:, None]
+        mean = self.bin_sum_[:, bins] / np.where(has, count, 1.0)
+        centre = self.all_sum_ / np.where(self.all_count_ > 0, self.all_count_, 1.0)
+        return np.where(has, mean - centre[:, None], 0.0)
+
     def _start_season(self, b_now: int) -> None:
-        has = self.bin_count_ > 0
-        means = np.where(has, self.bin_sum_ / np.maximum(self.bin_count_, 1), 0.0)
-        n_has = np.maximum(np.sum(has, axis=1, keepdims=True), 1)
-        centre = np.sum(means, axis=1, keepdims=True) / n_has
-        profile = np.where(has, means - centre, 0.0)  # [n, bins]
-        seasonal = self.gamma_ > 0
-        self.season_[:, seasonal, :] = profile[:, None, :]
+        profile = self._profile(slice(None))  # [n, bins]
+        learning = self.gamma_ > 0
+        self.season_[:, learning, :] = profile[:, None, :]
         # the level tracked the seasonal swing so far: take the current phase out of it
-        self.level_[:, seasonal] -= profile[:, b_now, None]
+        self.level_[:, self.gamma_ != 0] -= profile[:, b_now, None]
         self.season_on_ = True
-        self.bin_sum_ = np.zeros((0, 0))
-        self.bin_count_ = np.zeros((0, 0))
 
     def _select(self) -> None:
         scores = self.scorer_.scores()
         if not self.season_on_:
-            scores[:, self.gamma_ > 0] = np.inf
+            scores[:, self.gamma_ != 0] = np.inf
         best = np.argmin(scores, axis=1)
         rows = np.arange(scores.shape[0])
         cur = scores[rows, self.choice_]
@@ -160,7 +191,10 @@ class HoltWinters(OnlineForecaster):
         base = self.level_[:, :, None] + self.trend_[:, :, None] * self.damp_[None, :, :]
         if self.season_on_:
             ahead = self.time_ + self.step_ * np.arange(1, self.horizon + 1)
-            base = base + self.season_[:, :, self._bin(ahead)]
+            bins = self._bin(ahead)
+            profile = self._profile(bins)[:, None, :]
+            season = np.where(self.profile_mask_[None, :, None], profile, self.season_[:, :, bins])
+            base = base + season
         self.paths_ = base
         self.scorer_.push(base)
         return base[np.arange(base.shape[0]), self.choice_]
