@@ -18,8 +18,8 @@ time-of-day shape), so a level shift is followed at once and a ramp is extrapola
 slope no outlier can tilt. ``anchor=None`` estimates ``rho`` per series as the residuals'
 lag-1 autocorrelation (a mean-reverting variant).
 
-Coefficients are refitted for ``1/refit_every`` of the series per update (staggered), so
-each series is refitted every ``refit_every`` updates and the cost per update stays flat.
+Each series is refitted every ``refit_interval`` seconds (at least every update), staggered
+across series so that every update refits the same share of them and its cost stays flat.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class RobustTrend(OnlineForecaster):
     - ``window``: seconds of history in the regression.
     - ``harmonics``: time-of-day sine/cosine pairs, used when ``window >= season``.
     - ``season``: seconds of the time-of-day cycle.
-    - ``refit_every``: updates between two refits of a series.
+    - ``refit_interval``: seconds between two refits of a series (0: every update).
     - ``huber_k``: Huber threshold in robust standard deviations (1.345: 95 % efficiency).
     - ``ridge``: L2 penalty on the slope and harmonics (in units of window length).
     - ``iterations``: IRLS iterations per refit.
@@ -57,7 +57,7 @@ class RobustTrend(OnlineForecaster):
         window: float = 7200.0,
         harmonics: int = 2,
         season: float = 86400.0,
-        refit_every: int = 12,
+        refit_interval: float = 300.0,
         huber_k: float = 1.345,
         ridge: float = 1e-3,
         iterations: int = 4,
@@ -70,7 +70,7 @@ class RobustTrend(OnlineForecaster):
         self.window = window
         self.harmonics = harmonics
         self.season = season
-        self.refit_every = refit_every
+        self.refit_interval = refit_interval
         self.huber_k = huber_k
         self.ridge = ridge
         self.iterations = iterations
@@ -90,7 +90,8 @@ class RobustTrend(OnlineForecaster):
         self.rho_ = np.zeros(n)
         self.resid_ = np.zeros(n)
         self.last_ = np.full(n, np.nan)
-        self._offset = np.arange(n) % max(1, self.refit_every)
+        self.refit_steps_ = max(1, round(self.refit_interval / self.step_))
+        self._offset = np.arange(n) % self.refit_steps_
 
     def _features(self, t: FloatArray, origin: FloatArray) -> FloatArray:
         """Design rows for times ``t`` [..., k] relative to ``origin`` [..., 1]."""
@@ -113,8 +114,8 @@ class RobustTrend(OnlineForecaster):
         self.pos_ = (self.pos_ + 1) % self.size_
         valid = np.isfinite(y)
         self.last_ = np.where(valid, y, self.last_)
-        # series i is refitted when (updates + i) % refit_every == 0: staggered, flat cost
-        rows = np.flatnonzero((self.updates_ + self._offset) % max(1, self.refit_every) == 0)
+        # series i is refitted when (updates + i) % refit_steps == 0: staggered, flat cost
+        rows = np.flatnonzero((self.updates_ + self._offset) % self.refit_steps_ == 0)
         if rows.size:
             self._refit(rows)
         now = np.array([self.time_])

@@ -90,7 +90,7 @@ def test_robust_trend_recovers_a_ramp_despite_outliers() -> None:
     rng = np.random.default_rng(5)
     y = 3 + 0.2 * np.arange(100) + rng.normal(0, 0.3, 100)
     y[[70, 80, 90]] += 500  # spikes
-    model = RobustTrend(horizon=10, window=24 * STEP, refit_every=1, clip=None)
+    model = RobustTrend(horizon=10, window=24 * STEP, refit_interval=0, clip=None)
     mean, _, _ = model.fit(y[None, :], step=STEP).predict()
     truth = 3 + 0.2 * np.arange(100, 110)
     assert np.max(np.abs(mean[0] - truth)) < 1.5
@@ -99,7 +99,7 @@ def test_robust_trend_recovers_a_ramp_despite_outliers() -> None:
 def test_robust_trend_without_outliers_matches_scikit_learn_ridge() -> None:
     rng = np.random.default_rng(6)
     y = 7 - 0.3 * np.arange(40) + rng.normal(0, 1.0, 40)
-    model = RobustTrend(horizon=1, window=40 * STEP, refit_every=1, huber_k=1e12, ridge=0.01)
+    model = RobustTrend(horizon=1, window=40 * STEP, refit_interval=0, huber_k=1e12, ridge=0.01)
     model.fit(y[None, :], step=STEP)
     x = (np.arange(40) - 39) * STEP / model.span_
     ref = Ridge(alpha=0.01 * 40).fit(x[:, None], y)
@@ -110,7 +110,7 @@ def test_robust_trend_slope_agrees_with_scikit_learn_huber() -> None:
     rng = np.random.default_rng(7)
     y = 2 + 0.5 * np.arange(60) + rng.normal(0, 1.0, 60)
     y[[10, 30, 50]] -= 80
-    model = RobustTrend(horizon=1, window=60 * STEP, refit_every=1, ridge=0.0, iterations=20)
+    model = RobustTrend(horizon=1, window=60 * STEP, refit_interval=0, ridge=0.0, iterations=20)
     model.fit(y[None, :], step=STEP)
     x = (np.arange(60) - 59) * STEP / model.span_
     ref = HuberRegressor(epsilon=1.35, alpha=0.0).fit(x[:, None], y)
