@@ -242,3 +242,22 @@ def test_real_nyc_taxi_beats_persistence(
     assert code == 0
     ratio = float(out.split("vs persistence ")[1].split()[0])
     assert ratio < 1.0
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["1700000000,5\n", "1,nan\n2,\n3,nan\n", "1,7\n2,7\n3,7\n4,7\n5,7\n6,7\n7,7\n8,7\n"],
+)
+def test_degenerate_series_give_rows_without_crashing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    src = tmp_path / "d.csv"
+    src.write_text(content)
+    code, out, err = run(
+        capsys, "--series", str(src), "--horizon", "1s", "--out", str(tmp_path / "o.csv")
+    )
+    assert code == 0, err
+    rows = read(tmp_path / "o.csv")
+    assert len(rows) == len(content.splitlines())
+    assert all(r["forecast"] in ("", "7") for r in rows)
+    assert "time per update" in out
