@@ -94,14 +94,18 @@ class Auto(OnlineForecaster):
         self.scorer_ = CandidateScorer(n, len(self.models_), horizon=self.horizon, span=span)
         self.default_index_ = self.members.index(self.default)
         self.choice_ = np.full(n, self.default_index_, dtype=np.int64)
-        self.fallback_ = Persistence(horizon=self.horizon, clip=None, intervals=False)
-        self.fallback_.fit(np.empty((n, 0)), step=self.step_, end=self.time_)
+        if "persistence" in self.members:  # reuse the member instead of running it twice
+            self.fallback_ = self.models_[self.members.index("persistence")]
+        else:
+            self.fallback_ = Persistence(horizon=self.horizon, clip=None, intervals=False)
+            self.fallback_.fit(np.empty((n, 0)), step=self.step_, end=self.time_)
 
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)
         for model in self.models_:
             model._advance(y)
-        self.fallback_._advance(y)
+        if self.fallback_ not in self.models_:
+            self.fallback_._advance(y)
         if self.updates_ % self.reselect_every == 0:
             self._select()
 
