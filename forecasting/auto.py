@@ -41,6 +41,7 @@ class Auto(OnlineForecaster):
     - ``score_window``: seconds of recent errors (EWMA span) a choice is based on.
     - ``reselect_every``: updates between two choices.
     - ``switch_margin``: fraction by which a challenger must beat the current family.
+    - ``min_evidence``: scored one-step forecasts a family needs before it can be chosen.
     """
 
     name = "auto"
@@ -55,6 +56,7 @@ class Auto(OnlineForecaster):
         score_window: float = 43200.0,
         reselect_every: int = 12,
         switch_margin: float = 0.02,
+        min_evidence: int = 24,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +73,7 @@ class Auto(OnlineForecaster):
         self.score_window = score_window
         self.reselect_every = reselect_every
         self.switch_margin = switch_margin
+        self.min_evidence = min_evidence
 
     def _start(self, n: int) -> None:
         self.models_: list[OnlineForecaster] = []
@@ -110,7 +113,7 @@ class Auto(OnlineForecaster):
             self._select()
 
     def _select(self) -> None:
-        scores = self.scorer_.scores()
+        scores = self.scorer_.scores(self.min_evidence)
         best = np.argmin(scores, axis=1)
         rows = np.arange(scores.shape[0])
         cur = scores[rows, self.choice_]
