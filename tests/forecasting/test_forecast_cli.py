@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, nab_slice
+from forecast_data import DATA, nab_slice
 
 from autoscaler import forecast_cli
 
@@ -66,7 +66,7 @@ def test_writes_one_row_per_input_timestamp_with_a_summary(
     assert "interval coverage" in out and "time per update" in out
 
 
-def test_forecasts_never_look_ahead(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_forecasts_never_look_ahead(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     times = 1_600_000_000 + 60.0 * np.arange(300)
     values = 10 + np.sin(np.arange(300) / 10.0)
     h = 300.0  # five steps

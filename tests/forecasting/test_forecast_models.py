@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import nab_slice
+from forecast_data import nab_slice
 from sklearn.linear_model import HuberRegressor, Ridge
 
 from forecasting import (

@@ -1,4 +1,4 @@
-"""Shared helpers of the forecasting tests: real data slices from ``../shared/data``."""
+"""Real data slices for the forecasting tests, from ``../shared/data`` beside the clone."""
 
 from __future__ import annotations
 
