@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from autoscaler.bus import ActionBus
 from autoscaler.config import Settings, TargetSettings
+from autoscaler.forecasts import ForecastProvider, make_provider
 from autoscaler.journal import JournalRecord, StateStore
 from autoscaler.metrics import Metrics
 from autoscaler.sources.base import EventSource, Sample, Source
@@ -47,57 +48,6 @@ from policies.types import (
 from remediation.base import Executor, Outcome
 
 log = logging.getLogger(__name__)
-
-
-class ForecastProvider(Protocol):
-    """Forecasts of one signal for many targets from their history on the tick grid."""
-
-    def forecast(
-        self,
-        signal: str,
-        targets: Sequence[str],
-        history: NDArray[np.float64],
-        *,
-        step: float,
-        horizon_steps: int,
-        now: float,
-    ) -> dict[str, Forecast]: ...
-
-
-class PersistenceProvider:
-    """The simplest forecast: the last value, with an interval that widens with the
-    square root of the horizon, from the spread of recent changes. Vectorised."""
-
-    def forecast(
-        self,
-        signal: str,
-        targets: Sequence[str],
-        history: NDArray[np.float64],
-        *,
-        step: float,
-        horizon_steps: int,
-        now: float,
-    ) -> dict[str, Forecast]:
-        recent = history[:, -20:]
-        finite = np.isfinite(recent)
-        has = finite.any(axis=1)
-        last_idx = recent.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
-        last = recent[np.arange(len(targets)), last_idx]
-        with np.errstate(all="ignore"):
-            diffs = np.diff(recent, axis=1)
-            counts = np.isfinite(diffs).sum(axis=1)
-            spread = np.where(
-                counts > 1, np.nanstd(np.where(counts[:, None] > 1, diffs, 0), axis=1), 0.0
-            )
-        h = np.arange(1, horizon_steps + 1, dtype=np.float64)
-        times = now + step * h
-        widths = 1.96 * spread[:, None] * np.sqrt(h)[None, :]
-        mean = np.repeat(last[:, None], horizon_steps, axis=1)
-        lower, upper = mean - widths, mean + widths
-        return {
-            targets[i]: Forecast(now, times, mean[i], lower[i], upper[i], "persistence")
-            for i in np.flatnonzero(has).tolist()
-        }
 
 
 @runtime_checkable
@@ -162,7 +112,8 @@ class Engine:
     state_store: StateStore
     metrics: Metrics
     event_sources: Sequence[EventSource] = ()
-    forecaster: ForecastProvider = field(default_factory=PersistenceProvider)
+    forecaster: ForecastProvider | None = None
+    """Forecasts for forecast-enabled signals; ``[forecasting]``'s models when None."""
     dry_run: bool = False
     store: WindowStore = field(init=False)
     bus: ActionBus = field(init=False)
@@ -189,6 +140,8 @@ class Engine:
 
     def __post_init__(self) -> None:
         s = self.settings
+        if self.forecaster is None:
+            self.forecaster = make_provider(s.forecasting)
         self._scaling = {name for name, c in s.policies.items() if POLICY_TYPES[c.type].scales}
         self.store = WindowStore(interval=s.service.interval, signals=s.signals)
         self.targets = dict(s.targets)
@@ -361,6 +314,7 @@ class Engine:
             if not targets:
                 continue
             _, history = self.store.matrix(signal, targets, st.window)
+            assert self.forecaster is not None
             try:
                 fc = self.forecaster.forecast(
                     signal, targets, history, step=step, horizon_steps=horizon_steps, now=now

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from autoscaler.breakers_http import breaker_gauges, breakers_routes
 from autoscaler.config import Settings
-from autoscaler.engine import Engine, ForecastProvider
+from autoscaler.engine import Engine
 from autoscaler.journal import SQLiteStore, StateStore
 from autoscaler.metrics import Metrics, make_metrics
 from autoscaler.plugins import executor_type
@@ -49,12 +49,6 @@ def build_policies(settings: Settings) -> list[Policy]:
     return [POLICY_TYPES[c.type].build(name, c.spec) for name, c in settings.policies.items()]
 
 
-def build_forecaster(settings: Settings) -> ForecastProvider:
-    from autoscaler.engine import PersistenceProvider
-
-    return PersistenceProvider()
-
-
 def build_engine(
     settings: Settings,
     *,
@@ -82,7 +76,6 @@ def build_engine(
         else state_store,
         metrics=metrics or make_metrics(),
         event_sources=event_sources,
-        forecaster=build_forecaster(settings),
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
     )
     bind_executors(engine)
