@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from autoscaler.bus import ActionBus
+from autoscaler.bus import ActionBus, Sleep
 from autoscaler.config import Settings, TargetSettings
 from autoscaler.journal import JournalRecord, StateStore
 from autoscaler.metrics import Metrics
@@ -123,6 +123,11 @@ class Engine:
     event_sources: Sequence[EventSource] = ()
     forecaster: ForecastProvider = field(default_factory=PersistenceProvider)
     dry_run: bool = False
+    inline_commit: bool = False
+    """Commit journal and state on the loop, not in a worker thread: for in-memory stores
+    (replay, backtest), where the thread hop costs more than the commit itself."""
+    sleep: Sleep = asyncio.sleep
+    """The action bus's retry sleep; replays pass a no-op so virtual time never waits."""
     store: WindowStore = field(init=False)
     bus: ActionBus = field(init=False)
     targets: dict[str, TargetSettings] = field(init=False)
@@ -146,6 +151,7 @@ class Engine:
             route=self._route,
             dry_run=self.dry_run,
             metrics=self.metrics,
+            sleep=self.sleep,
         )
         self.restore(self.state_store.load_state())
 
@@ -399,5 +405,8 @@ class Engine:
             if self._memory_json.get(mkey) != text:
                 self._memory_json[mkey] = text
                 state[f"memory:{mkey}"] = memory
-        await asyncio.to_thread(self.state_store.commit, records, state)
+        if self.inline_commit:
+            self.state_store.commit(records, state)
+        else:
+            await asyncio.to_thread(self.state_store.commit, records, state)
         return holds

@@ -6,10 +6,12 @@ including third-party executors from the ``autoscaler.executors`` entry-point gr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 
+from autoscaler.bus import Sleep
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, ForecastProvider
 from autoscaler.errors import ConfigError
@@ -69,6 +71,8 @@ def build_engine(
     executors: Mapping[str, Executor] | None = None,
     sources: list[Source] | None = None,
     event_sources: list[EventSource] | None = None,
+    inline_commit: bool = False,
+    sleep: Sleep | None = None,
 ) -> Engine:
     """An engine for ``settings``; any part can be replaced (tests, replay)."""
     return Engine(
@@ -83,4 +87,6 @@ def build_engine(
         event_sources=event_sources or [],
         forecaster=build_forecaster(settings),
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
+        inline_commit=inline_commit,
+        sleep=asyncio.sleep if sleep is None else sleep,
     )
