@@ -32,7 +32,7 @@ class CommandModule(Protocol):
 
 
 # Subcommands implemented in their own modules, imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("autoscaler.replay_cli", "autoscaler.backtest_cli")
 
 
 def _load(path: str) -> Settings:
