@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -145,20 +145,20 @@ class ActionBus:
             for (i, _, _), outcome in zip(calls, results, strict=True):
                 outcomes[i] = outcome
         if self.metrics is not None:
-            for o in outcomes:
-                self.metrics.actions.labels(o.action.kind, o.status).inc()
+            for (kind, status), n in Counter((o.action.kind, o.status) for o in outcomes).items():
+                self.metrics.actions.labels(kind, status).inc(n)
         return outcomes
 
     def _gate(self, action: Action, now: float) -> tuple[OutcomeStatus | None, str]:
         if self.paused:
             return "skipped-paused", "action execution is paused"
-        seen = self.dedupe.get(action.key)
-        if seen is not None and now - seen < self.settings.dedupe_window:
-            return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
         ckey = f"{action.target}:{action.cooldown_kind}"
         until = self.cooldowns.get(ckey, 0.0)
         if until > now:
             return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
+        seen = self.dedupe.get(action.key)
+        if seen is not None and now - seen < self.settings.dedupe_window:
+            return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
         if len(self._executed) >= self.settings.rate_limit:
             return "skipped-rate-limit", f"{self.settings.rate_limit} actions in the last minute"
         return None, ""

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -55,7 +56,8 @@ class ForecastProvider(Protocol):
 
 
 class PersistenceProvider:
-    """The simplest forecast: the last value, with an interval from recent changes."""
+    """The simplest forecast: the last value, with an interval that widens with the
+    square root of the horizon, from the spread of recent changes. Vectorised."""
 
     def forecast(
         self,
@@ -67,19 +69,26 @@ class PersistenceProvider:
         horizon_steps: int,
         now: float,
     ) -> dict[str, Forecast]:
-        out: dict[str, Forecast] = {}
-        times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
-        for i, target in enumerate(targets):
-            row = history[i]
-            finite = row[np.isfinite(row)]
-            if len(finite) == 0:
-                continue
-            last = float(finite[-1])
-            spread = float(np.std(np.diff(finite[-20:]))) if len(finite) > 2 else 0.0
-            width = spread * np.sqrt(np.arange(1, horizon_steps + 1)) * 1.96
-            mean = np.full(horizon_steps, last)
-            out[target] = Forecast(now, times, mean, mean - width, mean + width, "persistence")
-        return out
+        recent = history[:, -20:]
+        finite = np.isfinite(recent)
+        has = finite.any(axis=1)
+        last_idx = recent.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+        last = recent[np.arange(len(targets)), last_idx]
+        with np.errstate(all="ignore"):
+            diffs = np.diff(recent, axis=1)
+            counts = np.isfinite(diffs).sum(axis=1)
+            spread = np.where(
+                counts > 1, np.nanstd(np.where(counts[:, None] > 1, diffs, 0), axis=1), 0.0
+            )
+        h = np.arange(1, horizon_steps + 1, dtype=np.float64)
+        times = now + step * h
+        widths = 1.96 * spread[:, None] * np.sqrt(h)[None, :]
+        mean = np.repeat(last[:, None], horizon_steps, axis=1)
+        lower, upper = mean - widths, mean + widths
+        return {
+            targets[i]: Forecast(now, times, mean[i], lower[i], upper[i], "persistence")
+            for i in np.flatnonzero(has).tolist()
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +275,9 @@ class Engine:
             states.update(res)
         return states
 
-    def _forecasts(self, now: float) -> dict[tuple[str, str], Forecast]:
-        out: dict[tuple[str, str], Forecast] = {}
+    def _forecasts(self, now: float) -> dict[str, dict[str, Forecast]]:
+        """Forecasts by target, then signal."""
+        out: dict[str, dict[str, Forecast]] = {}
         step = self.settings.service.interval
         horizon_steps = max(1, math.ceil(self.settings.forecasting.horizon / step))
         for signal, st in self.settings.signals.items():
@@ -286,32 +296,39 @@ class Engine:
                 log.exception("forecast of %s failed", signal)
                 continue
             for target, f in fc.items():
-                out[(target, signal)] = f
+                out.setdefault(target, {})[signal] = f
         return out
 
-    def _observations(self, target: str, now: float) -> dict[str, Observation]:
-        obs: dict[str, Observation] = {}
-        for signal in self.store.signals:
-            o = self.store.observation(target, signal, now)
-            if (target, signal) in self._failed_keys:
-                o = Observation(o.value, o.at, stale=True)  # its source failed this pass
-            obs[signal] = o
-        return obs
+    def _observations(self, now: float) -> dict[str, dict[str, Observation]]:
+        """Latest observation of every signal, by target; values whose source failed this
+        pass count as stale."""
+        out: dict[str, dict[str, Observation]] = {t: {} for t in self.targets}
+        for signal, by_target in self.store.observations(now).items():
+            for target, o in by_target.items():
+                if target in out:
+                    if (target, signal) in self._failed_keys:
+                        o = Observation(o.value, o.at, stale=True)
+                    out[target][signal] = o
+        return out
 
     def _evaluate(
         self,
         now: float,
         states: Mapping[str, TargetState],
-        forecasts: Mapping[tuple[str, str], Forecast],
+        forecasts: Mapping[str, Mapping[str, Forecast]],
         events: Sequence[Event],
     ) -> list[Decision]:
         history = _StoreHistory(self.store)
+        events_by_target: dict[str, list[Event]] = {}
+        for e in events:
+            events_by_target.setdefault(e.target, []).append(e)
+        observations = self._observations(now)
         out: list[Decision] = []
         for target, tset in self.targets.items():
             bounds = Bounds(tset.min_replicas, tset.max_replicas, tset.startup_delay)
-            obs = self._observations(target, now)
-            fcs = {s: f for (t, s), f in forecasts.items() if t == target}
-            tev = [e for e in events if e.target == target]
+            obs = observations[target]
+            fcs = forecasts.get(target, {})
+            tev = events_by_target.get(target, [])
             state = states.get(target)
             per_target: list[Decision] = []
             for policy in self.policies:
@@ -328,8 +345,9 @@ class Engine:
                     reason = f"policy error, holding: {exc!r}"
                     per_target.append(Decision(policy.name, target, now, None, reason))
             out.extend(self._merge(target, per_target, bounds, state, now))
-        for d in out:
-            self.metrics.decisions.labels(d.policy, d.action.kind if d.action else "hold").inc()
+        counts = Counter((d.policy, d.action.kind if d.action else "hold") for d in out)
+        for (policy_name, kind), n in counts.items():
+            self.metrics.decisions.labels(policy_name, kind).inc(n)
         return out
 
     def _merge(
@@ -401,6 +419,8 @@ class Engine:
                 )
         state = self.bus.drain_state(now)
         for mkey, memory in self._memory.items():
+            if not memory and mkey not in self._memory_json:
+                continue  # never written, still empty
             text = json.dumps(memory, sort_keys=True, default=str)
             if self._memory_json.get(mkey) != text:
                 self._memory_json[mkey] = text

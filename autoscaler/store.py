@@ -1,10 +1,13 @@
 """The window store: bounded per-signal history on the tick grid, with staleness.
 
-Each signal holds a 2-D numpy ring buffer ``[targets, slots]``; slot ``k % slots`` holds
-the value seen at tick ``k = round(t / interval)``. A column is written once per tick
-(``advance``) from the latest fresh sample, so history is a regular grid with NaN gaps —
-exactly what forecasters and ``for`` durations need. Non-finite samples are dropped and
-counted. Counters are stored as per-second rates (resets handled).
+Each signal holds a 2-D numpy ring buffer; the value seen at tick ``k = round(t / interval)``
+is written to columns ``k % slots`` and ``k % slots + slots`` (a double-written ring), so
+any window of up to ``slots`` consecutive ticks is one contiguous slice: reading the whole
+history of 1,000 targets is a view, not a copy. A column is written once per tick
+(``advance``) from the latest fresh sample, and ticks skipped since the last pass are
+written as NaN, so history is a regular grid with NaN gaps — exactly what forecasters and
+``for`` durations need. Non-finite samples are dropped and counted. Counters are stored as
+per-second rates (resets handled).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class _Series:
     raw_at: FloatArray = field(default_factory=lambda: np.empty(0))
 
     def __post_init__(self) -> None:
-        self.ring = np.full((0, self.slots), np.nan)
+        self.ring = np.full((0, 2 * self.slots), np.nan)
 
     def row(self, target: str) -> int:
         r = self.rows.get(target)
@@ -47,7 +50,7 @@ class _Series:
         self.rows[target] = r
         if r >= self.ring.shape[0]:
             grow = max(8, self.ring.shape[0])
-            self.ring = np.vstack([self.ring, np.full((grow, self.slots), np.nan)])
+            self.ring = np.vstack([self.ring, np.full((grow, 2 * self.slots), np.nan)])
             pad = np.full(grow, np.nan)
             self.last_value = np.concatenate([self.last_value, pad])
             self.last_at = np.concatenate([self.last_at, pad])
@@ -67,8 +70,6 @@ class WindowStore:
         self.interval = interval
         self._settings = dict(signals or {})
         self._series: dict[str, _Series] = {}
-        # Which tick each slot position holds, per ring length (series share the grid).
-        self._ticks_by_slots: dict[int, NDArray[np.int64]] = {}
         self.dropped: dict[str, int] = {"non_finite": 0, "out_of_order": 0}
         self.last_tick: int | None = None
 
@@ -126,23 +127,23 @@ class WindowStore:
         return dropped
 
     def advance(self, now: float) -> None:
-        """Write the column of the tick at ``now`` from the latest fresh samples."""
+        """Write the column of the tick at ``now`` from the latest fresh samples; ticks
+        skipped since the previous call become NaN."""
         k = round(now / self.interval)
-        self.last_tick = k
+        prev = self.last_tick
+        self.last_tick = k if prev is None else max(k, prev)
         for s in self._series.values():
             n = len(s.rows)
+            if prev is not None and k > prev + 1:
+                for gap in range(max(prev + 1, k - s.slots), k):
+                    c = gap % s.slots
+                    s.ring[:, c] = np.nan
+                    s.ring[:, c + s.slots] = np.nan
             col = k % s.slots
             fresh = (now - s.last_at[:n]) <= s.settings.max_age
-            s.ring[:n, col] = np.where(fresh, s.last_value[:n], np.nan)
-        self._mark(k)
-
-    def _mark(self, k: int) -> None:
-        for s in self._series.values():
-            arr = self._ticks_by_slots.get(s.slots)
-            if arr is None:
-                arr = np.full(s.slots, -1, dtype=np.int64)
-                self._ticks_by_slots[s.slots] = arr
-            arr[k % s.slots] = k
+            values = np.where(fresh, s.last_value[:n], np.nan)
+            s.ring[:n, col] = values
+            s.ring[:n, col + s.slots] = values
 
     def observation(self, target: str, signal: str, now: float) -> Observation:
         """Latest value of a target's signal; NaN and stale when missing or too old."""
@@ -155,13 +156,25 @@ class WindowStore:
             value=float(s.last_value[r]), at=at, stale=(now - at) > s.settings.max_age
         )
 
-    def _columns(self, s: _Series, seconds: float) -> tuple[FloatArray, NDArray[np.int64]]:
-        """Tick times and slot columns of the last ``seconds`` (oldest first)."""
+    def observations(self, now: float) -> dict[str, dict[str, Observation]]:
+        """The latest observation of every (signal, target), computed per signal at once."""
+        out: dict[str, dict[str, Observation]] = {}
+        for signal, s in self._series.items():
+            n = len(s.rows)
+            values = s.last_value[:n].tolist()
+            ats = s.last_at[:n].tolist()
+            stale = (~((now - s.last_at[:n]) <= s.settings.max_age)).tolist()
+            out[signal] = {t: Observation(values[r], ats[r], stale[r]) for t, r in s.rows.items()}
+        return out
+
+    def _span(self, s: _Series, seconds: float) -> tuple[FloatArray, slice]:
+        """Tick times of the last ``seconds`` (oldest first) and their slice of the ring."""
         if self.last_tick is None:
-            return np.empty(0), np.empty(0, dtype=np.int64)
-        n = min(s.slots, max(1, math.floor(seconds / self.interval) + 1))
-        ticks = np.arange(self.last_tick - n + 1, self.last_tick + 1, dtype=np.int64)
-        return (ticks * self.interval).astype(np.float64), ticks % s.slots
+            return np.empty(0), slice(0, 0)
+        n = min(s.slots, max(1, math.floor(seconds / self.interval + 1e-9) + 1))
+        end = self.last_tick % s.slots + s.slots + 1
+        ticks = np.arange(self.last_tick - n + 1, self.last_tick + 1, dtype=np.float64)
+        return ticks * self.interval, slice(end - n, end)
 
     def window(self, target: str, signal: str, seconds: float) -> tuple[FloatArray, FloatArray]:
         """Times and values of the last ``seconds`` of a target's signal (NaN = missing)."""
@@ -169,34 +182,30 @@ class WindowStore:
         r = None if s is None else s.rows.get(target)
         if s is None or r is None:
             return np.empty(0), np.empty(0)
-        times, cols = self._columns(s, seconds)
-        values = s.ring[r, cols].copy()
-        values[self._valid(s, cols, times) == 0] = np.nan
-        return times, values
-
-    def _valid(self, s: _Series, cols: NDArray[np.int64], times: FloatArray) -> NDArray[np.int8]:
-        ticks = self._ticks_by_slots.get(s.slots)
-        if ticks is None:
-            return np.zeros(len(cols), dtype=np.int8)
-        expect = np.rint(times / self.interval).astype(np.int64)
-        valid: NDArray[np.int8] = (ticks[cols] == expect).astype(np.int8)
-        return valid
+        times, span = self._span(s, seconds)
+        return times, s.ring[r, span].copy()
 
     def matrix(
         self, signal: str, targets: Sequence[str], seconds: float
     ) -> tuple[FloatArray, FloatArray]:
-        """Times ``[T]`` and values ``[len(targets), T]`` of the last ``seconds``."""
+        """Times ``[T]`` and values ``[len(targets), T]`` of the last ``seconds``.
+
+        When ``targets`` is ``targets(signal)`` (the usual case) the values are a read-only
+        view of the ring, not a copy.
+        """
         s = self._series.get(signal)
         if s is None:
             return np.empty(0), np.full((len(targets), 0), np.nan)
-        times, cols = self._columns(s, seconds)
-        out = np.full((len(targets), len(cols)), np.nan)
-        idx = [s.rows.get(t, -1) for t in targets]
-        present = np.array([i >= 0 for i in idx], dtype=bool)
-        if present.any():
-            rows = np.array([i for i in idx if i >= 0], dtype=np.int64)
-            out[present] = s.ring[np.ix_(rows, cols)]
-        out[:, self._valid(s, cols, times) == 0] = np.nan
+        times, span = self._span(s, seconds)
+        if list(targets) == list(s.rows):
+            view = s.ring[: len(targets), span]
+            view.flags.writeable = False
+            return times, view
+        out = np.full((len(targets), span.stop - span.start), np.nan)
+        for i, t in enumerate(targets):
+            r = s.rows.get(t)
+            if r is not None:
+                out[i] = s.ring[r, span]
         return times, out
 
     def memory_bytes(self) -> int:

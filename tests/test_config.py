@@ -1,0 +1,130 @@
+"""Configuration: the reference file is valid; every problem is reported with its path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autoscaler.config import from_mapping, load, parse_duration
+from autoscaler.errors import ConfigError
+from policies.markers import Secret
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autoscaler", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_reference_config_passes_check() -> None:
+    result = run_cli("check", "config.toml")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_unknown_key_and_bad_duration_exit_2_naming_both_paths(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[service]\ninterval = "soon"\n\n[bus]\ncooldwn = "5m"\n')
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 2
+    assert 'service.interval: expected a duration like "30s"' in result.stderr
+    assert "bus.cooldwn: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_secret_file_names_key_and_path_without_traceback(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[http]\ntoken_file = "/nonexistent/token"\n')
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 2
+    assert "http.token_file: cannot read secret file '/nonexistent/token'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[service\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(cfg)
+
+
+def test_secret_from_env_reference_is_resolved_and_never_shown() -> None:
+    s = from_mapping({"http": {"token": "${TOK}"}}, env={"TOK": "s3cret"})
+    assert s.http.token.get() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+def test_secret_written_in_the_file_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"http.token: secrets may not be written"):
+        from_mapping({"http": {"token": "s3cret"}})
+
+
+def test_secret_from_unset_env_var_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"http\.token: environment variable NOPE is not set"):
+        from_mapping({"http": {"token": "${NOPE}"}}, env={})
+
+
+def test_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("abc\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[http]\ntoken_file = "tok"\n')
+    assert load(cfg).http.token == Secret("abc")
+
+
+def test_every_problem_is_collected_at_once() -> None:
+    doc = {
+        "service": {"interval": -1, "log_level": "loud"},
+        "targets": {"api": {"min_replicas": 5, "max_replicas": 2, "executor": "nope"}},
+        "policies": {"p": {"type": "step", "above": "high", "targets": ["web"]}},
+    }
+    with pytest.raises(ConfigError) as err:
+        from_mapping(doc)
+    problems = "\n".join(err.value.problems)
+    for path in (
+        "service.interval",
+        "service.log_level",
+        "targets.api.max_replicas",
+        "targets.api.executor",
+        "policies.p.above",
+        "policies.p.targets[0]",
+    ):
+        assert path in problems
+
+
+def test_unknown_component_type_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"executors.x.type: expected one of .*recording"):
+        from_mapping({"executors": {"x": {"type": "kubernetes"}}})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15s", 15),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("7d", 604800),
+        (30, 30),
+        ("2.5", 2.5),
+    ],
+)
+def test_durations_parse(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 m", "-1s", "5x", True, None, "1s2"])
+def test_bad_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["s", "m", "h"]))
+def test_duration_units_scale(n: int, unit: str) -> None:
+    assert parse_duration(f"{n}{unit}") == n * {"s": 1, "m": 60, "h": 3600}[unit]

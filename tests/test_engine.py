@@ -1,0 +1,290 @@
+"""The engine pass with an in-memory source and a recording executor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from autoscaler.config import Settings
+from autoscaler.engine import Engine
+from autoscaler.errors import ExecutorError, SourceError
+from autoscaler.journal import MemoryStore
+from autoscaler.metrics import make_metrics
+from autoscaler.service import build_engine
+from autoscaler.sources.base import MemorySource
+from policies.types import Action, Scale
+from remediation.recording import RecordingExecutor
+
+SettingsFactory = Callable[..., Settings]
+
+
+def engine_for(
+    settings: Settings, *, dry_run: bool = False, store: MemoryStore | None = None
+) -> tuple[Engine, MemorySource, RecordingExecutor, MemoryStore]:
+    src = MemorySource()
+    rec = RecordingExecutor("rec")
+    st = store or MemoryStore()
+    engine = build_engine(
+        settings,
+        dry_run=dry_run,
+        state_store=st,
+        executors={"rec": rec},
+        sources=[src],
+        metrics=make_metrics(),
+    )
+    return engine, src, rec, st
+
+
+def statuses(store: MemoryStore, kind: str = "scale") -> list[str]:
+    return [r.status for r in store.records if r.kind == kind]
+
+
+async def test_breach_scales_up_then_second_breach_in_cooldown_is_skipped(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, store = engine_for(settings_factory())
+    src.set("api", "queue_length", 10.0)
+    first = await engine.tick(1000.0)
+    assert [o.status for o in first.outcomes] == ["done"]
+    assert rec.calls == [Scale(target="api", replicas=4, current=2)]
+    second = await engine.tick(1015.0)
+    assert [o.status for o in second.outcomes] == ["skipped-cooldown"]
+    assert len(rec.calls) == 1
+    assert statuses(store) == ["done", "skipped-cooldown"]
+    entry = next(r for r in store.records if r.status == "skipped-cooldown")
+    assert entry.params == {"replicas": 6, "from": 4}
+    assert "queue_length 10 > 5" in entry.reason
+
+
+async def test_action_is_allowed_again_after_the_cooldown(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, _ = engine_for(settings_factory(bus={"cooldown": "60s"}))
+    src.set("api", "queue_length", 10.0)
+    for t in (0.0, 15.0, 30.0, 45.0, 60.0):
+        await engine.tick(t)
+    assert [c.replicas for c in rec.calls if isinstance(c, Scale)] == [4, 6]
+
+
+async def test_dry_run_journals_identical_decisions_and_calls_no_executor(
+    settings_factory: SettingsFactory,
+) -> None:
+    journals = {}
+    for dry in (False, True):
+        engine, src, rec, store = engine_for(settings_factory(), dry_run=dry)
+        # The recording executor reports replicas back; in dry-run nothing changes them, so
+        # give both runs the same, constant view of the orchestrator.
+        rec.execute = _no_state_change(rec)  # type: ignore[method-assign]
+        src.set("api", "queue_length", 10.0)
+        for t in (0.0, 15.0, 400.0):
+            await engine.tick(t)
+        journals[dry] = [(r.at, r.policy, r.kind, dict(r.params), r.reason) for r in store.records]
+        calls = len(rec.calls)
+        assert calls == (0 if dry else 2)
+        assert statuses(store) == (
+            ["dry-run", "skipped-cooldown", "dry-run"]
+            if dry
+            else ["done", "skipped-cooldown", "done"]
+        )
+    assert journals[True] == journals[False]
+
+
+def _no_state_change(rec: RecordingExecutor) -> Any:
+    async def execute(action: Action) -> str:
+        rec.calls.append(action)
+        return "recorded"
+
+    return execute
+
+
+async def test_stale_data_holds_and_never_scales(settings_factory: SettingsFactory) -> None:
+    engine, src, rec, store = engine_for(settings_factory())
+    src.set("api", "queue_length", 10.0, at=0.0)
+    report = await engine.tick(100.0)  # the sample is 100 s old, max_age is 60 s
+    assert report.outcomes == [] and rec.calls == []
+    assert any(r.kind == "hold" and r.reason.startswith("stale:") for r in store.records)
+
+
+async def test_failing_source_holds_its_targets_and_the_pass_goes_on(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, _ = engine_for(settings_factory())
+    src.set("api", "queue_length", 10.0)
+    src.fail = SourceError("connection refused")
+    report = await engine.tick(0.0)
+    assert report.source_errors == {"memory": "connection refused"}
+    assert rec.calls == [] and engine.source_up == {"memory": False}
+    src.fail = None
+    report = await engine.tick(15.0)
+    assert report.ok and len(rec.calls) == 1
+
+
+async def test_values_from_a_source_that_just_failed_count_as_stale(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, _ = engine_for(settings_factory())
+    src.set("api", "queue_length", 0.0)
+    await engine.tick(0.0)
+    src.fail = SourceError("down")
+    src.set("api", "queue_length", 10.0)
+    report = await engine.tick(15.0)  # the last sample is fresh by age, but its source failed
+    assert all(d.action is None for d in report.decisions) and rec.calls == []
+
+
+async def test_a_failing_policy_holds_and_other_policies_still_act(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, store = engine_for(settings_factory())
+
+    class Broken:
+        name = "broken"
+        targets = ("api",)
+
+        def evaluate(self, ctx: Any) -> Any:
+            raise ZeroDivisionError("oops")
+
+    engine.policies = [Broken(), *engine.policies]
+    src.set("api", "queue_length", 10.0)
+    await engine.tick(0.0)
+    assert len(rec.calls) == 1
+    assert any(r.policy == "broken" and "policy error" in r.reason for r in store.records)
+
+
+async def test_failing_executor_opens_its_breaker_and_is_not_hammered(
+    settings_factory: SettingsFactory,
+) -> None:
+    settings = settings_factory(bus={"cooldown": "0s", "retries": 0, "dedupe_window": "0s"})
+    engine, src, rec, store = engine_for(settings)
+    attempts = []
+
+    async def broken(action: Action) -> str:
+        attempts.append(action)
+        raise ExecutorError("docker: 500", temporary=True)
+
+    rec.execute = broken  # type: ignore[method-assign]
+    src.set("api", "queue_length", 10.0)
+    for i in range(8):
+        await engine.tick(i * 5.0)
+    assert len(attempts) == 5  # 5 consecutive failures open the breaker for 30 s
+    assert statuses(store)[-3:] == ["breaker-open"] * 3
+    assert engine.bus.breakers["rec"].state == "open"
+    await engine.tick(20.0 + 30.0)  # half-open: one trial call goes through, fails, reopens
+    assert len(attempts) == 6 and engine.bus.breakers["rec"].state == "open"
+
+
+async def test_temporary_failure_is_retried_with_backoff_within_the_tick(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, _ = engine_for(settings_factory(bus={"retries": 2}))
+    delays: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        delays.append(d)
+
+    engine.bus._sleep = fake_sleep
+    real = rec.execute
+    failures = iter([True, True, False])
+
+    async def flaky(action: Action) -> str:
+        if next(failures):
+            raise ExecutorError("timeout", temporary=True)
+        return await real(action)
+
+    rec.execute = flaky  # type: ignore[method-assign]
+    src.set("api", "queue_length", 10.0)
+    report = await engine.tick(0.0)
+    assert [o.status for o in report.outcomes] == ["done"]
+    assert len(delays) == 2 and delays[1] > delays[0] * 0.6
+
+
+async def test_permanent_failure_is_not_retried(settings_factory: SettingsFactory) -> None:
+    engine, src, rec, _ = engine_for(settings_factory(bus={"retries": 3}))
+    calls = []
+
+    async def refuse(action: Action) -> str:
+        calls.append(action)
+        raise ExecutorError("no such service", temporary=False)
+
+    rec.execute = refuse  # type: ignore[method-assign]
+    src.set("api", "queue_length", 10.0)
+    report = await engine.tick(0.0)
+    assert len(calls) == 1
+    assert report.outcomes[0].detail == "permanent: no such service"
+
+
+async def test_paused_bus_journals_decisions_without_executing(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, rec, store = engine_for(settings_factory())
+    engine.set_paused(True)
+    src.set("api", "queue_length", 10.0)
+    await engine.tick(0.0)
+    assert rec.calls == [] and statuses(store) == ["skipped-paused"]
+    assert store.state["service:paused"] is True
+
+
+async def test_global_rate_limit_caps_actions_per_minute(
+    settings_factory: SettingsFactory,
+) -> None:
+    targets = {
+        f"t{i}": {"executor": "rec", "min_replicas": 1, "max_replicas": 10} for i in range(5)
+    }
+    settings = settings_factory(
+        targets=targets,
+        bus={"rate_limit": 3},
+        policies={"queue": {"type": "step", "signal": "queue_length", "above": 5}},
+    )
+    engine, src, rec, store = engine_for(settings)
+    for t in targets:
+        src.set(t, "queue_length", 10.0)
+    await engine.tick(0.0)
+    assert len(rec.calls) == 3
+    assert statuses(store).count("skipped-rate-limit") == 2
+
+
+async def test_replicas_never_leave_bounds(settings_factory: SettingsFactory) -> None:
+    settings = settings_factory(bus={"cooldown": "0s", "dedupe_window": "0s"})
+    engine, src, rec, _ = engine_for(settings)
+    src.set("api", "queue_length", 100.0)
+    for i in range(10):
+        await engine.tick(i * 15.0)
+    assert rec.replicas["api"] == 10
+    assert max(c.replicas for c in rec.calls if isinstance(c, Scale)) == 10
+
+
+async def test_holds_are_journalled_only_when_their_reason_changes(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, _, store = engine_for(settings_factory())
+    src.set("api", "queue_length", 3.0)
+    for i in range(5):
+        await engine.tick(i * 15.0)
+    holds = [r for r in store.records if r.kind == "hold"]
+    assert len(holds) == 1
+
+
+@pytest.mark.parametrize("mode,expected", [("all", 5), ("none", 0)])
+async def test_hold_journal_mode(
+    settings_factory: SettingsFactory, mode: str, expected: int
+) -> None:
+    engine, src, _, store = engine_for(settings_factory(service={"journal_holds": mode}))
+    src.set("api", "queue_length", 3.0)
+    for i in range(5):
+        await engine.tick(i * 15.0)
+    assert len([r for r in store.records if r.kind == "hold"]) == expected
+
+
+async def test_a_restarted_engine_keeps_cooldowns_and_policy_memory(
+    settings_factory: SettingsFactory,
+) -> None:
+    store = MemoryStore()
+    engine, src, rec, _ = engine_for(settings_factory(), store=store)
+    src.set("api", "queue_length", 10.0)
+    await engine.tick(0.0)
+    assert len(rec.calls) == 1
+    again, src2, rec2, _ = engine_for(settings_factory(), store=store)
+    src2.set("api", "queue_length", 10.0)
+    report = await again.tick(30.0)
+    assert [o.status for o in report.outcomes] == ["skipped-cooldown"] and rec2.calls == []

@@ -1,0 +1,141 @@
+"""HTTP endpoints, served by a real aiohttp server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from autoscaler.config import Settings
+from autoscaler.engine import Engine
+from autoscaler.http import make_app
+from autoscaler.journal import MemoryStore
+from autoscaler.metrics import make_metrics
+from autoscaler.service import build_engine
+from autoscaler.sources.base import MemorySource
+from policies.markers import Secret
+from remediation.recording import RecordingExecutor
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def engine(settings_factory: Callable[..., Settings]) -> Engine:
+    return build_engine(
+        settings_factory(),
+        state_store=MemoryStore(),
+        metrics=make_metrics(),
+        executors={"rec": RecordingExecutor("rec")},
+        sources=[MemorySource()],
+    )
+
+
+@pytest.fixture
+async def client(engine: Engine) -> AsyncIterator[tuple[aiohttp.ClientSession, str, Clock]]:
+    clock = Clock(1000.0)
+    app = make_app(engine=engine, clock=clock, token=Secret("t0ken"), healthz_max_age=45)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        yield session, str(server.make_url("")).rstrip("/"), clock
+    await server.close()
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as resp:
+        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+        return resp.status, body
+
+
+async def test_healthz_follows_the_age_of_the_last_tick(client: Any, engine: Engine) -> None:
+    session, base, clock = client
+    assert (await get(session, f"{base}/healthz"))[0] == 503  # no tick yet
+    await engine.tick(1000.0)
+    status, body = await get(session, f"{base}/healthz")
+    assert status == 200 and body["last_tick"] == 1000.0
+    clock.now = 1046.0
+    assert (await get(session, f"{base}/healthz"))[0] == 503
+
+
+async def test_readyz_reports_failing_sources(client: Any, engine: Engine) -> None:
+    session, base, _ = client
+    await engine.tick(1000.0)
+    assert (await get(session, f"{base}/readyz"))[0] == 200
+    engine.sources[0].fail = RuntimeError("down")  # type: ignore[attr-defined]
+    await engine.tick(1015.0)
+    status, body = await get(session, f"{base}/readyz")
+    assert status == 503 and body["failing"] == ["memory"]
+
+
+async def test_metrics_expose_ticks_decisions_and_actions(client: Any, engine: Engine) -> None:
+    session, base, _ = client
+    engine.sources[0].set("api", "queue_length", 10.0)  # type: ignore[attr-defined]
+    await engine.tick(1000.0)
+    status, text = await get(session, f"{base}/metrics")
+    assert status == 200
+    assert 'autoscaler_ticks_total{result="ok"} 1.0' in text
+    assert 'autoscaler_actions_total{kind="scale",status="done"} 1.0' in text
+    assert 'autoscaler_decisions_total{kind="scale",policy="queue"} 1.0' in text
+    assert "autoscaler_tick_duration_seconds_bucket" in text
+
+
+async def test_decisions_endpoint_filters_by_since_and_target(client: Any, engine: Engine) -> None:
+    session, base, _ = client
+    engine.sources[0].set("api", "queue_length", 10.0)  # type: ignore[attr-defined]
+    await engine.tick(1000.0)
+    await engine.tick(1015.0)
+    status, body = await get(session, f"{base}/v1/decisions?since=1010&target=api")
+    assert status == 200
+    assert [d["status"] for d in body["decisions"]] == ["skipped-cooldown"]
+    assert (await get(session, f"{base}/v1/decisions?target=web"))[1]["decisions"] == []
+    assert (await get(session, f"{base}/v1/decisions?since=yesterday"))[0] == 400
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic t0ken", "Bearer "])
+async def test_pause_refuses_a_missing_or_wrong_token(
+    client: Any, engine: Engine, header: str | None
+) -> None:
+    session, base, _ = client
+    headers = {} if header is None else {"Authorization": header}
+    async with session.post(f"{base}/v1/pause", headers=headers) as resp:
+        assert resp.status == 401
+    assert engine.bus.paused is False
+
+
+async def test_pause_and_resume_with_the_token(client: Any, engine: Engine) -> None:
+    session, base, _ = client
+    auth = {"Authorization": "Bearer t0ken"}
+    async with session.post(f"{base}/v1/pause", headers=auth) as resp:
+        assert resp.status == 200 and (await resp.json()) == {"paused": True}
+    assert engine.bus.paused is True
+    async with session.post(f"{base}/v1/resume", headers=auth) as resp:
+        assert resp.status == 200
+    assert engine.bus.paused is False
+
+
+async def test_mutating_endpoints_are_disabled_without_a_configured_token(
+    engine: Engine,
+) -> None:
+    app = make_app(engine=engine, clock=Clock(0), token=Secret(), healthz_max_age=45)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                server.make_url("/v1/pause"), headers={"Authorization": "Bearer "}
+            ) as resp,
+        ):
+            assert resp.status == 403
+    finally:
+        await server.close()
+    assert engine.bus.paused is False

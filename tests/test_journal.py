@@ -1,0 +1,54 @@
+"""The state store contract, run on every implementation (SQLite file and memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoscaler.journal import JournalRecord, MemoryStore, SQLiteStore, StateStore
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    s: StateStore = (
+        SQLiteStore(tmp_path / "state.db") if request.param == "sqlite" else MemoryStore()
+    )
+    yield s
+    s.close()
+
+
+def rec(at: float, target: str = "api", kind: str = "scale") -> JournalRecord:
+    return JournalRecord(
+        at, "queue", target, kind, {"replicas": 4}, "why", {"v": 1.0}, "done", "ok", "rec"
+    )
+
+
+def test_state_keys_round_trip_and_none_deletes(store: StateStore) -> None:
+    store.commit([], {"cooldown:api:scale_up": 123.5, "memory:q:api": {"since": 1}})
+    assert store.load_state() == {"cooldown:api:scale_up": 123.5, "memory:q:api": {"since": 1}}
+    store.commit([], {"cooldown:api:scale_up": None})
+    assert store.load_state() == {"memory:q:api": {"since": 1}}
+
+
+def test_query_filters_by_since_and_target_oldest_first(store: StateStore) -> None:
+    store.commit([rec(1), rec(2, "web"), rec(3), rec(4)], {})
+    rows = store.query(since=2, target="api")
+    assert [r["at"] for r in rows] == [3, 4]
+    assert rows[0]["params"] == {"replicas": 4} and rows[0]["status"] == "done"
+
+
+def test_query_limit_keeps_the_newest(store: StateStore) -> None:
+    store.commit([rec(t) for t in range(10)], {})
+    assert [r["at"] for r in store.query(limit=3)] == [7, 8, 9]
+
+
+def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
+    first = SQLiteStore(tmp_path / "s.db")
+    first.commit([rec(1)], {"k": [1, 2]})
+    first.close()
+    again = SQLiteStore(tmp_path / "s.db")
+    assert again.load_state() == {"k": [1, 2]}
+    assert len(again.query()) == 1
+    again.close()

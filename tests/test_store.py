@@ -1,0 +1,90 @@
+"""The window store: tick grid, staleness, dropped samples, counters, bounded memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.config import SignalSettings
+from autoscaler.sources.base import Sample
+from autoscaler.store import WindowStore
+
+
+def test_history_is_on_the_tick_grid_with_nan_for_missing_ticks() -> None:
+    store = WindowStore(interval=15, signals={"q": SignalSettings(max_age=20)})
+    for k, v in [(1, 1.0), (2, 2.0), (4, 4.0)]:
+        store.ingest([Sample("api", "q", v, k * 15.0)])
+        store.advance(k * 15.0)
+    store.advance(5 * 15.0 + 15)  # tick 6: sample at 60 is 30 s old, older than max_age
+    times, values = store.window("api", "q", 90)
+    assert list(times) == [0, 15, 30, 45, 60, 75, 90]
+    assert np.isnan(values[0]) and list(values[1:3]) == [1.0, 2.0]
+    assert np.isnan(values[5]) and np.isnan(values[6])
+
+
+def test_observation_is_stale_after_max_age() -> None:
+    store = WindowStore(interval=15, signals={"q": SignalSettings(max_age=60)})
+    store.ingest([Sample("api", "q", 3.0, 100.0)])
+    assert store.observation("api", "q", 160).usable
+    assert store.observation("api", "q", 161).stale
+
+
+def test_missing_series_is_stale_nan() -> None:
+    obs = WindowStore(interval=15).observation("api", "q", 0)
+    assert obs.stale and math.isnan(obs.value)
+
+
+def test_non_finite_samples_are_dropped_and_counted() -> None:
+    store = WindowStore(interval=15)
+    dropped = store.ingest(
+        [
+            Sample("api", "q", math.nan, 1),
+            Sample("api", "q", math.inf, 1),
+            Sample("api", "q", 2.0, 1),
+        ]
+    )
+    assert dropped == 2
+    assert store.dropped["non_finite"] == 2
+    assert store.observation("api", "q", 1).value == 2.0
+
+
+def test_out_of_order_sample_does_not_replace_a_newer_one() -> None:
+    store = WindowStore(interval=15)
+    store.ingest([Sample("api", "q", 2.0, 10), Sample("api", "q", 1.0, 5)])
+    assert store.observation("api", "q", 10).value == 2.0
+    assert store.dropped["out_of_order"] == 1
+
+
+def test_counters_are_stored_as_rates_across_a_reset() -> None:
+    store = WindowStore(interval=10, signals={"req": SignalSettings(kind="counter")})
+    store.ingest([Sample("api", "req", 100, 0)])
+    assert store.observation("api", "req", 0).stale  # a rate needs two samples
+    store.ingest([Sample("api", "req", 150, 10)])
+    assert store.observation("api", "req", 10).value == 5.0
+    store.ingest([Sample("api", "req", 20, 20)])  # the counter restarted
+    assert store.observation("api", "req", 20).value == 2.0
+
+
+def test_matrix_aligns_targets_and_leaves_unknown_targets_nan() -> None:
+    store = WindowStore(interval=1)
+    for t in range(3):
+        store.ingest([Sample("a", "q", t, t), Sample("b", "q", 10 + t, t)])
+        store.advance(t)
+    times, m = store.matrix("q", ["b", "zz", "a"], 2)
+    assert list(times) == [0, 1, 2]
+    assert list(m[0]) == [10, 11, 12] and np.isnan(m[1]).all() and list(m[2]) == [0, 1, 2]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=200))
+def test_ring_memory_stays_bounded_whatever_the_ticks(ticks: list[int]) -> None:
+    store = WindowStore(interval=1, signals={"q": SignalSettings(window=60)})
+    for t in sorted(ticks):
+        store.ingest([Sample("api", "q", 1.0, t)])
+        store.advance(t)
+    assert store.memory_bytes() <= 8 * 2 * 60 * 8  # 8 rows x a double-written ring of 60
+    _, values = store.window("api", "q", 10_000)
+    assert len(values) <= 60
