@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from autoscaler.config import Settings
-from autoscaler.engine import Engine, TickReport
+from autoscaler.engine import TickReport
 from autoscaler.errors import AutoscalerError
 from autoscaler.journal import JournalRecord, MemoryStore
 from autoscaler.service import build_engine
@@ -194,7 +194,9 @@ def _header(reader: Any, p: Path, needed: Sequence[str]) -> dict[str, int]:
     try:
         first = next(reader)
     except StopIteration:
-        raise InputError(p, None, "empty file (expected a header: " + ",".join(needed) + ")")
+        raise InputError(
+            p, None, "empty file (expected a header: " + ",".join(needed) + ")"
+        ) from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(p, 1, f"not a CSV text file: {exc}") from exc
     names = {c.strip().lower(): i for i, c in enumerate(first)}
@@ -266,7 +268,7 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
                     at = float(pair[0])
                     value = parse_value(str(pair[1]))
                 except (TypeError, ValueError, IndexError):
-                    raise InputError(p, vwhere, f"expected [time, \"value\"], got {pair!r}")
+                    raise InputError(p, vwhere, f'expected [time, "value"], got {pair!r}') from None
                 _add(b, path=p, line=vwhere, key=key, at=at, value=value)
     builders = {k: b for k, b in builders.items() if b.times}
     if not builders:
@@ -305,9 +307,11 @@ class ReplaySource:
         keys = [(s.target, s.signal) for s in series]
         times = np.concatenate([s.times for s in series]) if series else np.empty(0)
         values = np.concatenate([s.values for s in series]) if series else np.empty(0)
-        which = np.concatenate(
-            [np.full(len(s.times), i, dtype=np.int64) for i, s in enumerate(series)]
-        ) if series else np.empty(0, dtype=np.int64)
+        which = (
+            np.concatenate([np.full(len(s.times), i, dtype=np.int64) for i, s in enumerate(series)])
+            if series
+            else np.empty(0, dtype=np.int64)
+        )
         order = np.argsort(times, kind="stable")
         self._keys = keys
         self._times = times[order].tolist()
@@ -610,9 +614,11 @@ def render_report(result: ReplayResult, settings: Settings, summary: Mapping[str
     from autoscaler import report as rp
 
     blocks = [
-        '<p class="note">Open-loop replay: the recorded metrics drove the live engine on a '
-        "virtual clock; executors were replaced by a recorder, so replicas are what the "
-        "service would have asked for. Recorded metrics do not react to those replicas.</p>",
+        (
+            '<p class="note">Open-loop replay: the recorded metrics drove the live engine on a '
+            "virtual clock; executors were replaced by a recorder, so replicas are what the "
+            "service would have asked for. Recorded metrics do not react to those replicas.</p>"
+        ),
     ]
     rows = [
         [t, v["replica_hours"], v["min_replicas"], v["max_replicas"], v["actions"], v["executed"]]
@@ -642,8 +648,10 @@ def render_report(result: ReplayResult, settings: Settings, summary: Mapping[str
                         np.array([a["at"] for a in group]),
                         np.array([float(a["params"].get("replicas", np.nan)) for a in group]),
                         np.array(
-                            [a["params"].get("replicas", 0) > a["params"].get("from", 0)
-                             for a in group]
+                            [
+                                a["params"].get("replicas", 0) > a["params"].get("from", 0)
+                                for a in group
+                            ]
                         ),
                         color,
                     )
@@ -668,26 +676,41 @@ def render_report(result: ReplayResult, settings: Settings, summary: Mapping[str
                 fx = np.array([r[0] for r in fc]) + lead
                 lines.append(
                     rp.Line(
-                        f"forecast +{lead:g}s", fx, np.array([r[3] for r in fc]), rp.PALETTE[4],
+                        f"forecast +{lead:g}s",
+                        fx,
+                        np.array([r[3] for r in fc]),
+                        rp.PALETTE[4],
                         dash="4 3",
                     )
                 )
                 bands.append(
                     rp.Band(
-                        "interval", fx, np.array([r[4] for r in fc]), np.array([r[5] for r in fc]),
+                        "interval",
+                        fx,
+                        np.array([r[4] for r in fc]),
+                        np.array([r[5] for r in fc]),
                         rp.PALETTE[4],
                     )
                 )
             blocks.append(rp.chart(title=f"{target}: {sig}", lines=lines, bands=bands))
     if actions:
         shown = actions[:500]
-        blocks.append(f"<h2>Actions ({len(actions)}{', first 500' if len(actions) > 500 else ''})</h2>")
+        blocks.append(
+            f"<h2>Actions ({len(actions)}{', first 500' if len(actions) > 500 else ''})</h2>"
+        )
         blocks.append(
             rp.table(
                 ["at (UTC)", "target", "kind", "params", "status", "policy", "reason"],
                 [
-                    [_fmt_time(a["at"]), a["target"], a["kind"], json.dumps(a["params"]),
-                     a["status"], a["policy"], a["reason"]]
+                    [
+                        _fmt_time(a["at"]),
+                        a["target"],
+                        a["kind"],
+                        json.dumps(a["params"]),
+                        a["status"],
+                        a["policy"],
+                        a["reason"],
+                    ]
                     for a in shown
                 ],
             )

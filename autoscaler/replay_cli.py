@@ -118,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
         [t, v["replica_hours"], v["min_replicas"], v["max_replicas"], v["actions"], v["executed"]]
         for t, v in summary["targets"].items()
     ]
-    print(
-        text_table(["target", "replica-hours", "min", "max", "actions", "executed"], rows)
-    )
+    print(text_table(["target", "replica-hours", "min", "max", "actions", "executed"], rows))
     print(
         f"\n{summary['ticks']} ticks in {summary['wall_seconds']:.2f}s "
         f"({summary['target_ticks_per_second']} target-ticks/s); "

@@ -8,6 +8,7 @@ of 15-second ticks still makes a small page.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def reduce_points(x: FloatArray, y: FloatArray, max_points: int) -> tuple[FloatA
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     xs: list[float] = []
     ys: list[float] = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges.tolist()):
         if b <= a:
             continue
         seg = y[a:b]
@@ -78,6 +79,22 @@ def reduce_points(x: FloatArray, y: FloatArray, max_points: int) -> tuple[FloatA
             xs.append(float(x[a + k]))
             ys.append(float(seg[k]))
     return np.array(xs), np.array(ys)
+
+
+def reduce_band(
+    x: FloatArray, lo: FloatArray, hi: FloatArray, max_points: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """At most ``max_points`` points of a band: each bucket's lowest ``lo`` and highest
+    ``hi``, at the bucket's first time."""
+    n = len(x)
+    if n <= max_points:
+        return x, lo, hi
+    edges = np.linspace(0, n, max_points + 1).astype(np.int64)
+    starts = edges[:-1][edges[1:] > edges[:-1]]
+    with np.errstate(all="ignore"):
+        rlo = np.fmin.reduceat(lo, starts)
+        rhi = np.fmax.reduceat(hi, starts)
+    return x[starts], rlo, rhi
 
 
 def _fmt_tick(t: float, span: float) -> str:
@@ -117,17 +134,22 @@ def chart(
     max_points: int = 1600,
 ) -> str:
     """An SVG chart with a time x axis (epoch seconds, UTC)."""
-    left, right, top, bottom = 64, 150, 28, 30
+    left, right, top, bottom = 64, 200, 28, 30
     pw, ph = width - left - right, height - top - bottom
     xs_all = [a for ln in lines for a in (ln.x,)] + [b.x for b in bands] + [m.x for m in marks]
     ys_all = (
-        [ln.y for ln in lines] + [b.lo for b in bands] + [b.hi for b in bands] + [m.y for m in marks]
+        [ln.y for ln in lines]
+        + [b.lo for b in bands]
+        + [b.hi for b in bands]
+        + [m.y for m in marks]
     )
     xcat = np.concatenate([a for a in xs_all if len(a)]) if any(len(a) for a in xs_all) else None
     ycat = np.concatenate([a for a in ys_all if len(a)]) if any(len(a) for a in ys_all) else None
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
+        ),
         f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
     ]
     if xcat is None or ycat is None or not np.isfinite(ycat).any():
@@ -164,9 +186,7 @@ def chart(
         label = _fmt_tick(t, x1 - x0)
         out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{label}</text>')
         t += tstep
-    out.append(
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>'
-    )
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
     if ylabel:
         out.append(
             f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})" '
@@ -174,8 +194,7 @@ def chart(
         )
     legend: list[tuple[str, str, str]] = []
     for b in bands:
-        bx, lo = reduce_points(b.x, b.lo, max_points)
-        _, hi = reduce_points(b.x, b.hi, max_points)
+        bx, lo, hi = reduce_band(b.x, b.lo, b.hi, max_points // 2)
         ok = np.isfinite(lo) & np.isfinite(hi)
         if ok.any():
             pts = [f"{sx(a):.1f},{sy(c):.1f}" for a, c in zip(bx[ok], hi[ok], strict=True)]
@@ -191,9 +210,9 @@ def chart(
         lx, ly = reduce_points(ln.x, ln.y, max_points)
         dash = f' stroke-dasharray="{ln.dash}"' if ln.dash else ""
         for seg in _segments(lx, ly, step=ln.step):
-            pts = " ".join(f"{sx(a):.1f},{sy(c):.1f}" for a, c in seg)
+            line_pts = " ".join(f"{sx(a):.1f},{sy(c):.1f}" for a, c in seg)
             out.append(
-                f'<polyline points="{pts}" fill="none" stroke="{ln.color}" '
+                f'<polyline points="{line_pts}" fill="none" stroke="{ln.color}" '
                 f'stroke-width="{ln.width}"{dash}/>'
             )
         legend.append((ln.label, ln.color, "line"))
@@ -202,12 +221,12 @@ def chart(
             if not math.isfinite(c):
                 continue
             x, y = sx(a), sy(c)
-            pts = (
+            tri = (
                 f"{x - 4:.1f},{y + 4:.1f} {x + 4:.1f},{y + 4:.1f} {x:.1f},{y - 4:.1f}"
                 if up
                 else f"{x - 4:.1f},{y - 4:.1f} {x + 4:.1f},{y - 4:.1f} {x:.1f},{y + 4:.1f}"
             )
-            out.append(f'<polygon points="{pts}" fill="{m.color}" fill-opacity="0.8"/>')
+            out.append(f'<polygon points="{tri}" fill="{m.color}" fill-opacity="0.8"/>')
         legend.append((m.label, m.color, "mark"))
     for i, (label, color, kind) in enumerate(legend):
         y = top + 10 + i * 16
@@ -231,9 +250,7 @@ def chart(
     return "".join(out)
 
 
-def _segments(
-    x: FloatArray, y: FloatArray, *, step: bool
-) -> list[list[tuple[float, float]]]:
+def _segments(x: FloatArray, y: FloatArray, *, step: bool) -> list[list[tuple[float, float]]]:
     """Runs of finite points (NaN breaks the line); step lines hold each value."""
     segs: list[list[tuple[float, float]]] = []
     cur: list[tuple[float, float]] = []
@@ -277,7 +294,7 @@ def page(title: str, blocks: Sequence[str]) -> str:
         "code{background:#f4f4f4;padding:1px 4px}"
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{style}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>" + "\n".join(blocks) + "</body></html>\n"
     )
@@ -292,7 +309,8 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = []
     for n, r in enumerate(cells):
         parts = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ]
         lines.append("  ".join(parts))
         if n == 0:
