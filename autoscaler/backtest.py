@@ -210,13 +210,13 @@ def score(
     short = demand[span] > ready[span] * spec.capacity_per_replica + 1e-9
     replica_hours = float(desired[span].sum()) * dt / 3600.0
     out: dict[str, float | int] = {
-        "violation_minutes": round(float(short.sum()) * dt / 60.0, 4),
-        "replica_hours": round(replica_hours, 4),
+        "violation_minutes": float(short.sum()) * dt / 60.0,
+        "replica_hours": replica_hours,
         "actions": actions,
         "max_replicas": int(desired.max()) if len(desired) else 0,
     }
     if spec.price_per_replica_hour is not None:
-        out["cost"] = round(replica_hours * spec.price_per_replica_hour, 2)
+        out["cost"] = replica_hours * spec.price_per_replica_hour
     return out
 
 

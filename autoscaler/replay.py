@@ -548,6 +548,13 @@ def action_rows(records: Iterable[JournalRecord]) -> list[dict[str, Any]]:
     ]
 
 
+def write_journal(path: Path, records: Iterable[JournalRecord]) -> None:
+    """Every journal record (holds as ``service.journal_holds`` says), one JSON per line."""
+    with path.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(finite(r.to_dict()), sort_keys=True, default=str) + "\n")
+
+
 def write_actions(path: Path, records: Iterable[JournalRecord]) -> int:
     rows = action_rows(records)
     with path.open("w", encoding="utf-8") as f:

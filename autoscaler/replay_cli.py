@@ -19,6 +19,7 @@ from autoscaler.replay import (
     replay,
     summarise,
     write_actions,
+    write_journal,
     write_timeline,
 )
 from autoscaler.report import text_table
@@ -46,8 +47,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=(
             "Replay recorded metrics through the live engine on a virtual clock, with every "
             "executor replaced by a recorder: what the service would have done, cooldowns "
-            "and all. Writes actions.jsonl, timeline.csv, summary.json and report.html to "
-            "--out. Exit 2 on a bad config or input file (the message names file and line)."
+            "and all. Writes actions.jsonl, journal.jsonl, timeline.csv, summary.json and "
+            "report.html to --out. Exit 2 on a bad config or input file (the message names "
+            "file and line)."
         ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = summarise(result, settings)
     write_actions(out / "actions.jsonl", result.records)
+    write_journal(out / "journal.jsonl", result.records)
     write_timeline(out / "timeline.csv", result)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "report.html").write_text(render_report(result, settings, summary), encoding="utf-8")
