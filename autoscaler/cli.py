@@ -109,7 +109,7 @@ def _finite(value: Any) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from autoscaler.live import LiveDriver
     from autoscaler.logs import configure
-    from autoscaler.service import build_engine
+    from autoscaler.service import build_engine, component_routes
 
     try:
         settings = _load(args.config)
@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         engine = build_engine(settings, dry_run=True if args.dry_run else None)
-        driver = LiveDriver(engine=engine, settings=settings)
+        driver = LiveDriver(engine=engine, settings=settings, extra_routes=component_routes(engine))
         await driver.run()
 
     asyncio.run(serve())

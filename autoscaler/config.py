@@ -384,11 +384,11 @@ def _show(value: object) -> str:
 
 def registries() -> dict[str, Mapping[str, Any]]:
     """The component registries, by top-level table."""
+    from autoscaler.plugins import ExecutorRegistry
     from autoscaler.sources import SOURCE_TYPES
     from policies.registry import POLICY_TYPES
-    from remediation.registry import EXECUTOR_TYPES
 
-    return {"sources": SOURCE_TYPES, "executors": EXECUTOR_TYPES, "policies": POLICY_TYPES}
+    return {"sources": SOURCE_TYPES, "executors": ExecutorRegistry(), "policies": POLICY_TYPES}
 
 
 def from_mapping(

@@ -9,37 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+
+from aiohttp import web
 
 from autoscaler.bus import Sleep
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, ForecastProvider
-from autoscaler.errors import ConfigError
 from autoscaler.journal import SQLiteStore, StateStore
 from autoscaler.metrics import Metrics, make_metrics
+from autoscaler.plugins import executor_type
 from autoscaler.sources import SOURCE_TYPES
 from autoscaler.sources.base import EventSource, Source
 from policies.base import Policy
 from policies.registry import POLICY_TYPES
 from remediation.base import Executor
-from remediation.registry import EXECUTOR_TYPES, ExecutorType
 
 log = logging.getLogger(__name__)
-
-EXECUTOR_ENTRY_POINTS = "autoscaler.executors"
-
-
-def executor_type(name: str) -> ExecutorType:
-    """A built-in executor type, or one from the entry-point group, loaded lazily."""
-    if name in EXECUTOR_TYPES:
-        return EXECUTOR_TYPES[name]
-    for ep in entry_points(group=EXECUTOR_ENTRY_POINTS):
-        if ep.name == name:
-            found = ep.load()
-            if not isinstance(found, ExecutorType):
-                raise ConfigError([f"entry point {ep.value!r} is not an ExecutorType"])
-            return found
-    raise ConfigError([f"unknown executor type {name!r}"])
 
 
 def build_executors(settings: Settings) -> dict[str, Executor]:
@@ -74,19 +60,41 @@ def build_engine(
     inline_commit: bool = False,
     sleep: Sleep | None = None,
 ) -> Engine:
-    """An engine for ``settings``; any part can be replaced (tests, replay)."""
+    """An engine for ``settings``; any part can be replaced (tests, replay).
+
+    Sources that are also push sources (they have ``drain``) become event sources too.
+    """
+    sources = build_sources(settings) if sources is None else sources
+    if event_sources is None:
+        event_sources = [s for s in sources if isinstance(s, EventSource)]
     return Engine(
         settings=settings,
-        sources=build_sources(settings) if sources is None else sources,
+        sources=sources,
         policies=build_policies(settings),
         executors=build_executors(settings) if executors is None else executors,
         state_store=SQLiteStore(settings.service.state_path)
         if state_store is None
         else state_store,
         metrics=metrics or make_metrics(),
-        event_sources=event_sources or [],
+        event_sources=event_sources,
         forecaster=build_forecaster(settings),
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
         inline_commit=inline_commit,
         sleep=asyncio.sleep if sleep is None else sleep,
     )
+
+
+@runtime_checkable
+class HasRoutes(Protocol):
+    """A component serving HTTP endpoints of its own (webhook intake, breaker board)."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+
+def component_routes(engine: Engine) -> list[web.RouteDef]:
+    """HTTP routes contributed by the engine's sources and executors."""
+    out: list[web.RouteDef] = []
+    for comp in [*engine.sources, *engine.executors.values()]:
+        if isinstance(comp, HasRoutes):
+            out.extend(comp.routes())
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from policies.types import Event
 
@@ -39,6 +39,7 @@ class Source(Protocol):
         ...
 
 
+@runtime_checkable
 class EventSource(Protocol):
     """A push source: events accumulate between ticks and are drained by the engine."""
 

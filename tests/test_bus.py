@@ -1,0 +1,145 @@
+"""Action bus invariants over random action sequences (Hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.bus import ActionBus
+from autoscaler.config import BusSettings
+from policies.types import Action, Notify, Restart, Scale, TripBreaker
+from remediation.recording import RecordingExecutor
+
+actions = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=120),  # seconds since the previous batch
+        st.lists(
+            st.one_of(
+                st.builds(
+                    Scale,
+                    target=st.sampled_from(["a", "b"]),
+                    replicas=st.integers(1, 10),
+                    current=st.integers(1, 10),
+                ),
+                st.builds(Restart, target=st.sampled_from(["a", "b"]), attempt=st.integers(1, 3)),
+            ),
+            max_size=4,
+        ),
+    ),
+    max_size=30,
+)
+
+
+def run(bus: ActionBus, batches: Sequence[tuple[float, list[Action]]]) -> list[tuple[float, str]]:
+    async def go() -> list[tuple[float, str]]:
+        now, out = 1000.0, []
+        for dt, batch in batches:
+            now += dt
+            for o in await bus.submit(batch, now):
+                out.append((now, o.status))
+        return out
+
+    return asyncio.run(go())
+
+
+def make_bus(
+    *, cooldown: float = 60, rate: int = 5, dry: bool = False
+) -> tuple[ActionBus, RecordingExecutor]:
+    rec = RecordingExecutor("rec")
+    bus = ActionBus(
+        settings=BusSettings(cooldown=cooldown, rate_limit=rate, dedupe_window=30),
+        executors={"rec": rec},
+        route=lambda a: ["rec"],
+        dry_run=dry,
+    )
+    return bus, rec
+
+
+@settings(max_examples=60, deadline=None)
+@given(actions)
+def test_cooldowns_and_rate_limit_hold_for_any_sequence(batches: list[Any]) -> None:
+    bus, rec = make_bus()
+    executed: dict[str, list[float]] = {}
+    times: list[float] = []
+
+    async def execute(action: Action) -> str:
+        executed.setdefault(f"{action.target}:{action.cooldown_kind}", []).append(now[0])
+        times.append(now[0])
+        return "ok"
+
+    rec.execute = execute  # type: ignore[method-assign]
+    now = [0.0]
+
+    async def go() -> None:
+        t = 1000.0
+        for dt, batch in batches:
+            t += dt
+            now[0] = t
+            await bus.submit(batch, t)
+
+    asyncio.run(go())
+    for stamps in executed.values():
+        assert all(b - a >= 60 for a, b in pairwise(stamps))
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[: i + 1] if u > t - 60) <= 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(actions)
+def test_dry_run_gates_exactly_like_a_live_run(batches: list[Any]) -> None:
+    live, _ = make_bus()
+    dry, rec = make_bus(dry=True)
+    live_statuses = run(live, batches)
+    dry_statuses = run(dry, batches)
+    assert [(t, "dry-run" if s == "done" else s) for t, s in live_statuses] == dry_statuses
+    assert rec.calls == []
+
+
+def test_notify_fans_out_to_every_notifier_and_breakers_need_a_publisher() -> None:
+    a, b = RecordingExecutor("slack"), RecordingExecutor("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("slack", "pd")),
+        executors={"slack": a, "pd": b},
+        route=lambda x: [],
+    )
+    outcomes = asyncio.run(
+        bus.submit(
+            [
+                Notify(target="api", severity="P1", summary="restarts exhausted", dedup_key="k"),
+                TripBreaker(target="vector-db", state="open"),
+            ],
+            0.0,
+        )
+    )
+    assert [(o.executor, o.status) for o in outcomes] == [
+        ("slack", "done"),
+        ("pd", "done"),
+        ("", "skipped-no-executor"),
+    ]
+    assert len(a.calls) == len(b.calls) == 1
+
+
+def test_duplicate_action_within_the_dedupe_window_is_skipped() -> None:
+    bus, rec = make_bus(cooldown=0)
+    action = Restart(target="a", attempt=1)
+    first = asyncio.run(bus.submit([action], 0.0))
+    second = asyncio.run(bus.submit([action], 10.0))
+    third = asyncio.run(bus.submit([action], 31.0))
+    assert [o.status for o in first + second + third] == ["done", "skipped-duplicate", "done"]
+    assert len(rec.calls) == 2
+
+
+def test_persisted_state_restores_cooldowns_in_a_new_bus() -> None:
+    bus, _ = make_bus()
+    asyncio.run(bus.submit([Scale(target="a", replicas=4, current=2)], 0.0))
+    state = bus.drain_state(0.0)
+    fresh, rec = make_bus()
+    fresh.restore({k: v for k, v in state.items() if v is not None})
+    out = asyncio.run(fresh.submit([Scale(target="a", replicas=5, current=2)], 30.0))
+    assert [o.status for o in out] == ["skipped-cooldown"] and rec.calls == []
+    assert fresh.drain_state(61.0)["cooldown:a:scale_up"] is None  # expired keys are pruned
