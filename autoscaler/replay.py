@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import importlib
 import json
 import math
 import sys
@@ -246,6 +247,8 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
         raise InputError(p, exc.lineno, f"not valid JSON: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(p, None, f"not a text file: {exc}") from exc
+    if isinstance(doc, dict) and "format" in doc:
+        return _read_record_dump(p)
     docs = doc if isinstance(doc, list) else [doc]
     builders: dict[tuple[str, str], _Builder] = {}
     for di, d in enumerate(docs):
@@ -271,6 +274,29 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
                     raise InputError(p, vwhere, f'expected [time, "value"], got {pair!r}') from None
                 _add(b, path=p, line=vwhere, key=key, at=at, value=value)
     builders = {k: b for k, b in builders.items() if b.times}
+    if not builders:
+        raise InputError(p, None, "no samples")
+    return [_series(t, s, b) for (t, s), b in builders.items()]
+
+
+def _read_record_dump(p: Path) -> list[Series]:
+    """An ``autoscaler record --format json`` dump, read by the dataset module."""
+    try:
+        dataset: Any = importlib.import_module("autoscaler.dataset")
+    except ImportError:
+        raise InputError(
+            p, None, "reading autoscaler-record dumps needs autoscaler.dataset"
+        ) from None
+    try:
+        samples: list[Sample] = dataset.read_record_json(p)
+    except dataset.DatasetError as exc:
+        raise InputError(p, None, str(exc).removeprefix(f"{p}: ")) from None
+    builders: dict[tuple[str, str], _Builder] = {}
+    for smp in samples:  # sorted by time
+        key = (smp.target, smp.signal)
+        where = f"signals.{smp.signal}"
+        b = builders.setdefault(key, _Builder())
+        _add(b, path=p, line=where, key=key, at=smp.at, value=smp.value)
     if not builders:
         raise InputError(p, None, "no samples")
     return [_series(t, s, b) for (t, s), b in builders.items()]

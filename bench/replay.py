@@ -69,9 +69,7 @@ def settings(targets: int) -> Any:
             },
         }
     else:
-        policies = {
-            "step": {"type": "step", "signal": "requests", "above": 100, "below": 20}
-        }
+        policies = {"step": {"type": "step", "signal": "requests", "above": 100, "below": 20}}
     return from_mapping(
         {
             "service": {"interval": "15s", "journal_holds": "changes"},
@@ -100,7 +98,7 @@ async def run(targets: int, days: float) -> None:
     print(f"ticks: {ticks}  targets: {targets}  target-ticks: {ticks * targets}")
     print(f"actions journalled: {actions}")
     print(f"wall: {wall:.2f} s  ->  {ticks * targets / wall:,.0f} target-ticks/s")
-    print(f"target: 30 days x 10 targets in <= 20 s (>= 100,000 target-ticks/s)")
+    print("target: 30 days x 10 targets in <= 20 s (>= 100,000 target-ticks/s)")
 
 
 def result_forecaster(s: Any) -> Any:

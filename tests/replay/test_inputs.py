@@ -166,3 +166,17 @@ def test_demand_gaps_are_held_constant(tmp_path: Path) -> None:
     path.write_text("timestamp,value\n0,5\n3600,7\n", encoding="utf-8")
     times, values = read_value_csv(path)
     assert times.tolist() == [0.0, 3600.0] and values.tolist() == [5.0, 7.0]
+
+
+def test_an_autoscaler_record_dump_is_read_as_series(tmp_path: Path) -> None:
+    pytest.importorskip("autoscaler.dataset")
+    path = tmp_path / "rec.json"
+    path.write_text(
+        '{"format": "autoscaler-record/1", "start": 0, "end": 30, "step": 15, "signals": '
+        '{"queue_length": {"source": "prom", "query": "q", "target_label": "service", '
+        '"targets": {"platform_api": "api"}, "data": {"resultType": "matrix", "result": '
+        '[{"metric": {"service": "platform_api"}, "values": [[15, "1"], [30, "2"]]}]}}}}',
+        encoding="utf-8",
+    )
+    (s,) = read_metrics([path])
+    assert (s.target, s.signal, s.values.tolist()) == ("api", "queue_length", [1.0, 2.0])
