@@ -421,8 +421,15 @@ class ForecastTap:
             signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
         )
         for target, f in out.items():
-            mean, lower, upper = f.at(now + self.lead.get(target, step))
-            self.rows.append((now, target, signal, mean, lower, upper))
+            # Forecast.at without its searchsorted: horizon times are on the tick grid.
+            n = len(f.times)
+            if n == 0:
+                continue
+            at = now + self.lead.get(target, step)
+            i = min(n - 1, max(0, math.ceil((at - float(f.times[0])) / step - 1e-9)))
+            self.rows.append(
+                (now, target, signal, float(f.mean[i]), float(f.lower[i]), float(f.upper[i]))
+            )
         return out
 
 
