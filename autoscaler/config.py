@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from autoscaler.errors import ConfigError
 from policies.markers import Seconds, Secret
+from policies.scaling import ScaleBehavior
 
 # --- settings grouped by concern --------------------------------------------------------
 
@@ -140,6 +141,8 @@ class TargetSettings:
     """Never more replicas than this."""
     startup_delay: Seconds = 60.0
     """Seconds a new replica needs to become ready; the lead time of predictive rules."""
+    behavior: ScaleBehavior = field(default_factory=ScaleBehavior)
+    """``[targets.NAME.behavior]``: stabilisation windows and step limits (HPA behavior)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,17 @@ from autoscaler.sources.base import EventSource, Sample, Source
 from autoscaler.store import WindowStore
 from forecasting.types import Forecast
 from policies.base import Bounds, Context, Policy
+from policies.registry import POLICY_TYPES
 from policies.scaling import combine_scale
-from policies.types import Action, Decision, Event, Observation, Scale, TargetState
+from policies.types import (
+    Action,
+    Decision,
+    Event,
+    Observation,
+    Scale,
+    TargetState,
+    TripBreaker,
+)
 from remediation.base import Executor, Outcome
 
 log = logging.getLogger(__name__)
@@ -148,10 +157,14 @@ class Engine:
     _last_hold: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _produced: dict[str, set[tuple[str, str]]] = field(init=False, default_factory=dict)
     _failed_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
+    _scaling: set[str] = field(init=False, default_factory=set)
+    breakers: dict[str, str] = field(init=False, default_factory=dict)
+    """Last published state of each named breaker (from TripBreaker actions carried out)."""
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self._scaling = {name for name, c in s.policies.items() if POLICY_TYPES[c.type].scales}
         self.store = WindowStore(interval=s.service.interval, signals=s.signals)
         self.targets = dict(s.targets)
         self.bus = ActionBus(
@@ -171,6 +184,8 @@ class Engine:
         self.bus.restore(state)
         self.bus.paused = bool(state.get("service:paused", False))
         for key, value in state.items():
+            if key.startswith("published:") and isinstance(value, str):
+                self.breakers[key[10:]] = value
             if key.startswith("memory:") and isinstance(value, dict):
                 self._memory[key[7:]] = value
                 self._memory_json[key[7:]] = json.dumps(value, sort_keys=True)
@@ -336,7 +351,9 @@ class Engine:
                     continue
                 mkey = f"{policy.name}:{target}"
                 memory = self._memory.setdefault(mkey, {})
-                ctx = Context(now, target, bounds, state, obs, fcs, history, tev, memory)
+                ctx = Context(
+                    now, target, bounds, state, obs, fcs, history, tev, memory, self.breakers
+                )
                 try:
                     per_target.extend(policy.evaluate(ctx))
                 except Exception as exc:
@@ -358,17 +375,35 @@ class Engine:
         state: TargetState | None,
         now: float,
     ) -> list[Decision]:
-        """Keep holds and non-scale actions; fold scale recommendations into one decision."""
-        scales = [d for d in decisions if isinstance(d.action, Scale)]
-        rest = [d for d in decisions if not isinstance(d.action, Scale)]
-        if not scales:
-            return rest
+        """Fold the scaling rules' votes (holds vote too) into at most one scale decision;
+        keep every other decision as it is."""
+        scaling = [d for d in decisions if d.policy in self._scaling or isinstance(d.action, Scale)]
+        rest = [d for d in decisions if d not in scaling]
         if state is not None and state.deploying:
             why = f"deploy in progress ({state.update_state}), scaling waits"
-            return [*rest, *(Decision(d.policy, target, now, None, why, d.inputs) for d in scales)]
+            held = [
+                Decision(d.policy, target, now, None, why, d.inputs)
+                for d in scaling
+                if isinstance(d.action, Scale)
+            ]
+            return [*rest, *(d for d in scaling if d.action is None), *held]
         current = None if state is None else state.desired_replicas
-        combined = combine_scale(target, scales, bounds=bounds, current=current, now=now)
-        return rest if combined is None else [*rest, combined]
+        memory = self._memory.setdefault(f"combine:{target}", {})
+        combined = combine_scale(
+            target,
+            scaling,
+            bounds=bounds,
+            current=current,
+            now=now,
+            memory=memory,
+            behavior=self.targets[target].behavior,
+        )
+        holds = [d for d in scaling if d.action is None]
+        if combined is None:
+            return [*rest, *holds]
+        if combined.action is None:
+            return [*rest, *holds, combined]
+        return [*rest, combined]
 
     async def _journal(
         self, now: float, decisions: Sequence[Decision], outcomes: Sequence[Outcome]
@@ -378,6 +413,7 @@ class Engine:
         for o in outcomes:
             by_action.setdefault(id(o.action), []).append(o)
         records: list[JournalRecord] = []
+        published: dict[str, str] = {}
         holds = 0
         for d in decisions:
             if d.action is None:
@@ -392,6 +428,9 @@ class Engine:
                 continue
             self._last_hold.pop((d.policy, d.target), None)
             for o in by_action.get(id(d.action), []):
+                if isinstance(d.action, TripBreaker) and o.status in ("done", "dry-run"):
+                    self.breakers[d.action.target] = d.action.state
+                    published[f"published:{d.action.target}"] = d.action.state
                 records.append(
                     JournalRecord(
                         now,
@@ -417,7 +456,7 @@ class Engine:
                         "reason": d.reason,
                     },
                 )
-        state = self.bus.drain_state(now)
+        state: dict[str, Any] = {**self.bus.drain_state(now), **published}
         for mkey, memory in self._memory.items():
             if not memory and mkey not in self._memory_json:
                 continue  # never written, still empty

@@ -6,6 +6,9 @@ Imports only ``forecasting``.
 from __future__ import annotations
 
 from policies.base import Bounds, Context, History, Policy
+from policies.degradation import degradation_level
+from policies.registry import POLICY_TYPES, PolicyType
+from policies.scaling import ScaleBehavior, combine_scale
 from policies.types import (
     Action,
     Decision,
@@ -22,6 +25,7 @@ from policies.types import (
 )
 
 __all__ = [
+    "POLICY_TYPES",
     "Action",
     "Bounds",
     "Context",
@@ -32,10 +36,14 @@ __all__ = [
     "Observation",
     "Policy",
     "PolicyError",
+    "PolicyType",
     "Restart",
     "Rollback",
     "Scale",
+    "ScaleBehavior",
     "Signal",
     "TargetState",
     "TripBreaker",
+    "combine_scale",
+    "degradation_level",
 ]

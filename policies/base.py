@@ -53,6 +53,9 @@ class Context:
     history: History
     events: Sequence[Event] = ()
     memory: MutableMapping[str, Any] = field(default_factory=dict)
+    breakers: Mapping[str, str] = field(default_factory=dict)
+    """Last published state of each named circuit breaker (``closed``/``open``/
+    ``half_open``), for rules that depend on them (degradation level)."""
 
     def current_replicas(self) -> int | None:
         """Desired replicas the orchestrator reports, if it reports any."""

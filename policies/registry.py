@@ -1,7 +1,8 @@
 """Built-in policy types: config ``type`` → (spec dataclass, factory).
 
 The config loader parses ``[policies.NAME]`` into the spec dataclass named by ``type``
-(unknown keys and bad values are errors with their key path), then calls the factory.
+(unknown keys and bad values are errors with their key path; a spec's ``__post_init__``
+raises ``ValueError`` for inconsistent values), then calls the factory.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.base import Policy
+from policies.circuit import CircuitPolicy, CircuitSpec
+from policies.degradation import DegradationPolicy, DegradationSpec
+from policies.predictive import PredictivePolicy, PredictiveSpec
+from policies.restart import RestartPolicy, RestartSpec
+from policies.rollback import RollbackPolicy, RollbackSpec
+from policies.schedule import SchedulePolicy, ScheduleSpec
 from policies.step import StepPolicy, StepSpec
+from policies.tracking import TrackingPolicy, TrackingSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +28,26 @@ class PolicyType:
 
     spec: type[Any]
     build: Callable[[str, Any], Policy]
+    scales: bool = False
+    """True for rules whose decisions are scale votes (their decisions go to
+    ``combine_scale``); remediation rules act directly."""
 
 
-def _step(name: str, spec: StepSpec) -> Policy:
-    return StepPolicy(name=name, spec=spec, targets=spec.targets)
+def _factory(cls: Any) -> Callable[[str, Any], Policy]:
+    def build(name: str, spec: Any) -> Policy:
+        policy: Policy = cls(name=name, spec=spec, targets=spec.targets)
+        return policy
+
+    return build
 
 
 POLICY_TYPES: dict[str, PolicyType] = {
-    "step": PolicyType(StepSpec, _step),
+    "step": PolicyType(StepSpec, _factory(StepPolicy), scales=True),
+    "target_tracking": PolicyType(TrackingSpec, _factory(TrackingPolicy), scales=True),
+    "predictive": PolicyType(PredictiveSpec, _factory(PredictivePolicy), scales=True),
+    "schedule": PolicyType(ScheduleSpec, _factory(SchedulePolicy), scales=True),
+    "restart": PolicyType(RestartSpec, _factory(RestartPolicy)),
+    "rollback": PolicyType(RollbackSpec, _factory(RollbackPolicy)),
+    "circuit_breaker": PolicyType(CircuitSpec, _factory(CircuitPolicy)),
+    "degradation": PolicyType(DegradationSpec, _factory(DegradationPolicy)),
 }

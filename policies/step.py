@@ -2,8 +2,10 @@
 
 ``scale_up_step`` replicas are added when ``signal`` has been above ``above`` continuously
 for ``for_`` seconds; ``scale_down_step`` are removed when it has been below ``below`` for
-``scale_down_for`` seconds. Missing or stale data never scales down and never scales up:
-the rule holds and says why.
+``scale_down_for`` seconds. The gap between ``below`` and ``above`` is the hysteresis band:
+a value hovering at either threshold cannot flap the target. Inside the band, and while
+waiting out a ``for``, the rule votes for the current count. Missing or stale data never
+scales down and never scales up: the rule holds and says why.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any
 
 from policies.base import Context
+from policies.decisions import clamp, fresh, hold, preamble, scale, stale
+from policies.evidence import held_for, num, read
 from policies.markers import Seconds
-from policies.types import Decision, Scale
+from policies.types import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +31,7 @@ class StepSpec:
     above: float = math.inf
     """Scale up when the signal is above this value (unit of the signal)."""
     below: float = -math.inf
-    """Scale down when the signal is below this value."""
+    """Scale down when the signal is below this value (must not exceed ``above``)."""
     for_: Seconds = 0.0
     """Seconds the ``above`` condition must hold continuously (0 = act at once)."""
     scale_down_for: Seconds = 600.0
@@ -37,25 +40,20 @@ class StepSpec:
     """Replicas added per scale-up."""
     scale_down_step: int = 1
     """Replicas removed per scale-down."""
+    fallback_replicas: int = 0
+    """Replicas to raise to after ``fallback_after`` evaluations without data (0 = off)."""
+    fallback_after: int = 3
+    """Consecutive evaluations without usable data before the fallback applies."""
     targets: tuple[str, ...] = ()
     """Targets the rule applies to (empty: every target)."""
 
-
-def _held_for(ctx: Context, signal: str, seconds: float, cond: str, threshold: float) -> bool:
-    """True when every sample of the last ``seconds`` satisfies the condition and the
-    window is fully covered (no gap): absence of evidence is not evidence."""
-    if seconds <= 0:
-        return True
-    times, values = ctx.history.window(ctx.target, signal, seconds)
-    if len(values) == 0 or np.isnan(values).any():
-        return False
-    if times[0] > ctx.now - seconds + 1e-6 + _grid_slack(times):
-        return False
-    return bool(np.all(values > threshold) if cond == ">" else np.all(values < threshold))
-
-
-def _grid_slack(times: np.ndarray) -> float:
-    return float(times[1] - times[0]) if len(times) > 1 else 0.0
+    def __post_init__(self) -> None:
+        if self.below > self.above:
+            raise ValueError(f"below ({self.below:g}) must not exceed above ({self.above:g})")
+        if self.scale_up_step < 1 or self.scale_down_step < 1:
+            raise ValueError("scale_up_step and scale_down_step must be at least 1")
+        if self.fallback_replicas < 0 or self.fallback_after < 1:
+            raise ValueError("fallback_replicas must be >= 0 and fallback_after >= 1")
 
 
 @dataclass(slots=True)
@@ -68,49 +66,80 @@ class StepPolicy:
 
     def evaluate(self, ctx: Context) -> Sequence[Decision]:
         spec = self.spec
-        obs = ctx.observations.get(spec.signal)
-        current = ctx.current_replicas()
-        inputs = {"signal": spec.signal, "above": spec.above, "below": spec.below}
-        if obs is None or not obs.usable:
-            why = "missing" if obs is None else ("stale" if obs.stale else "not finite")
-            return [self._hold(ctx, f"stale: {spec.signal} is {why}, holding", inputs)]
-        inputs["value"] = obs.value
-        if current is None:
-            return [self._hold(ctx, "no replica count known for the target, holding", inputs)]
-        inputs["replicas"] = current
-        if obs.value > spec.above:
-            if _held_for(ctx, spec.signal, spec.for_, ">", spec.above):
-                want = min(current + spec.scale_up_step, ctx.bounds.max_replicas)
-                if want > current:
-                    reason = (
-                        f"{spec.signal} {obs.value:g} > {spec.above:g}"
-                        f"{_for_text(spec.for_)}: scale up {current} -> {want}"
+        inputs: dict[str, Any] = {
+            "signal": spec.signal,
+            "above": num(spec.above),
+            "below": num(spec.below),
+            "for": spec.for_,
+            "scale_down_for": spec.scale_down_for,
+        }
+        current, early = preamble(self.name, ctx, inputs)
+        if early is not None or current is None:
+            return [early] if early is not None else []
+        reading = read(ctx, spec.signal)
+        if not reading.ok:
+            return [
+                stale(
+                    self.name,
+                    ctx,
+                    reading.problem,
+                    inputs,
+                    current=current,
+                    fallback_replicas=spec.fallback_replicas,
+                    fallback_after=spec.fallback_after,
+                )
+            ]
+        fresh(ctx)
+        value = reading.value
+        inputs["value"] = value
+        sig = spec.signal
+        if value > spec.above:
+            if not held_for(ctx, sig, spec.for_, op=">", threshold=spec.above):
+                reason = (
+                    f"{sig} {value:g} > {spec.above:g} but not yet for {spec.for_:g} s, "
+                    f"holding {current} replicas"
+                )
+                return [hold(self.name, ctx, reason, inputs, recommendation=current)]
+            want = clamp(current + spec.scale_up_step, ctx)
+            if want > current:
+                reason = (
+                    f"{sig} {value:g} > {spec.above:g}{_for_text(spec.for_)}: "
+                    f"scale up {current} -> {want}"
+                )
+                return [
+                    scale(
+                        self.name, ctx, replicas=want, current=current, reason=reason, inputs=inputs
                     )
-                    return [self._scale(ctx, want, current, reason, inputs)]
-                return [self._hold(ctx, f"{spec.signal} above threshold but at max", inputs)]
-            return [self._hold(ctx, f"{spec.signal} above threshold, waiting for `for`", inputs)]
-        if obs.value < spec.below:
-            if _held_for(ctx, spec.signal, spec.scale_down_for, "<", spec.below):
-                want = max(current - spec.scale_down_step, ctx.bounds.min_replicas)
-                if want < current:
-                    reason = (
-                        f"{spec.signal} {obs.value:g} < {spec.below:g}"
-                        f"{_for_text(spec.scale_down_for)}: scale down {current} -> {want}"
+                ]
+            reason = f"{sig} {value:g} > {spec.above:g} but {current} is already the maximum"
+            return [hold(self.name, ctx, reason, inputs, recommendation=current)]
+        if value < spec.below:
+            if not held_for(ctx, sig, spec.scale_down_for, op="<", threshold=spec.below):
+                reason = (
+                    f"{sig} {value:g} < {spec.below:g} but not yet for "
+                    f"{spec.scale_down_for:g} s, holding {current} replicas"
+                )
+                return [hold(self.name, ctx, reason, inputs, recommendation=current)]
+            want = clamp(current - spec.scale_down_step, ctx)
+            if want < current:
+                reason = (
+                    f"{sig} {value:g} < {spec.below:g}{_for_text(spec.scale_down_for)}: "
+                    f"scale down {current} -> {want}"
+                )
+                return [
+                    scale(
+                        self.name, ctx, replicas=want, current=current, reason=reason, inputs=inputs
                     )
-                    return [self._scale(ctx, want, current, reason, inputs)]
-                return [self._hold(ctx, f"{spec.signal} below threshold but at min", inputs)]
-            return [self._hold(ctx, f"{spec.signal} below threshold, waiting for `for`", inputs)]
-        return [self._hold(ctx, f"{spec.signal} {obs.value:g} within thresholds", inputs)]
-
-    def _hold(self, ctx: Context, reason: str, inputs: dict[str, object]) -> Decision:
-        return Decision(self.name, ctx.target, ctx.now, None, reason, dict(inputs))
-
-    def _scale(
-        self, ctx: Context, want: int, current: int, reason: str, inputs: dict[str, object]
-    ) -> Decision:
-        action = Scale(target=ctx.target, replicas=want, current=current)
-        return Decision(self.name, ctx.target, ctx.now, action, reason, dict(inputs))
+                ]
+            reason = f"{sig} {value:g} < {spec.below:g} but {current} is already the minimum"
+            return [hold(self.name, ctx, reason, inputs, recommendation=current)]
+        reason = f"{sig} {value:g} is within [{_band(spec)}], holding {current} replicas"
+        return [hold(self.name, ctx, reason, inputs, recommendation=current)]
 
 
 def _for_text(seconds: float) -> str:
-    return f" for {seconds:g}s" if seconds > 0 else ""
+    return f" for {seconds:g} s" if seconds > 0 else ""
+
+
+def _band(spec: StepSpec) -> str:
+    return f"{spec.below:g}, {spec.above:g}"

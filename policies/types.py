@@ -182,6 +182,12 @@ class Decision:
 
     ``action`` is ``None`` for a hold. ``inputs`` holds the values, forecasts and thresholds
     the policy used (JSON-serialisable); ``reason`` is one human sentence.
+
+    ``recommendation`` is the replica count a scaling policy votes for, holds included: a
+    rule that sees its signal in band, or cannot see it at all, votes for the current count
+    so that another rule cannot scale in past it (``combine_scale`` takes the largest
+    vote). ``None`` means the decision has no opinion about replicas (remediation rules,
+    an inactive schedule, a predictive rule that sees no coming peak).
     """
 
     policy: str
@@ -190,6 +196,7 @@ class Decision:
     action: Action | None
     reason: str
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    recommendation: int | None = None
 
     @property
     def is_hold(self) -> bool:

@@ -1,0 +1,1 @@
+"""Test harnesses that start real components (dockerd and a swarm) for integration tests."""

@@ -1,0 +1,145 @@
+"""Restart rule: restart a target whose probe keeps failing or whose alert fires.
+
+Triggers: the probe signal (consecutive failed probes, e.g. ``probe_failures``) reaching
+``failures``, or a firing alert ``Event`` named in ``alerts`` for the target (it stays
+triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
+
+- exponential backoff between consecutive attempts (``backoff``, default 2, 4, 8, 16 s;
+  the last value repeats), reset once the target is healthy again;
+- at most ``max_attempts`` restarts within a sliding ``window``; a trigger after the last
+  attempt's backoff, still within that window, escalates once with a ``Notify``
+  (``severity``, default P1) and restarts stop until the oldest attempt leaves the window.
+
+A stale or missing probe is not a failure: the rule holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from policies.base import Context
+from policies.decisions import hold
+from policies.evidence import read
+from policies.markers import Seconds
+from policies.types import Decision, Notify, Restart
+
+
+@dataclass(frozen=True, slots=True)
+class RestartSpec:
+    """Config of a ``restart`` policy."""
+
+    signal: str = "probe_failures"
+    """Signal counting consecutive failed probes ("" to trigger on alerts only)."""
+    failures: int = 3
+    """Restart when the signal reaches this many consecutive failures."""
+    alerts: tuple[str, ...] = ()
+    """Alert names whose firing events for the target trigger a restart."""
+    backoff: tuple[Seconds, ...] = (2.0, 4.0, 8.0, 16.0)
+    """Seconds to wait after attempt 1, 2, 3, ... (the last value repeats)."""
+    max_attempts: int = 3
+    """Most restarts within ``window``; beyond that, escalate and stop."""
+    window: Seconds = 600.0
+    """Sliding window, seconds, in which ``max_attempts`` is counted."""
+    severity: Literal["P0", "P1", "P2", "P3"] = "P1"
+    """Severity of the escalation ``Notify``."""
+    targets: tuple[str, ...] = ()
+    """Targets the rule applies to (empty: every target)."""
+
+    def __post_init__(self) -> None:
+        if self.failures < 1 or self.max_attempts < 1:
+            raise ValueError("failures and max_attempts must be at least 1")
+        if not self.backoff or min(self.backoff) < 0:
+            raise ValueError("backoff needs at least one non-negative delay")
+        if not self.signal and not self.alerts:
+            raise ValueError("set a signal, alerts, or both")
+
+
+@dataclass(slots=True)
+class RestartPolicy:
+    """Restart with backoff, then escalate."""
+
+    name: str
+    spec: RestartSpec
+    targets: Sequence[str] = field(default=())
+
+    def _firing(self, ctx: Context) -> list[str]:
+        """Alerts of the rule firing for the target; events update the remembered set."""
+        firing: dict[str, str] = dict(ctx.memory.get("firing", {}))
+        for ev in ctx.events:
+            if ev.name not in self.spec.alerts or ev.target != ctx.target:
+                continue
+            key = ev.fingerprint or ev.name
+            if ev.status == "firing":
+                firing[key] = ev.name
+            else:
+                firing.pop(key, None)
+        ctx.memory["firing"] = firing
+        return sorted(set(firing.values()))
+
+    def evaluate(self, ctx: Context) -> Sequence[Decision]:
+        spec, mem = self.spec, ctx.memory
+        inputs: dict[str, Any] = {"signal": spec.signal, "failures": spec.failures}
+        triggers = [f"alert {a} is firing" for a in self._firing(ctx)]
+        problem = ""
+        if spec.signal:
+            reading = read(ctx, spec.signal)
+            if reading.ok:
+                inputs["value"] = reading.value
+                if reading.value >= spec.failures:
+                    triggers.append(f"{spec.signal} {reading.value:g} >= {spec.failures}")
+            else:
+                problem = reading.problem
+        inputs["triggers"] = triggers
+        if not triggers:
+            if problem:
+                return [hold(self.name, ctx, f"stale: {problem}, not restarting", inputs)]
+            mem["streak"] = 0
+            return [hold(self.name, ctx, f"{ctx.target} is healthy", inputs)]
+        why = " and ".join(triggers)
+        window = spec.window
+        attempts = [float(t) for t in mem.get("attempts", []) if ctx.now - float(t) < window]
+        mem["attempts"] = attempts
+        inputs["attempts_in_window"] = len(attempts)
+        # Backoff first: the last attempt gets its full delay to take effect before the
+        # rule judges that it did not help and escalates.
+        next_at = float(mem.get("next_at", 0.0))
+        if ctx.now < next_at:
+            inputs["next_at"] = next_at
+            reason = f"{why} but backing off for {next_at - ctx.now:g} s before the next restart"
+            return [hold(self.name, ctx, reason, inputs)]
+        if len(attempts) >= spec.max_attempts:
+            until = attempts[0] + window
+            inputs["paused_until"] = until
+            if float(mem.get("escalated_until", 0.0)) < until:
+                mem["escalated_until"] = until
+                summary = (
+                    f"{ctx.target}: {len(attempts)} restarts within {window:g} s did not help "
+                    f"({why}); restarts paused for {until - ctx.now:.0f} s"
+                )
+                action = Notify(
+                    target=ctx.target,
+                    severity=spec.severity,
+                    summary=summary,
+                    dedup_key=f"restart-escalation:{ctx.target}",
+                )
+                reason = (
+                    f"{why} after {len(attempts)} restarts within {window:g} s: escalating "
+                    f"({spec.severity}) and pausing restarts for {until - ctx.now:.0f} s"
+                )
+                return [Decision(self.name, ctx.target, ctx.now, action, reason, inputs)]
+            reason = (
+                f"{why} but {len(attempts)} restarts within {window:g} s were escalated, "
+                f"restarts paused for {until - ctx.now:.0f} s"
+            )
+            return [hold(self.name, ctx, reason, inputs)]
+        streak = int(mem.get("streak", 0)) + 1
+        delay = spec.backoff[min(streak, len(spec.backoff)) - 1]
+        mem["streak"] = streak
+        mem["next_at"] = ctx.now + delay
+        mem["attempts"] = [*attempts, ctx.now]
+        inputs.update(attempt=streak, backoff=delay)
+        reason = f"{why}: restart attempt {streak}, next one no sooner than {delay:g} s later"
+        restart = Restart(target=ctx.target, attempt=streak)
+        return [Decision(self.name, ctx.target, ctx.now, restart, reason, inputs)]

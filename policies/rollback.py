@@ -1,0 +1,142 @@
+"""Rollback rule: undo a deploy that breaches its objectives soon after it started.
+
+Within ``window`` seconds after a deploy (``TargetState.updated_at``/``deploy_id``), when
+any breach holds for its ``for`` duration — the runbook: error rate > 5 % for 2 minutes or
+P95 > 500 ms for 3 minutes — the rule asks for a ``Rollback`` of that deploy and a
+``Notify``. The breach must lie entirely after the deploy started (older trouble is not
+the deploy's fault), a deploy is rolled back at most once (remembered in ``ctx.memory``),
+and a rollback is never itself rolled back. Stale data never triggers a rollback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from policies.base import Context
+from policies.decisions import hold
+from policies.evidence import held_for, read
+from policies.markers import Seconds
+from policies.types import Decision, Notify, Rollback
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A condition that condemns a deploy (``[[policies.NAME.breaches]]``)."""
+
+    signal: str = "error_rate"
+    """Signal name."""
+    above: float = 0.05
+    """Breached while the signal is above this value (unit of the signal)."""
+    for_: Seconds = 120.0
+    """Seconds the breach must hold continuously."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackSpec:
+    """Config of a ``rollback`` policy."""
+
+    breaches: tuple[Breach, ...] = (
+        Breach("error_rate", 0.05, 120.0),
+        Breach("p95_latency_ms", 500.0, 180.0),
+    )
+    """Conditions, any of which rolls back a recent deploy."""
+    window: Seconds = 1800.0
+    """Seconds after a deploy started during which it may be rolled back."""
+    severity: Literal["P0", "P1", "P2", "P3"] = "P1"
+    """Severity of the ``Notify`` sent with a rollback."""
+    targets: tuple[str, ...] = ()
+    """Targets the rule applies to (empty: every target)."""
+
+    def __post_init__(self) -> None:
+        if not self.breaches:
+            raise ValueError("at least one breach is needed")
+        if self.window <= 0:
+            raise ValueError("window must be > 0")
+
+
+@dataclass(slots=True)
+class RollbackPolicy:
+    """Roll back a bad deploy, once."""
+
+    name: str
+    spec: RollbackSpec
+    targets: Sequence[str] = field(default=())
+
+    def evaluate(self, ctx: Context) -> Sequence[Decision]:
+        spec, state = self.spec, ctx.state
+        inputs: dict[str, Any] = {"window": spec.window}
+        if state is None:
+            return [hold(self.name, ctx, "no orchestrator state for the target", inputs)]
+        deploy = state.deploy_id
+        inputs.update(
+            deploy_id=deploy, updated_at=state.updated_at, update_state=state.update_state
+        )
+        if not deploy or state.updated_at <= 0:
+            return [hold(self.name, ctx, "no deploy has been seen for the target", inputs)]
+        if state.update_state.startswith("rollback"):
+            return [hold(self.name, ctx, f"deploy {deploy} is itself a rollback", inputs)]
+        if ctx.memory.get("rolled_back") == deploy:
+            return [hold(self.name, ctx, f"deploy {deploy} was already rolled back once", inputs)]
+        age = ctx.now - state.updated_at
+        if age > spec.window:
+            reason = (
+                f"deploy {deploy} started {age:.0f} s ago, outside the {spec.window:g} s window"
+            )
+            return [hold(self.name, ctx, reason, inputs)]
+        problems: list[str] = []
+        checks: dict[str, Any] = {}
+        for b in spec.breaches:
+            reading = read(ctx, b.signal)
+            checks[b.signal] = {
+                "value": reading.value if reading.ok else None,
+                "above": b.above,
+                "for": b.for_,
+            }
+            if not reading.ok:
+                problems.append(reading.problem)
+                continue
+            if (
+                reading.value > b.above
+                and age >= b.for_
+                and held_for(ctx, b.signal, b.for_, op=">", threshold=b.above)
+            ):
+                inputs["checks"] = checks
+                return self._roll_back(ctx, deploy, b, reading.value, age, inputs)
+        inputs["checks"] = checks
+        if problems:
+            reason = f"stale: {'; '.join(problems)}, not judging deploy {deploy}"
+            return [hold(self.name, ctx, reason, inputs)]
+        return [hold(self.name, ctx, f"deploy {deploy} is within its objectives", inputs)]
+
+    def _roll_back(
+        self,
+        ctx: Context,
+        deploy: str,
+        b: Breach,
+        value: float,
+        age: float,
+        inputs: dict[str, Any],
+    ) -> list[Decision]:
+        ctx.memory["rolled_back"] = deploy
+        what = f"{b.signal} {value:g} > {b.above:g} for {b.for_:g} s"
+        reason = f"{what}, {age:.0f} s after deploy {deploy}: roll back"
+        summary = f"{ctx.target}: rolling back deploy {deploy} ({what})"
+        notify = Notify(
+            target=ctx.target,
+            severity=self.spec.severity,
+            summary=summary,
+            dedup_key=f"rollback:{ctx.target}:{deploy}",
+        )
+        return [
+            Decision(
+                self.name,
+                ctx.target,
+                ctx.now,
+                Rollback(target=ctx.target, deploy_id=deploy),
+                reason,
+                inputs,
+            ),
+            Decision(self.name, ctx.target, ctx.now, notify, f"{reason} and tell humans", inputs),
+        ]

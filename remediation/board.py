@@ -1,0 +1,136 @@
+"""The breaker board: publishes the circuit breakers that policies trip.
+
+A ``breakers`` executor receives ``TripBreaker`` actions (the action bus routes them to the
+executor named in ``bus.breakers``). It keeps each named breaker's state and since when it
+holds, computes the platform's degradation level from all states (through ``level_of``,
+normally ``policies.degradation``), tells an optional callback about every transition, and
+serves ``snapshot()`` — the JSON of ``GET /v1/breakers``.
+
+These are the *published* breakers around the platform's dependencies (a vector DB, a GPU
+pool), not the ``CircuitBreaker`` the bus keeps in front of every executor.
+
+Time comes from ``clock``: the engine passes its driver's clock (virtual in a replay), so a
+replay publishes the recorded times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from policies.types import Action, TargetState, TripBreaker
+from remediation.base import ExecutorError
+
+log = logging.getLogger(__name__)
+
+State = Literal["closed", "open", "half_open"]
+_STATES: tuple[State, ...] = ("closed", "open", "half_open")
+
+
+@dataclass(frozen=True, slots=True)
+class BoardSpec:
+    """Config of a ``breakers`` executor."""
+
+    names: tuple[str, ...] = ()
+    """Breakers published from the start (closed), before any policy trips them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A published breaker changed state."""
+
+    name: str
+    old: State
+    new: State
+    at: float
+    level: int
+    """Degradation level after the transition."""
+
+
+def open_count(states: Mapping[str, str]) -> int:
+    """Default degradation level: how many breakers are open (half-open counts as open)."""
+    return sum(1 for s in states.values() if s in ("open", "half_open"))
+
+
+class BreakerBoard:
+    """Holds the published breakers; an executor for ``TripBreaker`` actions."""
+
+    def __init__(
+        self,
+        name: str = "breakers",
+        spec: BoardSpec | None = None,
+        *,
+        level_of: Callable[[Mapping[str, str]], int] = open_count,
+        on_transition: Callable[[Transition], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.spec = spec or BoardSpec()
+        self.level_of = level_of
+        self.on_transition = on_transition
+        self.clock = clock
+        self._states: dict[str, tuple[State, float]] = {n: ("closed", 0.0) for n in self.spec.names}
+
+    def states_by_name(self) -> dict[str, str]:
+        """Each breaker's state."""
+        return {n: s for n, (s, _) in self._states.items()}
+
+    def level(self) -> int:
+        """The current degradation level."""
+        return int(self.level_of(self.states_by_name()))
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"breakers": {name: {"state", "since"}}, "degradation_level": n}``."""
+        return {
+            "breakers": {
+                n: {"state": s, "since": since} for n, (s, since) in sorted(self._states.items())
+            },
+            "degradation_level": self.level(),
+        }
+
+    async def execute(self, action: Action) -> str:
+        if not isinstance(action, TripBreaker):
+            raise ExecutorError(f"{self.name}: cannot carry out {action.kind} actions")
+        if action.state not in _STATES:
+            raise ExecutorError(f"{self.name}: unknown breaker state {action.state!r}")
+        name, new = action.target, action.state
+        old, _ = self._states.get(name, ("closed", 0.0))
+        if name in self._states and old == new:
+            return f"breaker {name} already {new}"
+        now = self.clock()
+        self._states[name] = (new, now)
+        level = self.level()
+        if old != new and self.on_transition is not None:
+            try:
+                await self.on_transition(Transition(name, old, new, now, level))
+            except Exception:  # a failed notification must not undo the transition
+                log.exception("breaker %s: transition callback failed", name)
+        return f"breaker {name} {old} -> {new} (degradation level {level})"
+
+    async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Persistable state: each breaker's state and since when."""
+        return {n: {"state": s, "since": since} for n, (s, since) in self._states.items()}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Restore what ``to_dict`` wrote (entries that do not parse are ignored)."""
+        for n, entry in data.items():
+            if not isinstance(entry, Mapping):
+                continue
+            state = entry.get("state")
+            if state in _STATES:
+                try:
+                    self._states[str(n)] = (state, float(entry.get("since", 0.0)))
+                except (TypeError, ValueError):
+                    continue
+
+
+__all__ = ["BoardSpec", "BreakerBoard", "Transition", "open_count"]

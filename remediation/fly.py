@@ -1,0 +1,481 @@
+"""Fly Machines executor: scale, restart and roll back the machines of one process group.
+
+A target is one process group (default ``app``) of a Fly app. Its replicas are its started
+machines. Scaling follows superfly/fly-autoscaler's reconciler: start stopped machines
+first, create clones of an existing machine (its config with ``image`` set to the machine's
+full image ref, in its region) when there are not enough, stop started machines to scale in,
+and destroy stopped machines beyond ``max_replicas``. It never goes below one machine (the
+last one is what new ones are cloned from).
+
+Nothing is done while a deploy is running: the GraphQL ``currentReleaseUnprocessed.status``
+is ``running``, or a machine of the group is ``updating``/``replacing`` (a temporary error,
+so the action is retried later). Restart is ``POST /machines/{id}/restart`` on each started
+machine in turn. Rollback updates every machine whose image differs from the previous image
+(read from ``GET /machines/{id}/versions``) with its full config and that image, passing
+``current_version`` (the machine's ``instance_id``) so a concurrent change is not clobbered.
+
+Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is sent as is,
+any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
+412 (version changed), 429 (rate limited; retried a few times with backoff first), 5xx and
+``insufficient_capacity`` are temporary; 400, 401, 403, 404 and 422 are permanent.
+
+This adapter is contract-tested against a local server that implements the documented
+Machines API (tests/remediation/fly_contract.py); it has not been run against live Fly.io.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from policies.markers import Seconds, Secret
+from policies.types import Action, Restart, Rollback, Scale, TargetState
+from remediation.base import ExecutorError
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Machine = dict[str, Any]
+
+_GONE = frozenset({"destroying", "destroyed", "replaced", "migrated", "launch_failed"})
+_UP = frozenset({"started", "starting", "restarting"})
+_DOWN = frozenset({"stopped", "suspended", "created", "stopping", "suspending"})
+_DEPLOYING = frozenset({"updating", "replacing"})
+_RELEASE_QUERY = (
+    "query($appName: String!) { app(name: $appName) "
+    "{ currentReleaseUnprocessed { id version status imageRef createdAt } } }"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FlySpec:
+    """Config of a ``fly`` executor."""
+
+    app: str = ""
+    """Fly app whose machines are managed (for targets not listed in ``apps``)."""
+    apps: dict[str, str] = field(default_factory=dict)
+    """Target name → Fly app name, when targets live in different apps."""
+    token: Secret = field(default_factory=Secret)
+    """API token: ``"${FLY_API_TOKEN}"`` or token_file. ``FlyV1 …`` tokens are sent as is."""
+    base_url: str = "https://api.machines.dev"
+    """Machines API (inside Fly's network: ``http://_api.internal:4280``)."""
+    graphql_url: str = "https://api.fly.io/graphql"
+    """GraphQL endpoint used only to see whether a deploy is running ("" skips the check)."""
+    process_group: str = "app"
+    """Process group whose machines are the target's replicas."""
+    min_replicas: int = 1
+    """Fewest started machines (never below 1)."""
+    max_replicas: int = 10
+    """Most machines, started or not."""
+    timeout: Seconds = 30.0
+    """Seconds one API request may take."""
+    retries: int = 2
+    """Retries of a request answered 429 (rate limited) before a temporary error."""
+    backoff: Seconds = 1.0
+    """First delay after a 429 when it has no Retry-After; doubles each retry."""
+
+
+def auth_header(token: str) -> str:
+    """``FlyV1 …`` tokens unchanged, any other token as ``Bearer <token>``."""
+    token = token.strip()
+    return token if token.startswith("FlyV1 ") else f"Bearer {token}"
+
+
+def full_image_ref(machine: Mapping[str, Any]) -> str:
+    """``registry/repository[:tag][@digest]`` of a machine, else its ``config.image``."""
+    ref = machine.get("image_ref") or {}
+    repo = ref.get("repository", "")
+    if not repo:
+        return str((machine.get("config") or {}).get("image", ""))
+    image = f"{ref['registry']}/{repo}" if ref.get("registry") else repo
+    if ref.get("tag"):
+        image += f":{ref['tag']}"
+    if ref.get("digest"):
+        image += f"@{ref['digest']}"
+    return image
+
+
+def process_group(machine: Mapping[str, Any]) -> str:
+    meta = (machine.get("config") or {}).get("metadata") or {}
+    return str(meta.get("fly_process_group") or meta.get("process_group") or "")
+
+
+class FlyExecutor:
+    """Acts on Fly Machines through the Machines REST API (aiohttp)."""
+
+    def __init__(
+        self,
+        name: str = "fly",
+        spec: FlySpec | None = None,
+        *,
+        bounds: Mapping[str, tuple[int, int]] | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        """``bounds`` gives per-target (min, max) from config, over the spec's defaults.
+        ``sleep`` waits between retries of a 429; tests pass one that does not sleep."""
+        self.name = name
+        self.spec = spec or FlySpec()
+        self.bounds = dict(bounds or {})
+        self.sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    def _app(self, target: str) -> str:
+        app = self.spec.apps.get(target, self.spec.app)
+        if not app:
+            raise ExecutorError(f"{self.name}: no Fly app configured for target {target!r}")
+        return app
+
+    def _headers(self) -> dict[str, str]:
+        if not self.spec.token:
+            raise ExecutorError(f"{self.name}: no API token configured")
+        return {"Authorization": auth_header(self.spec.token.get())}
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(self.spec.timeout))
+        headers = self._headers()
+        attempt = 0
+        while True:
+            try:
+                async with self._session.request(
+                    method, url, json=body, params=params, headers=headers
+                ) as resp:
+                    status, text = resp.status, await resp.text()
+                    request_id = resp.headers.get("fly-request-id", "")
+                    retry_after = resp.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ExecutorError(
+                    f"{self.name}: {what}: Fly API unreachable: {type(exc).__name__}: {exc}",
+                    temporary=True,
+                ) from exc
+            if 200 <= status < 300:
+                try:
+                    return json.loads(text) if text.strip() else None
+                except ValueError as exc:
+                    raise ExecutorError(
+                        f"{self.name}: {what}: HTTP {status} with a body that is not JSON",
+                        temporary=True,
+                    ) from exc
+            if status == 429 and attempt < self.spec.retries:
+                delay = _seconds(retry_after, self.spec.backoff * 2**attempt)
+                attempt += 1
+                await self.sleep(delay)
+                continue
+            raise self._error(what, status, text, request_id)
+
+    def _error(self, what: str, status: int, text: str, request_id: str) -> ExecutorError:
+        message, code = text.strip()[:200], ""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            message = str(data.get("error") or data.get("message") or message)
+            code = str(data.get("status") or "")
+        temporary = (
+            status in (408, 409, 412, 429) or status >= 500 or code == "insufficient_capacity"
+        )
+        suffix = f" [{code}]" if code else ""
+        rid = f" (fly-request-id {request_id})" if request_id else ""
+        return ExecutorError(
+            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}", temporary=temporary
+        )
+
+    def _machines_url(self, app: str, *parts: str) -> str:
+        tail = "".join(f"/{p}" for p in parts)
+        return f"{self.spec.base_url.rstrip('/')}/v1/apps/{app}/machines{tail}"
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def _group(self, app: str) -> list[Machine]:
+        """The process group's live machines on healthy hosts, in ID order."""
+        machines = await self._request("GET", self._machines_url(app), what=f"list {app}")
+        if not isinstance(machines, list):
+            raise ExecutorError(f"{self.name}: list {app}: unexpected answer", temporary=True)
+        group = [
+            m
+            for m in machines
+            if isinstance(m, dict)
+            and m.get("state") not in _GONE
+            and m.get("host_status", "ok") == "ok"
+            and process_group(m) == self.spec.process_group
+        ]
+        return sorted(group, key=lambda m: str(m.get("id", "")))
+
+    async def _release_status(self, app: str) -> str:
+        """The current release's status ("running" while a deploy is in progress)."""
+        if not self.spec.graphql_url:
+            return ""
+        try:
+            data = await self._request(
+                "POST",
+                self.spec.graphql_url,
+                what=f"release status of {app}",
+                body={"query": _RELEASE_QUERY, "variables": {"appName": app}},
+            )
+            release = ((data or {}).get("data") or {}).get("app") or {}
+            return str((release.get("currentReleaseUnprocessed") or {}).get("status") or "")
+        except (ExecutorError, AttributeError) as exc:
+            # GraphQL is internal and unstable at Fly; machine states still show deploys.
+            log.warning("fly: release status of %s unknown: %s", app, exc)
+            return ""
+
+    async def _refuse_during_deploy(self, app: str, group: Sequence[Machine], doing: str) -> None:
+        busy = [m["id"] for m in group if m.get("state") in _DEPLOYING]
+        if busy:
+            raise ExecutorError(
+                f"{self.name}: {app}: machines {', '.join(busy)} are updating; not {doing} "
+                "during a deploy",
+                temporary=True,
+            )
+        if await self._release_status(app) == "running":
+            raise ExecutorError(
+                f"{self.name}: {app}: a release is being deployed; not {doing} during a deploy",
+                temporary=True,
+            )
+
+    def _bounds_of(self, target: str) -> tuple[int, int]:
+        lo, hi = self.bounds.get(target, (self.spec.min_replicas, self.spec.max_replicas))
+        return max(lo, 1), hi
+
+    # --- the executor protocol ------------------------------------------------------------
+
+    async def execute(self, action: Action) -> str:
+        if isinstance(action, Scale):
+            return await self._scale(action)
+        if isinstance(action, Restart):
+            return await self._restart(action)
+        if isinstance(action, Rollback):
+            return await self._rollback(action)
+        raise ExecutorError(f"{self.name}: cannot carry out {action.kind} actions")
+
+    async def _scale(self, action: Scale) -> str:
+        app = self._app(action.target)
+        lo, hi = self._bounds_of(action.target)
+        n = action.replicas
+        if not lo <= n <= hi:
+            raise ExecutorError(
+                f"{self.name}: {n} started machines for {app} is outside its bounds [{lo}, {hi}]"
+            )
+        group = await self._group(app)
+        if not group:
+            raise ExecutorError(
+                f"{self.name}: {app} has no machines in process group "
+                f"{self.spec.process_group!r} to scale or clone"
+            )
+        await self._refuse_during_deploy(app, group, "scaling")
+        up = [m for m in group if m.get("state") in _UP]
+        down = [m for m in group if m.get("state") in _DOWN]
+        started: list[str] = []
+        created: list[str] = []
+        stopped: list[str] = []
+        destroyed: list[str] = []
+
+        def progress() -> str:
+            parts = [
+                f"{verb} {', '.join(ids)}"
+                for verb, ids in (
+                    ("started", started), ("created", created),
+                    ("stopped", stopped), ("destroyed", destroyed),
+                )
+                if ids
+            ]  # fmt: skip
+            return "; ".join(parts)
+
+        try:
+            if n > len(up):
+                need = n - len(up)
+                for m in [m for m in down if m.get("state") != "stopping"][:need]:
+                    await self._post(app, m["id"], "start")
+                    started.append(m["id"])
+                source = up[0] if up else group[0]
+                room = hi - len(group)
+                for _ in range(min(n - len(up) - len(started), room)):
+                    created.append(await self._create_clone(app, source))
+                short = n - len(up) - len(started) - len(created)
+                if short > 0:
+                    raise ExecutorError(
+                        f"{self.name}: {app}: {short} more started machines needed but "
+                        f"{hi} machines exist already (some may still be stopping)",
+                        temporary=True,
+                    )
+            elif n < len(up):
+                for m in list(reversed(up))[: len(up) - n]:
+                    await self._post(app, m["id"], "stop")
+                    stopped.append(m["id"])
+            # Machines beyond the maximum are destroyed; never a started one.
+            surplus = len(group) + len(created) - hi
+            if surplus > 0:
+                idle = [m["id"] for m in down if m["id"] not in started] + stopped
+                for machine_id in idle[:surplus]:
+                    await self._request(
+                        "DELETE",
+                        self._machines_url(app, machine_id),
+                        params={"force": "true"},
+                        what=f"destroy {machine_id}",
+                    )
+                    destroyed.append(machine_id)
+        except ExecutorError as exc:
+            if progress():
+                raise ExecutorError(
+                    f"{exc} (after: {progress()})", temporary=exc.temporary, delay=exc.delay
+                ) from exc
+            raise
+        done = progress()
+        if not done:
+            return f"already at {len(up)} started machines"
+        return f"started machines {len(up)} -> {n}: {done}"
+
+    async def _post(self, app: str, machine_id: str, verb: str) -> None:
+        await self._request(
+            "POST", self._machines_url(app, machine_id, verb), what=f"{verb} {machine_id}"
+        )
+
+    async def _create_clone(self, app: str, source: Machine) -> str:
+        config = dict(source.get("config") or {})
+        config["image"] = full_image_ref(source)
+        body: dict[str, Any] = {"config": config}
+        if source.get("region"):
+            body["region"] = source["region"]
+        created = await self._request(
+            "POST", self._machines_url(app), body=body, what=f"create a clone of {source['id']}"
+        )
+        return str((created or {}).get("id", "?"))
+
+    async def _restart(self, action: Restart) -> str:
+        app = self._app(action.target)
+        group = await self._group(app)
+        await self._refuse_during_deploy(app, group, "restarting")
+        started = [m for m in group if m.get("state") == "started"]
+        if not started:
+            raise ExecutorError(f"{self.name}: {app} has no started machines to restart")
+        for m in started:  # one after the other: a rolling restart
+            await self._post(app, m["id"], "restart")
+        return f"restarted {len(started)} machines: {', '.join(m['id'] for m in started)}"
+
+    async def _previous_image(self, app: str, machine: Machine) -> str:
+        """The newest earlier config's image that differs from the current one."""
+        current = str((machine.get("config") or {}).get("image", ""))
+        versions = await self._request(
+            "GET", self._machines_url(app, machine["id"], "versions"), what="versions"
+        )
+        for v in versions if isinstance(versions, list) else []:
+            image = str(((v or {}).get("user_config") or {}).get("image", ""))
+            if image and image != current:
+                return image
+        return ""
+
+    async def _rollback(self, action: Rollback) -> str:
+        app = self._app(action.target)
+        group = await self._group(app)
+        if not group:
+            raise ExecutorError(f"{self.name}: {app} has no machines to roll back")
+        await self._refuse_during_deploy(app, group, "rolling back")
+        current = _main_image(group)
+        if action.deploy_id and action.deploy_id != _deploy_id(app, group):
+            raise ExecutorError(
+                f"{self.name}: {app}: deploy {action.deploy_id!r} is no longer the latest; not "
+                "rolling back a deploy nobody judged"
+            )
+        source = next(m for m in group if m.get("config", {}).get("image") == current)
+        previous = await self._previous_image(app, source)
+        if not previous:
+            raise ExecutorError(f"{self.name}: {app} has no previous image to roll back to")
+        updated: list[str] = []
+        for m in group:
+            machine = await self._request(
+                "GET", self._machines_url(app, m["id"]), what=f"get {m['id']}"
+            )
+            config = dict(machine.get("config") or {})
+            if config.get("image") == previous:
+                continue
+            config["image"] = previous
+            await self._request(
+                "POST",
+                self._machines_url(app, m["id"]),
+                body={"config": config, "current_version": machine.get("instance_id", "")},
+                what=f"update {m['id']}",
+            )
+            updated.append(m["id"])
+        return f"rollback {current} -> {previous} on {len(updated)} machines"
+
+    async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
+        out: dict[str, TargetState] = {}
+        for target in targets:
+            app = self.spec.apps.get(target, self.spec.app)
+            if not app:
+                continue
+            group = await self._group(app)
+            if not group:
+                continue
+            image = _main_image(group)
+            source = next(m for m in group if m.get("config", {}).get("image") == image)
+            busy = any(m.get("state") in _DEPLOYING for m in group)
+            release = "running" if busy else await self._release_status(app)
+            out[target] = TargetState(
+                target=target,
+                desired_replicas=sum(1 for m in group if m.get("state") in _UP),
+                running_replicas=sum(1 for m in group if m.get("state") == "started"),
+                image=image,
+                previous_image=await self._previous_image(app, source),
+                updated_at=_last_update(group),
+                update_state="running" if release == "running" else "",
+                deploy_id=_deploy_id(app, group),
+            )
+        return out
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _seconds(raw: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(raw)) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def _main_image(group: Sequence[Machine]) -> str:
+    """The image most machines of the group run (config.image)."""
+    counts = Counter(str((m.get("config") or {}).get("image", "")) for m in group)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def _deploy_id(app: str, group: Sequence[Machine]) -> str:
+    """The release the group runs: ``fly_release_version`` metadata, else its image."""
+    for m in group:
+        meta = (m.get("config") or {}).get("metadata") or {}
+        if meta.get("fly_release_version"):
+            return f"{app}@v{meta['fly_release_version']}"
+    image = _main_image(group)
+    return f"{app}@{image}" if image else ""
+
+
+def _last_update(group: Sequence[Machine]) -> float:
+    """Epoch seconds of the newest ``update`` event of any machine (0 if none)."""
+    stamps = [
+        float(e.get("timestamp", 0)) / 1000.0
+        for m in group
+        for e in m.get("events") or []
+        if isinstance(e, dict) and e.get("type") == "update"
+    ]
+    return max(stamps, default=0.0)

@@ -1,0 +1,313 @@
+"""Notifiers: Slack incoming webhooks, PagerDuty Events API v2 and a generic JSON webhook.
+
+Each is an executor that receives ``Notify`` actions (the action bus routes them to the
+executors named in ``bus.notify``); the generic webhook also accepts any other action and
+posts it as JSON. Credentials are ``Secret`` fields, so they come from the environment or
+a file, never from the config file itself.
+
+Delivery follows each service's documented contract:
+
+- Slack: success is HTTP 200 with the plain-text body ``ok``; 4xx (``invalid_payload``,
+  ``channel_not_found``, ...) are permanent.
+- PagerDuty: 2xx (202 ``{"status": "success", ...}``) is success; 400 is permanent. A
+  ``trigger`` and its ``resolve`` share a stable ``dedup_key`` (the action's, or one derived
+  from target and summary). Severities: P0→critical, P1→error, P2→warning, P3→info.
+- 429 and 5xx (and connection errors, timeouts) are retried with exponential backoff,
+  honouring ``Retry-After``; the sleep is injectable so tests never sleep for real.
+
+These adapters are contract-tested against local aiohttp servers that implement the
+documented behaviour; they have not been run against the live Slack or PagerDuty APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from policies.markers import Seconds, Secret
+from policies.types import Action, Notify, TargetState
+from remediation.base import ExecutorError
+
+Sleep = Callable[[float], Awaitable[None]]
+
+PD_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
+PD_ENQUEUE = "https://events.pagerduty.com/v2/enqueue"
+
+
+@dataclass(frozen=True, slots=True)
+class SlackSpec:
+    """Config of a ``slack`` executor (incoming webhook)."""
+
+    url: Secret = field(default_factory=Secret)
+    """The incoming-webhook URL (it is the credential): ``"${SLACK_WEBHOOK_URL}"`` or url_file."""
+    timeout: Seconds = 10.0
+    """Seconds one POST may take."""
+    retries: int = 2
+    """Retries after a 429, a 5xx or a connection error."""
+    backoff: Seconds = 1.0
+    """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
+    max_delay: Seconds = 10.0
+    """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PagerDutySpec:
+    """Config of a ``pagerduty`` executor (Events API v2)."""
+
+    routing_key: Secret = field(default_factory=Secret)
+    """The 32-character integration key: ``"${PAGERDUTY_ROUTING_KEY}"`` or routing_key_file."""
+    url: str = PD_ENQUEUE
+    """Events API v2 enqueue endpoint."""
+    source: str = "autoscaler"
+    """``payload.source``: the system the events come from."""
+    timeout: Seconds = 10.0
+    """Seconds one POST may take."""
+    retries: int = 2
+    """Retries after a 429, a 5xx or a connection error."""
+    backoff: Seconds = 1.0
+    """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
+    max_delay: Seconds = 10.0
+    """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    """Config of a ``webhook`` executor: every action it receives is POSTed as JSON."""
+
+    url: str = ""
+    """Where to POST."""
+    token: Secret = field(default_factory=Secret)
+    """Optional bearer token (``"${ENV}"`` or token_file); unset sends no Authorization."""
+    timeout: Seconds = 10.0
+    """Seconds one POST may take."""
+    retries: int = 2
+    """Retries after a 429, a 5xx or a connection error."""
+    backoff: Seconds = 1.0
+    """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
+    max_delay: Seconds = 10.0
+    """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+
+def dedup_key(action: Notify) -> str:
+    """The action's dedup key, or a stable one derived from its target and summary."""
+    if action.dedup_key:
+        return action.dedup_key[:255]
+    digest = hashlib.sha256(f"{action.target}\0{action.summary}".encode()).hexdigest()[:16]
+    return f"autoscaler/{action.target}/{digest}"[:255]
+
+
+class _Poster:
+    """POSTs JSON with bounded retries on 429/5xx/connection errors."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        max_delay: float,
+        sleep: Sleep,
+    ) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(
+        self,
+        url: str,
+        payload: Mapping[str, Any],
+        *,
+        accept: Callable[[int, str], bool],
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """POST ``payload``; return (status, body) once ``accept`` says it succeeded."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(self.timeout))
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                async with self._session.post(url, json=payload, headers=headers) as resp:
+                    status, body = resp.status, await resp.text()
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = ExecutorError(
+                    f"{self.name}: POST failed: {type(exc).__name__}: {exc}", temporary=True
+                )
+            else:
+                if accept(status, body):
+                    return status, body
+                temporary = status == 429 or status >= 500
+                error = ExecutorError(
+                    f"{self.name}: HTTP {status}: {body.strip()[:200]}",
+                    temporary=temporary,
+                    delay=retry_after or 0.0,
+                )
+                if not temporary:
+                    raise error
+            if attempt >= self.retries:
+                raise error
+            delay = self.backoff * 2**attempt if retry_after is None else retry_after
+            if delay > self.max_delay:
+                raise error
+            attempt += 1
+            await self.sleep(delay)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _retry_after(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+    return max(0.0, value)
+
+
+class _Notifier:
+    """Shared parts: no target state, a poster, a close."""
+
+    name: str
+    _poster: _Poster
+
+    async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
+        return {}
+
+    async def aclose(self) -> None:
+        await self._poster.aclose()
+
+
+class SlackNotifier(_Notifier):
+    """Posts Notify actions to a Slack incoming webhook."""
+
+    def __init__(
+        self, name: str = "slack", spec: SlackSpec | None = None, *, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        self.name = name
+        self.spec = spec or SlackSpec()
+        s = self.spec
+        self._poster = _Poster(
+            name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
+            max_delay=s.max_delay, sleep=sleep,
+        )  # fmt: skip
+
+    async def execute(self, action: Action) -> str:
+        if not isinstance(action, Notify):
+            raise ExecutorError(f"{self.name}: cannot carry out {action.kind} actions")
+        if not self.spec.url:
+            raise ExecutorError(f"{self.name}: no webhook url configured")
+        await self._poster.post(
+            self.spec.url.get(),
+            slack_message(action),
+            accept=lambda status, body: status == 200 and body.strip() == "ok",
+        )
+        return f"posted to slack ({action.severity})"
+
+
+def slack_message(action: Notify) -> dict[str, Any]:
+    """The incoming-webhook body: a plain ``text`` line plus one mrkdwn section."""
+    head = "RESOLVED" if action.resolve else action.severity
+    text = f"[{head}] {action.target}: {action.summary}"
+    return {
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}* {text}"}}],
+    }
+
+
+class PagerDutyNotifier(_Notifier):
+    """Triggers and resolves PagerDuty incidents through the Events API v2."""
+
+    def __init__(
+        self,
+        name: str = "pagerduty",
+        spec: PagerDutySpec | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.spec = spec or PagerDutySpec()
+        s = self.spec
+        self._poster = _Poster(
+            name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
+            max_delay=s.max_delay, sleep=sleep,
+        )  # fmt: skip
+
+    async def execute(self, action: Action) -> str:
+        if not isinstance(action, Notify):
+            raise ExecutorError(f"{self.name}: cannot carry out {action.kind} actions")
+        if not self.spec.routing_key:
+            raise ExecutorError(f"{self.name}: no routing_key configured")
+        event = pagerduty_event(action, routing_key=self.spec.routing_key, source=self.spec.source)
+        await self._poster.post(
+            self.spec.url, event, accept=lambda status, body: 200 <= status < 300
+        )
+        return f"pagerduty {event['event_action']} {event['dedup_key']}"
+
+
+def pagerduty_event(action: Notify, *, routing_key: Secret, source: str) -> dict[str, Any]:
+    """The Events API v2 body for ``action`` (trigger, or resolve when ``action.resolve``)."""
+    event: dict[str, Any] = {
+        "routing_key": routing_key.get(),
+        "dedup_key": dedup_key(action),
+        "event_action": "resolve" if action.resolve else "trigger",
+    }
+    if not action.resolve:
+        event["client"] = "autoscaler"
+        event["payload"] = {
+            "summary": (action.summary or f"{action.target} needs attention")[:1024],
+            "source": source,
+            "severity": PD_SEVERITY.get(action.severity, "warning"),
+            "component": action.target,
+            "custom_details": {"priority": action.severity},
+        }
+    return event
+
+
+class WebhookNotifier(_Notifier):
+    """POSTs every action it receives as one JSON object to a URL."""
+
+    def __init__(
+        self,
+        name: str = "webhook",
+        spec: WebhookSpec | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.spec = spec or WebhookSpec()
+        s = self.spec
+        self._poster = _Poster(
+            name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
+            max_delay=s.max_delay, sleep=sleep,
+        )  # fmt: skip
+
+    async def execute(self, action: Action) -> str:
+        if not self.spec.url:
+            raise ExecutorError(f"{self.name}: no url configured")
+        headers = {"Authorization": f"Bearer {self.spec.token.get()}"} if self.spec.token else {}
+        body: dict[str, Any] = {
+            "source": "autoscaler",
+            "kind": action.kind,
+            "target": action.target,
+            "key": action.key,
+            "params": action.params(),
+        }
+        status, _ = await self._poster.post(
+            self.spec.url, body, headers=headers, accept=lambda status, _b: 200 <= status < 300
+        )
+        return f"webhook answered {status}"

@@ -1,0 +1,126 @@
+"""Restart with exponential backoff, at most three attempts in a window, then escalate."""
+
+from __future__ import annotations
+
+import json
+
+import policy_runbook as runbook
+import pytest
+from policy_kit import ctx, journalable, one_sentence
+
+from policies.restart import RestartPolicy, RestartSpec
+from policies.types import Event, Notify, Restart
+
+T0 = 1_000_000.0
+
+
+def _run(policy, times, *, failing=lambda t: True, events=lambda t: ()):
+    memory: dict[str, object] = {}
+    out = []
+    for t in times:
+        value = 3.0 if failing(t) else 0.0
+        (d,) = policy.evaluate(
+            ctx(t, values={"probe_failures": value}, memory=memory, events=events(t))
+        )
+        assert one_sentence(d.reason), d.reason
+        assert journalable(d)
+        memory = json.loads(json.dumps(memory))  # persisted between ticks
+        out.append((t - T0, d))
+    return out
+
+
+def _kinds(run):
+    return [(t, type(d.action).__name__ if d.action else None) for t, d in run]
+
+
+def test_runbook_backoff_is_2_4_then_escalation_p1_after_three_attempts():
+    run = _run(runbook.restart(), [T0 + s for s in range(0, 40)])
+    acted = [(t, d.action) for t, d in run if d.action is not None]
+    assert [(t, type(a).__name__) for t, a in acted] == [
+        (0, "Restart"),
+        (2, "Restart"),
+        (6, "Restart"),
+        (14, "Notify"),
+    ]
+    assert [a.attempt for _, a in acted[:3]] == [1, 2, 3]
+    notify = acted[3][1]
+    assert isinstance(notify, Notify)
+    assert notify.severity == "P1"
+    assert notify.dedup_key == "restart-escalation:api"
+    # between and after: holds that say why
+    assert "backing off for 1 s" in run[1][1].reason
+    assert "restarts paused" in run[20][1].reason
+
+
+def test_restarts_resume_once_the_oldest_attempt_leaves_the_window():
+    times = [T0 + s for s in (0, 2, 6, 14, 599, 600, 601, 620)]
+    kinds = _kinds(_run(runbook.restart(), times))
+    assert kinds == [
+        (0, "Restart"),
+        (2, "Restart"),
+        (6, "Restart"),
+        (14, "Notify"),
+        (599, None),
+        (600, "Restart"),
+        (601, None),
+        (620, "Restart"),
+    ]
+
+
+def test_backoff_continues_doubling_up_to_the_last_value():
+    spec = RestartSpec(backoff=(2, 4, 8, 16), max_attempts=10, window=600)
+    run = _run(RestartPolicy("restart", spec), [T0 + s for s in range(0, 80)])
+    starts = [t for t, d in run if isinstance(d.action, Restart)]
+    assert starts == [0, 2, 6, 14, 30, 46, 62, 78]
+
+
+def test_a_healthy_probe_resets_the_backoff_growth_but_not_the_attempt_window():
+    spec = RestartSpec(backoff=(2, 4, 8, 16), max_attempts=3, window=600)
+    times = [T0 + s for s in (0, 1, 2, 3, 4, 5, 6)]
+    failing = {T0, T0 + 2, T0 + 4, T0 + 5, T0 + 6}.__contains__
+    run = _run(RestartPolicy("restart", spec), times, failing=failing)
+    assert _kinds(run) == [
+        (0, "Restart"),
+        (1, None),
+        (2, "Restart"),
+        (3, None),
+        (4, "Restart"),
+        (5, None),
+        (6, "Notify"),
+    ]
+    assert [d.action.attempt for _, d in run if isinstance(d.action, Restart)] == [1, 1, 1]
+
+
+def test_probe_below_the_threshold_is_healthy():
+    (d,) = runbook.restart().evaluate(ctx(T0, values={"probe_failures": 2.0}))
+    assert d.is_hold
+    assert d.reason == "api is healthy"
+
+
+@pytest.mark.parametrize(
+    ("values", "stale"), [({}, ()), ({"probe_failures": 9.0}, ("probe_failures",))]
+)
+def test_a_stale_or_missing_probe_never_restarts(values, stale):
+    (d,) = runbook.restart().evaluate(ctx(T0, values=values, stale=stale))
+    assert d.is_hold
+    assert d.reason.startswith("stale:")
+
+
+def test_a_firing_alert_triggers_until_it_resolves():
+    spec = RestartSpec(signal="", alerts=("ApiDown",), backoff=(2,), max_attempts=5)
+    policy = RestartPolicy("restart", spec)
+
+    def events(t):
+        if t == T0:
+            return [Event("ApiDown", "firing", "api", t, fingerprint="f1")]
+        if t == T0 + 10:
+            return [Event("ApiDown", "resolved", "api", t, fingerprint="f1")]
+        return [Event("Other", "firing", "api", t), Event("ApiDown", "firing", "db", t)]
+
+    kinds = _kinds(_run(policy, [T0 + s for s in (0, 3, 6, 10, 13)], events=events))
+    assert kinds == [(0, "Restart"), (3, "Restart"), (6, "Restart"), (10, None), (13, None)]
+
+
+def test_restart_specs_need_a_trigger():
+    with pytest.raises(ValueError):
+        RestartSpec(signal="", alerts=())

@@ -1,0 +1,112 @@
+"""Roll back a deploy that breaches its objectives, within a window, once per deploy."""
+
+from __future__ import annotations
+
+import policy_runbook as runbook
+import pytest
+from policy_kit import ctx, filled, journalable, one_sentence
+
+from policies.types import Notify, Rollback, TargetState
+
+DEPLOY = 1_000_000.0
+
+
+def _state(deploy_id="d42", updated_at=DEPLOY, update_state="completed"):
+    return TargetState(
+        "api",
+        4,
+        4,
+        image="api:2",
+        previous_image="api:1",
+        updated_at=updated_at,
+        update_state=update_state,
+        deploy_id=deploy_id,
+    )
+
+
+def _judge(now, signal, value, held, *, state=None, memory=None, stale=()):
+    history = filled(signal, value, now=now, seconds=held)
+    decisions = runbook.rollback().evaluate(
+        ctx(
+            now,
+            values={signal: value},
+            stale=stale,
+            history=history,
+            state=state or _state(),
+            memory=memory if memory is not None else {},
+        )
+    )
+    for d in decisions:
+        assert one_sentence(d.reason), d.reason
+        assert journalable(d)
+    return decisions
+
+
+@pytest.mark.parametrize(
+    ("signal", "value", "held", "after", "rolls_back"),
+    [
+        ("error_rate", 0.08, 120, 150, True),  # > 5 % for 2 minutes
+        ("error_rate", 0.08, 90, 150, False),  # only 90 s
+        ("error_rate", 0.05, 600, 700, False),  # not above 5 %
+        ("p95_latency_ms", 620.0, 180, 200, True),  # > 500 ms for 3 minutes
+        ("p95_latency_ms", 620.0, 120, 200, False),
+        ("error_rate", 0.5, 120, 1900, False),  # deploy older than the 30-minute window
+        ("error_rate", 0.5, 600, 60, False),  # trouble began before the deploy
+    ],
+)
+def test_runbook_rollback_conditions(signal, value, held, after, rolls_back):
+    decisions = _judge(DEPLOY + after, signal, value, held)
+    if rolls_back:
+        rollback, notify = decisions
+        assert rollback.action == Rollback(target="api", deploy_id="d42")
+        assert isinstance(notify.action, Notify)
+        assert notify.action.severity == "P1"
+        assert notify.action.dedup_key == "rollback:api:d42"
+        assert "after deploy d42: roll back" in rollback.reason
+    else:
+        (d,) = decisions
+        assert d.is_hold
+
+
+def test_a_deploy_is_rolled_back_at_most_once():
+    memory: dict[str, object] = {}
+    first = _judge(DEPLOY + 150, "error_rate", 0.2, 150, memory=memory)
+    again = _judge(DEPLOY + 165, "error_rate", 0.2, 165, memory=memory)
+    assert isinstance(first[0].action, Rollback)
+    (d,) = again
+    assert d.is_hold
+    assert "already rolled back once" in d.reason
+    # a new deploy is judged afresh
+    fresh = _judge(
+        DEPLOY + 900,
+        "error_rate",
+        0.2,
+        150,
+        memory=memory,
+        state=_state("d43", updated_at=DEPLOY + 700),
+    )
+    assert isinstance(fresh[0].action, Rollback)
+    assert fresh[0].action.deploy_id == "d43"
+
+
+def test_a_rollback_is_never_rolled_back():
+    (d,) = _judge(
+        DEPLOY + 150, "error_rate", 0.2, 150, state=_state(update_state="rollback_completed")
+    )
+    assert d.is_hold
+    assert "itself a rollback" in d.reason
+
+
+@pytest.mark.parametrize("state", [None, _state(deploy_id=""), _state(updated_at=0.0)])
+def test_no_deploy_means_nothing_to_roll_back(state):
+    decisions = runbook.rollback().evaluate(
+        ctx(DEPLOY + 150, values={"error_rate": 0.5}, replicas=None, state=state)
+    )
+    (d,) = decisions
+    assert d.is_hold
+
+
+def test_stale_data_never_rolls_back():
+    (d,) = _judge(DEPLOY + 150, "error_rate", 0.5, 150, stale=("error_rate",))
+    assert d.is_hold
+    assert d.reason.startswith("stale: error_rate is stale")

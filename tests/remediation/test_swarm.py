@@ -1,0 +1,360 @@
+"""The Docker Swarm executor against a real single-node swarm (shared dockerd)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import docker
+import pytest
+
+from policies.types import Restart, Rollback, Scale, TripBreaker
+from remediation.base import ExecutorError
+from remediation.swarm import SwarmExecutor, SwarmSpec
+from tests.harness.dockerd import IMAGE_V1, IMAGE_V2
+from tests.remediation.helpers import ServiceFactory, await_for, running_tasks, wait_for
+
+pytestmark = pytest.mark.integration
+
+OPT_IN = {"autoscaler.enable": "true", "autoscaler.min": "1", "autoscaler.max": "4"}
+
+
+def spec_of(api: docker.APIClient, service: str) -> dict[str, Any]:
+    result: dict[str, Any] = api.inspect_service(service)
+    return result
+
+
+def replicas_of(api: docker.APIClient, service: str) -> int:
+    return int(spec_of(api, service)["Spec"]["Mode"]["Replicated"]["Replicas"])
+
+
+def set_image(api: docker.APIClient, service: str, image: str) -> None:
+    svc = spec_of(api, service)
+    spec = svc["Spec"]
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = image
+    resp = api._post_json(
+        api._url("/services/{0}/update", svc["ID"]),
+        data=spec,
+        params={"version": svc["Version"]["Index"]},
+    )
+    api._raise_for_status(resp)
+
+
+def update_state(api: docker.APIClient, service: str) -> str:
+    return str((spec_of(api, service).get("UpdateStatus") or {}).get("State", ""))
+
+
+async def test_scale_up_and_down_changes_running_replicas(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    ex = SwarmExecutor("swarm")
+    try:
+        detail = await ex.execute(Scale(svc, replicas=3, current=1))
+        assert detail == "replicas 1 -> 3"
+
+        async def three() -> bool:
+            st = (await ex.states([svc]))[svc]
+            return st.desired_replicas == 3 and st.running_replicas == 3
+
+        await await_for(three, what="3 running replicas")
+        assert await ex.execute(Scale(svc, replicas=1, current=3)) == "replicas 3 -> 1"
+        wait_for(lambda: len(running_tasks(api, svc)) == 1, what="1 running task")
+        assert await ex.execute(Scale(svc, replicas=1, current=1)) == "already at 1 replicas"
+    finally:
+        await ex.aclose()
+
+
+async def test_states_leave_out_unknown_targets_and_report_the_image(
+    make_service: ServiceFactory,
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    ex = SwarmExecutor("swarm", SwarmSpec(services={"api": svc}))
+    try:
+        states = await ex.states(["api", "astest-remediation-does-not-exist"])
+        assert set(states) == {"api"}
+        st = states["api"]
+        assert st.image == IMAGE_V1
+        assert st.previous_image == ""
+        assert st.deploy_id == ""
+        assert st.updated_at == 0.0
+        assert not st.deploying
+    finally:
+        await ex.aclose()
+
+
+async def test_an_older_api_version_counts_running_tasks_instead(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=2, labels=OPT_IN)
+    wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
+    ex = SwarmExecutor("swarm", SwarmSpec(api_version="1.40"))  # before ServiceStatus
+    try:
+        st = (await ex.states([svc]))[svc]
+        assert (st.desired_replicas, st.running_replicas) == (2, 2)
+    finally:
+        await ex.aclose()
+
+
+async def test_rolling_restart_replaces_every_task(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=2, labels=OPT_IN)
+    before = wait_for(
+        lambda: {t["ID"] for t in running_tasks(api, svc)} if len(running_tasks(api, svc)) == 2
+        else set(),
+        what="2 running tasks",
+    )  # fmt: skip
+    ex = SwarmExecutor("swarm")
+    try:
+        detail = await ex.execute(Restart(svc))
+        assert detail == "rolling restart (ForceUpdate=1)"
+
+        def replaced() -> bool:
+            now = {t["ID"] for t in running_tasks(api, svc)}
+            return len(now) == 2 and not now & before and update_state(api, svc) == "completed"
+
+        wait_for(replaced, what="two new running tasks")
+        assert spec_of(api, svc)["Spec"]["TaskTemplate"]["ForceUpdate"] == 1
+    finally:
+        await ex.aclose()
+
+
+async def test_rollback_restores_the_previous_image_after_a_real_update(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    wait_for(lambda: running_tasks(api, svc), what="a running task")
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        st = (await ex.states([svc]))[svc]
+        assert (st.image, st.previous_image) == (IMAGE_V2, IMAGE_V1)
+        assert st.update_state == "completed"
+        assert st.updated_at > 0 and st.deploy_id.startswith(spec_of(api, svc)["ID"] + "@")
+
+        detail = await ex.execute(Rollback(svc, deploy_id=st.deploy_id))
+        assert detail == f"rollback {IMAGE_V2} -> {IMAGE_V1}"
+
+        def back_on_v1() -> bool:
+            image = spec_of(api, svc)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            tasks = running_tasks(api, svc)
+            on_v1 = [t for t in tasks if t["Spec"]["ContainerSpec"]["Image"] == IMAGE_V1]
+            return (
+                image == IMAGE_V1
+                and len(on_v1) == len(tasks) == 1
+                and update_state(api, svc) == "rollback_completed"
+            )
+
+        wait_for(back_on_v1, what="the service back on v1")
+        after = (await ex.states([svc]))[svc]
+        assert after.image == IMAGE_V1
+        assert after.deploy_id != st.deploy_id  # the rollback is a rollout of its own
+    finally:
+        await ex.aclose()
+
+
+async def test_rollback_of_a_deploy_that_is_no_longer_the_latest_is_refused(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        with pytest.raises(ExecutorError, match="no longer the latest") as err:
+            await ex.execute(Rollback(svc, deploy_id="someone-else@2020-01-01T00:00:00Z"))
+        assert not err.value.temporary
+        assert spec_of(api, svc)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == IMAGE_V2
+    finally:
+        await ex.aclose()
+
+
+async def test_a_stale_version_is_reread_and_retried(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    bumped: list[int] = []
+
+    def race(service: str, read: Mapping[str, Any]) -> None:
+        # Another writer updates the service between our read and our write, once.
+        if not bumped:
+            spec = spec_of(api, service)
+            spec["Spec"]["Labels"]["touched-by"] = "someone-else"
+            api._raise_for_status(
+                api._post_json(
+                    api._url("/services/{0}/update", spec["ID"]),
+                    data=spec["Spec"],
+                    params={"version": spec["Version"]["Index"]},
+                )
+            )
+            bumped.append(read["Version"]["Index"])
+
+    ex = SwarmExecutor("swarm", after_read=race)
+    try:
+        detail = await ex.execute(Scale(svc, replicas=2, current=1))
+        assert detail == "replicas 1 -> 2 (after 1 version conflict)"
+        assert ex.conflicts == 1
+        after = spec_of(api, svc)["Spec"]
+        assert after["Mode"]["Replicated"]["Replicas"] == 2
+        # The retry re-read the service: the other writer's change survived.
+        assert after["Labels"]["touched-by"] == "someone-else"
+    finally:
+        await ex.aclose()
+
+
+async def test_endless_version_conflicts_end_in_a_temporary_error_not_a_retry_storm(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    writes = 0
+
+    def race(service: str, read: Mapping[str, Any]) -> None:
+        nonlocal writes
+        spec = spec_of(api, service)
+        spec["Spec"]["Labels"]["n"] = str(writes)
+        api._raise_for_status(
+            api._post_json(
+                api._url("/services/{0}/update", spec["ID"]),
+                data=spec["Spec"],
+                params={"version": spec["Version"]["Index"]},
+            )
+        )
+        writes += 1
+
+    ex = SwarmExecutor("swarm", SwarmSpec(conflict_retries=2), after_read=race)
+    try:
+        with pytest.raises(ExecutorError, match="out of sequence") as err:
+            await ex.execute(Scale(svc, replicas=2, current=1))
+        assert err.value.temporary
+        assert ex.conflicts == 3 and writes == 3  # the first try and two retries, no more
+        assert replicas_of(api, svc) == 1
+    finally:
+        await ex.aclose()
+
+
+async def test_scaling_is_refused_while_a_rollout_is_in_progress(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # One task at a time with a long delay between tasks: the update stays "updating".
+    svc = make_service(replicas=2, labels=OPT_IN, update_delay_s=120)
+    wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "updating", what="the rollout to start")
+    ex = SwarmExecutor("swarm")
+    try:
+        st = (await ex.states([svc]))[svc]
+        assert st.deploying
+        with pytest.raises(ExecutorError, match="deploying") as err:
+            await ex.execute(Scale(svc, replicas=3, current=2))
+        assert err.value.temporary
+        assert replicas_of(api, svc) == 2
+    finally:
+        await ex.aclose()
+
+
+# --- bad input: clear outcomes, nothing touched --------------------------------------------
+
+
+async def test_an_unknown_service_is_a_permanent_error(swarm: None) -> None:
+    ex = SwarmExecutor("swarm")
+    try:
+        with pytest.raises(ExecutorError, match="not found") as err:
+            await ex.execute(Scale("astest-remediation-nonexistent", replicas=2, current=1))
+        assert not err.value.temporary
+    finally:
+        await ex.aclose()
+
+
+async def test_a_service_without_the_opt_in_label_is_never_touched(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels={"autoscaler.max": "4"})
+    ex = SwarmExecutor("swarm")
+    try:
+        for action in (Scale(svc, replicas=2, current=1), Restart(svc), Rollback(svc)):
+            with pytest.raises(ExecutorError, match="has not opted in") as err:
+                await ex.execute(action)
+            assert not err.value.temporary
+        after = spec_of(api, svc)
+        assert after["Spec"]["Mode"]["Replicated"]["Replicas"] == 1
+        assert "ForceUpdate" not in after["Spec"]["TaskTemplate"] or not after["Spec"][
+            "TaskTemplate"
+        ].get("ForceUpdate")
+        assert svc not in await ex.discover()
+    finally:
+        await ex.aclose()
+
+
+async def test_a_global_mode_service_cannot_be_scaled(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(global_mode=True, labels=OPT_IN)
+    ex = SwarmExecutor("swarm")
+    try:
+        with pytest.raises(ExecutorError, match="Global mode") as err:
+            await ex.execute(Scale(svc, replicas=2, current=1))
+        assert not err.value.temporary
+        assert "Global" in spec_of(api, svc)["Spec"]["Mode"]
+    finally:
+        await ex.aclose()
+
+
+@pytest.mark.parametrize("replicas", [0, 5])
+async def test_replicas_outside_the_label_bounds_are_refused(
+    api: docker.APIClient, make_service: ServiceFactory, replicas: int
+) -> None:
+    svc = make_service(replicas=2, labels=OPT_IN)
+    ex = SwarmExecutor("swarm", bounds={svc: (0, 100)})  # labels override config bounds
+    try:
+        with pytest.raises(ExecutorError, match=r"outside its bounds \[1, 4\]") as err:
+            await ex.execute(Scale(svc, replicas=replicas, current=2))
+        assert not err.value.temporary
+        assert replicas_of(api, svc) == 2
+    finally:
+        await ex.aclose()
+
+
+async def test_rollback_without_a_previous_spec_is_a_permanent_error(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    ex = SwarmExecutor("swarm")
+    try:
+        with pytest.raises(ExecutorError, match="no previous spec") as err:
+            await ex.execute(Rollback(svc))
+        assert not err.value.temporary
+        assert spec_of(api, svc).get("PreviousSpec") is None
+    finally:
+        await ex.aclose()
+
+
+async def test_actions_the_swarm_does_not_handle_are_refused(swarm: None) -> None:
+    ex = SwarmExecutor("swarm")
+    with pytest.raises(ExecutorError, match="cannot carry out trip_breaker"):
+        await ex.execute(TripBreaker("db", state="open"))
+    await ex.aclose()
+
+
+async def test_discovery_finds_opted_in_services_with_label_bounds_and_policy(
+    make_service: ServiceFactory,
+) -> None:
+    labelled = make_service(
+        replicas=1,
+        labels={"autoscaler.enable": "true", "autoscaler.max": "7", "autoscaler.policy": "queue"},
+    )
+    bad_label = make_service(
+        replicas=1, labels={"autoscaler.enable": "TRUE", "autoscaler.min": "two"}
+    )
+    plain = make_service(replicas=1)
+    ex = SwarmExecutor("swarm", SwarmSpec(min_replicas=2, max_replicas=5))
+    try:
+        found = await ex.discover()
+        assert found[labelled].min_replicas == 2  # config default
+        assert found[labelled].max_replicas == 7  # label overrides
+        assert found[labelled].policy == "queue"
+        assert (found[bad_label].min_replicas, found[bad_label].max_replicas) == (2, 5)
+        assert plain not in found
+    finally:
+        await ex.aclose()
