@@ -396,6 +396,14 @@ def base_document(spec: CapacitySpec, *, history: float) -> dict[str, Any]:
                 "min_replicas": spec.min_replicas,
                 "max_replicas": spec.max_replicas,
                 "startup_delay": spec.startup_delay,
+                # The HPA's default behaviour: no step limits, 300 s scale-down
+                # stabilisation, immediate scale-up.
+                "behavior": {
+                    "scale_down_window": 300.0,
+                    "scale_up_window": 0.0,
+                    "max_scale_up": 0,
+                    "max_scale_down": 0,
+                },
             }
         },
         "executors": {EXECUTOR: {"type": "recording"}},
