@@ -40,8 +40,9 @@ test: setup system-deps lint  ## everything CI runs
 test-fast: setup  ## unit tests only: no servers
 	$(BIN)/pytest -m "not integration"
 
-bench: setup
+bench: setup  ## figures, not assertions (sources needs the real Prometheus: run as root)
 	$(BIN)/python bench/tick.py
+	$(BIN)/python -m bench.sources
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

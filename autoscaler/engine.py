@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,6 +100,29 @@ class PersistenceProvider:
         }
 
 
+@runtime_checkable
+class Persistent(Protocol):
+    """An executor with state of its own to persist with the journal (breaker board)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def restore(self, data: Mapping[str, Any]) -> None: ...
+
+
+class Discovered(Protocol):
+    service: str
+    min_replicas: int
+    max_replicas: int
+    policy: str
+
+
+@runtime_checkable
+class Discovering(Protocol):
+    """An executor that finds opted-in targets by itself (Swarm service labels)."""
+
+    async def discover(self) -> Mapping[str, Discovered]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TickReport:
     """What one pass saw and did."""
@@ -159,6 +182,13 @@ class Engine:
     _failed_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
     _scaling: set[str] = field(init=False, default_factory=set)
     breakers: dict[str, str] = field(init=False, default_factory=dict)
+    now: float = field(init=False, default=0.0)
+    """Time of the pass in progress: the clock of executors that need one (breaker board)."""
+    followups: list[Decision] = field(init=False, default_factory=list)
+    """Decisions made while acting (a board's transition notice), handled in the same pass."""
+    target_policies: dict[str, set[str]] = field(init=False, default_factory=dict)
+    """Discovered targets that name their policies (``autoscaler.policy`` label)."""
+    _executor_state: dict[str, str] = field(init=False, default_factory=dict)
     """Last published state of each named breaker (from TripBreaker actions carried out)."""
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
@@ -182,6 +212,10 @@ class Engine:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore bus state and policy memories persisted by earlier runs."""
         self.bus.restore(state)
+        for name, ex in self.executors.items():
+            saved = state.get(f"executor:{name}")
+            if isinstance(ex, Persistent) and isinstance(saved, dict):
+                ex.restore(saved)
         self.bus.paused = bool(state.get("service:paused", False))
         for key, value in state.items():
             if key.startswith("published:") and isinstance(value, str):
@@ -206,13 +240,19 @@ class Engine:
         """One pass at time ``now``. Never raises for a component failure."""
         async with self._lock:
             started = time.perf_counter()
+            self.now = now
             source_errors = await self._collect(now)
             events = self._drain_events(now)
+            await self._discover()
             states = await self._states()
             forecasts = self._forecasts(now)
             decisions = self._evaluate(now, states, forecasts, events)
             actions = [d.action for d in decisions if d.action is not None]
             outcomes = await self.bus.submit(actions, now)
+            while self.followups:  # decided while acting (breaker transitions to notify)
+                extra, self.followups = self.followups, []
+                decisions.extend(extra)
+                outcomes.extend(await self.bus.submit([d.action for d in extra if d.action], now))
             holds = await self._journal(now, decisions, outcomes)
             duration = time.perf_counter() - started
             self.last_tick = now
@@ -264,6 +304,31 @@ class Engine:
                 self.metrics.errors.labels("events").inc()
                 log.exception("event source failed")
         return events
+
+    async def _discover(self) -> None:
+        """Add targets that executors discover (opt-in labels); configured targets win."""
+        for name, ex in self.executors.items():
+            if not isinstance(ex, Discovering):
+                continue
+            try:
+                found = await asyncio.wait_for(
+                    ex.discover(), timeout=self.settings.bus.executor_timeout
+                )
+            except Exception as exc:
+                self.metrics.errors.labels("discovery").inc()
+                log.warning("discovery failed", extra={"executor": name, "error": str(exc)})
+                continue
+            for target, d in found.items():
+                if target in self.settings.targets:
+                    continue
+                self.targets[target] = TargetSettings(
+                    executor=name,
+                    service=d.service,
+                    min_replicas=d.min_replicas,
+                    max_replicas=d.max_replicas,
+                )
+                if d.policy:
+                    self.target_policies[target] = {p.strip() for p in d.policy.split(",")}
 
     async def _states(self) -> dict[str, TargetState]:
         by_executor: dict[str, list[str]] = {}
@@ -346,8 +411,11 @@ class Engine:
             tev = events_by_target.get(target, [])
             state = states.get(target)
             per_target: list[Decision] = []
+            only = self.target_policies.get(target)
             for policy in self.policies:
                 if policy.targets and target not in policy.targets:
+                    continue
+                if only is not None and policy.name not in only:
                     continue
                 mkey = f"{policy.name}:{target}"
                 memory = self._memory.setdefault(mkey, {})
@@ -464,6 +532,13 @@ class Engine:
             if self._memory_json.get(mkey) != text:
                 self._memory_json[mkey] = text
                 state[f"memory:{mkey}"] = memory
+        for name, ex in self.executors.items():
+            if isinstance(ex, Persistent):
+                saved = ex.to_dict()
+                text = json.dumps(saved, sort_keys=True, default=str)
+                if self._executor_state.get(name) != text:
+                    self._executor_state[name] = text
+                    state[f"executor:{name}"] = saved
         if self.inline_commit:
             self.state_store.commit(records, state)
         else:

@@ -7,12 +7,15 @@ including third-party executors from the ``autoscaler.executors`` entry-point gr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from aiohttp import web
 
+from autoscaler.breakers_http import breaker_gauges, breakers_routes
 from autoscaler.bus import Sleep
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, ForecastProvider
@@ -21,9 +24,15 @@ from autoscaler.metrics import Metrics, make_metrics
 from autoscaler.plugins import executor_type
 from autoscaler.sources import SOURCE_TYPES
 from autoscaler.sources.base import EventSource, Source
+from autoscaler.sources.stats import SourceStats
 from policies.base import Policy
+from policies.degradation import DegradationSpec, degradation_level
 from policies.registry import POLICY_TYPES
+from policies.types import Decision, Notify
 from remediation.base import Executor
+from remediation.board import BreakerBoard, Transition
+from remediation.fly import FlyExecutor
+from remediation.swarm import SwarmExecutor
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +76,7 @@ def build_engine(
     sources = build_sources(settings) if sources is None else sources
     if event_sources is None:
         event_sources = [s for s in sources if isinstance(s, EventSource)]
-    return Engine(
+    engine = Engine(
         settings=settings,
         sources=sources,
         policies=build_policies(settings),
@@ -82,6 +91,53 @@ def build_engine(
         inline_commit=inline_commit,
         sleep=asyncio.sleep if sleep is None else sleep,
     )
+    bind_executors(engine)
+    engine.metrics.registry.register(SourceStats(engine.sources))
+    return engine
+
+
+def bind_executors(engine: Engine) -> None:
+    """Give executors what only the assembled service knows: each target's bounds and
+    orchestrator name, and the breaker board its clock (the pass time, virtual in a
+    replay), its degradation levels and a way to announce transitions."""
+    settings = engine.settings
+    for name, ex in engine.executors.items():
+        mine = {t: ts for t, ts in settings.targets.items() if ts.executor == name}
+        if isinstance(ex, SwarmExecutor | FlyExecutor):
+            ex.bounds.update({t: (ts.min_replicas, ts.max_replicas) for t, ts in mine.items()})
+        names = {t: ts.service for t, ts in mine.items() if ts.service}
+        if isinstance(ex, SwarmExecutor) and names:
+            ex.spec = dataclasses.replace(ex.spec, services={**names, **ex.spec.services})
+        if isinstance(ex, FlyExecutor) and names:
+            ex.spec = dataclasses.replace(ex.spec, apps={**names, **ex.spec.apps})
+        if isinstance(ex, BreakerBoard):
+            _bind_board(engine, ex)
+
+
+def _bind_board(engine: Engine, board: BreakerBoard) -> None:
+    spec = next(
+        (c.spec for c in engine.settings.policies.values() if isinstance(c.spec, DegradationSpec)),
+        DegradationSpec(),
+    )
+    board.clock = lambda: engine.now
+    board.level_of = functools.partial(
+        degradation_level, mapping=spec.levels, emergency_at=spec.emergency_at
+    )
+
+    async def announce(t: Transition) -> None:
+        severity: Literal["P2", "P3"] = "P3" if t.new == "closed" else "P2"
+        summary = f"breaker {t.name}: {t.old} -> {t.new} (degradation level {t.level})"
+        action = Notify(
+            target=t.name,
+            severity=severity,
+            summary=summary,
+            dedup_key=f"breaker:{t.name}",
+            resolve=t.new == "closed",
+        )
+        engine.followups.append(Decision("breakers", t.name, t.at, action, summary))
+
+    board.on_transition = announce
+    breaker_gauges(board, engine.metrics.registry)
 
 
 @runtime_checkable
@@ -97,4 +153,6 @@ def component_routes(engine: Engine) -> list[web.RouteDef]:
     for comp in [*engine.sources, *engine.executors.values()]:
         if isinstance(comp, HasRoutes):
             out.extend(comp.routes())
+        if isinstance(comp, BreakerBoard):
+            out.extend(breakers_routes(comp))
     return out

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from autoscaler.sources import alertmanager, nvml, probe, prometheus
 from autoscaler.sources.base import (
     EventSource,
     MemorySource,
@@ -26,6 +27,10 @@ class SourceType:
 
 SOURCE_TYPES: dict[str, SourceType] = {
     "static": SourceType(StaticSpec, lambda name, spec: StaticSource(name, spec)),
+    "prometheus": SourceType(prometheus.PrometheusSpec, prometheus.build),
+    "probe": SourceType(probe.ProbeSpec, probe.build),
+    "alertmanager": SourceType(alertmanager.AlertmanagerSpec, alertmanager.build),
+    "nvml": SourceType(nvml.NvmlSpec, nvml.build),
 }
 
 __all__ = ["SOURCE_TYPES", "EventSource", "MemorySource", "Sample", "Source", "SourceType"]

@@ -1,0 +1,160 @@
+"""Recorded datasets: what ``autoscaler record`` writes and replay reads.
+
+Two formats:
+
+- long CSV with the header ``timestamp,target,signal,value``; ``timestamp`` is unix
+  seconds (or ISO-8601 with a timezone; a naive one is read as UTC); ``value`` is a float
+  (``NaN``, ``+Inf`` and ``-Inf`` allowed — the store drops them);
+- JSON dump (``--format json``): ``{"format": "autoscaler-record/1", "start", "end",
+  "step", "signals": {SIGNAL: {"source", "query", "target_label", "targets",
+  "data": <Prometheus query_range data: {"resultType": "matrix", "result": [...]}>}}}``.
+
+Readers return ``Sample`` lists sorted by time; bad input raises ``DatasetError`` naming
+the file, line and problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from autoscaler.errors import AutoscalerError, SourceError
+from autoscaler.sources.base import Sample
+from autoscaler.sources.promql import matrix_samples
+
+HEADER = ("timestamp", "target", "signal", "value")
+JSON_FORMAT = "autoscaler-record/1"
+
+
+class DatasetError(AutoscalerError):
+    """A dataset file is missing or malformed."""
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds from ``"1700000000.5"`` or an ISO-8601 time."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not unix seconds or ISO-8601: {text[:40]!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp is not finite: {text!r}")
+    return value
+
+
+def format_value(value: float) -> str:
+    """A float as CSV text that ``float()`` reads back exactly (Prometheus spellings for
+    the special values)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def write_long_csv(path: str | Path, samples: Iterable[Sample]) -> int:
+    """Write samples as long CSV; returns the number of rows."""
+    n = 0
+    with Path(path).open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        for s in samples:
+            w.writerow((repr(s.at), s.target, s.signal, format_value(s.value)))
+            n += 1
+    return n
+
+
+def read_long_csv(path: str | Path) -> list[Sample]:
+    """Samples of a long CSV (``timestamp,target,signal,value``), sorted by time."""
+    p = Path(path)
+    try:
+        f = p.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    out: list[Sample] = []
+    with f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DatasetError(f"{p}: empty file, expected the header {','.join(HEADER)}")
+            cols = [h.strip().lower() for h in header]
+            if cols != list(HEADER):
+                raise DatasetError(
+                    f"{p}:1: expected the header {','.join(HEADER)}, got {','.join(header)[:80]}"
+                )
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != 4:
+                    raise DatasetError(f"{p}:{line}: expected 4 columns, got {len(row)}")
+                ts, target, signal, value = row
+                if not target or not signal:
+                    raise DatasetError(f"{p}:{line}: empty target or signal")
+                try:
+                    at = parse_timestamp(ts)
+                except ValueError as exc:
+                    raise DatasetError(f"{p}:{line}: timestamp {exc}") from None
+                try:
+                    v = float(value)
+                except ValueError:
+                    raise DatasetError(
+                        f"{p}:{line}: value is not a number: {value[:40]!r}"
+                    ) from None
+                out.append(Sample(target, signal, v, at))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{p}:{reader.line_num}: not valid CSV: {exc}") from None
+    out.sort(key=lambda s: s.at)
+    return out
+
+
+def read_record_json(path: str | Path) -> list[Sample]:
+    """Samples of a JSON dump written by ``autoscaler record --format json``."""
+    p = Path(path)
+    try:
+        doc: Any = json.loads(p.read_bytes())
+    except OSError as exc:
+        raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise DatasetError(f"{p}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
+        raise DatasetError(f"{p}: not an autoscaler record dump (format {JSON_FORMAT!r})")
+    signals = doc.get("signals")
+    if not isinstance(signals, dict):
+        raise DatasetError(f"{p}: 'signals' must be an object")
+    out: list[Sample] = []
+    for signal, entry in signals.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("data"), dict):
+            raise DatasetError(f"{p}: signals.{signal}: expected an object with 'data'")
+        targets = entry.get("targets") or {}
+        label = entry.get("target_label", "service")
+        if not isinstance(targets, dict) or not isinstance(label, str):
+            raise DatasetError(f"{p}: signals.{signal}: bad target_label or targets")
+        try:
+            out.extend(matrix_samples(entry["data"], signal=signal, label=label, targets=targets))
+        except SourceError as exc:
+            raise DatasetError(f"{p}: signals.{signal}: {exc}") from None
+    out.sort(key=lambda s: s.at)
+    return out
+
+
+def read_dataset(path: str | Path) -> list[Sample]:
+    """Samples of either format, chosen by content (a JSON object or a CSV header)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(64).lstrip()
+    except OSError as exc:
+        raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    return read_record_json(p) if head.startswith(b"{") else read_long_csv(p)

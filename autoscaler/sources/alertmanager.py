@@ -1,0 +1,297 @@
+"""Alertmanager webhook intake: ``POST /v1/alertmanager`` (payload version 4).
+
+A push source. Each alert of a delivery becomes an ``Event``: ``alertname`` → name,
+``status`` (firing/resolved), the ``target_label`` label (default ``service``) → target,
+the labels, ``startsAt`` (firing) or ``endsAt`` (resolved) → ``at``, and the fingerprint.
+Events queue until the next pass drains them. ``collect()`` also reports
+``alerts_firing`` per target (sampled at the tick).
+
+Rules of the endpoint:
+- bearer token required (``token``); with no token configured the endpoint answers 403
+  "disabled" rather than accepting anything (Alertmanager's ``http_config.authorization``
+  sends it);
+- body at most ``max_body_bytes`` (413 beyond);
+- invalid JSON or an invalid payload → 400 with the reason, counted in ``rejected``;
+  Alertmanager does not retry 4xx, so a bad payload is not resent forever;
+- duplicate deliveries (same fingerprint and status, e.g. a ``repeat_interval`` resend or
+  a retried POST) are accepted and ignored: the handler is idempotent;
+- never a 500: anything unexpected is a 400.
+
+An alert without the target label is accepted but reaches no target (no policy sees it).
+When Alertmanager truncated a group (``max_alerts``), the number dropped is logged and
+counted in ``truncated``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from autoscaler.sources.base import Sample
+from autoscaler.sources.stats import by_reason
+from policies.markers import Secret
+from policies.types import Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerSpec:
+    """Config of an ``alertmanager`` source (webhook intake)."""
+
+    token: Secret = field(default_factory=Secret)
+    """Bearer token Alertmanager must send; unset: the endpoint answers 403 (disabled)."""
+    path: str = "/v1/alertmanager"
+    """HTTP path of the webhook receiver."""
+    target_label: str = "service"
+    """Alert label naming the target."""
+    targets: dict[str, str] = field(default_factory=dict)
+    """Optional label value → target name (values not listed pass through unchanged)."""
+    max_body_bytes: int = 1 << 20
+    """Largest accepted request body in bytes."""
+    max_events: int = 10000
+    """Events kept between two drains (oldest dropped first)."""
+    max_fingerprints: int = 10000
+    """Alerts remembered for de-duplication and the firing count."""
+
+
+class PayloadError(ValueError):
+    """The webhook body is not a valid version-4 payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Alert:
+    name: str
+    status: Literal["firing", "resolved"]
+    target: str
+    at: float
+    labels: dict[str, str]
+    fingerprint: str
+
+
+def parse_time(value: object, where: str) -> float:
+    """Epoch seconds from an RFC 3339 time (Go writes up to nanoseconds)."""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}: expected an RFC 3339 time string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python keeps microseconds: cut nanosecond digits Go may write.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        rest = rest[: min(digits, 6)] + rest[digits:]
+        text = f"{head}.{rest}"
+    try:
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            raise PayloadError(f"{where}: time has no timezone: {value[:40]!r}")
+        return dt.timestamp()
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, PayloadError):
+            raise
+        raise PayloadError(f"{where}: not an RFC 3339 time: {value[:40]!r}") from None
+
+
+def _labels(value: object, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise PayloadError(f"{where}: expected an object of string labels")
+    return value
+
+
+def parse_payload(doc: object, *, target_label: str, targets: Mapping[str, str]) -> list[_Alert]:
+    """Alerts of a version-4 webhook payload; ``PayloadError`` naming the first problem."""
+    if not isinstance(doc, dict):
+        raise PayloadError("payload: expected a JSON object")
+    if doc.get("version") != "4":
+        raise PayloadError(f'version: expected "4", got {str(doc.get("version"))[:20]!r}')
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list):
+        raise PayloadError("alerts: expected a list")
+    out: list[_Alert] = []
+    for i, a in enumerate(alerts):
+        where = f"alerts[{i}]"
+        if not isinstance(a, dict):
+            raise PayloadError(f"{where}: expected an object")
+        status = a.get("status")
+        if status not in ("firing", "resolved"):
+            raise PayloadError(f"{where}.status: expected firing or resolved")
+        labels = _labels(a.get("labels"), f"{where}.labels")
+        name = labels.get("alertname", "")
+        if not name:
+            raise PayloadError(f"{where}.labels: no alertname")
+        if status == "firing":
+            at = parse_time(a.get("startsAt"), f"{where}.startsAt")
+        else:
+            at = parse_time(a.get("endsAt"), f"{where}.endsAt")
+        fp = a.get("fingerprint", "")
+        if not isinstance(fp, str):
+            raise PayloadError(f"{where}.fingerprint: expected a string")
+        if not fp:  # older senders: identify the alert by its label set
+            fp = "labels:" + json.dumps(labels, sort_keys=True)
+        value = labels.get(target_label, "")
+        target = targets.get(value, value)
+        out.append(_Alert(name, status, target, at, labels, fp))
+    return out
+
+
+class AlertmanagerSource:
+    """Webhook intake for Alertmanager; drained as events, counted as ``alerts_firing``."""
+
+    def __init__(self, name: str, spec: AlertmanagerSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self._events: list[Event] = []
+        # fingerprint → (status, target) of the last delivery, oldest first.
+        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._known_targets: set[str] = set(spec.targets.values())
+        self.rejected: Counter[str] = Counter()
+        """Refused deliveries by reason (``json``, ``schema``, ``too_large``, ``auth``)."""
+        self.accepted = 0
+        self.duplicates = 0
+        self.dropped_events = 0
+        self.truncated = 0
+
+    # --- push side ---------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(self.spec.path, self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            return await self._handle(request)
+        except Exception as exc:  # never a 500: the sender would retry a broken payload
+            log.exception("alertmanager intake failed")
+            self.rejected["error"] += 1
+            return _bad(f"could not process the payload: {type(exc).__name__}")
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        # Imported here: autoscaler.http imports the engine, which imports this package.
+        from autoscaler.http import check_bearer
+
+        refused = check_bearer(request, self.spec.token)
+        if refused is not None:
+            self.rejected["auth"] += 1
+            return refused
+        cap = self.spec.max_body_bytes
+        if request.content_length is not None and request.content_length > cap:
+            self.rejected["too_large"] += 1
+            return _bad(f"body larger than {cap} bytes", status=413)
+        body = await request.content.read(cap + 1)
+        if len(body) > cap:
+            self.rejected["too_large"] += 1
+            return _bad(f"body larger than {cap} bytes", status=413)
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            self.rejected["json"] += 1
+            return _bad(f"invalid JSON: {str(exc)[:200]}")
+        try:
+            alerts = parse_payload(
+                doc, target_label=self.spec.target_label, targets=self.spec.targets
+            )
+        except PayloadError as exc:
+            self.rejected["schema"] += 1
+            return _bad(str(exc)[:300])
+        truncated = doc.get("truncatedAlerts") if isinstance(doc, dict) else None
+        if isinstance(truncated, int) and not isinstance(truncated, bool) and truncated > 0:
+            self.truncated += truncated
+            log.warning("alertmanager truncated alerts", extra={"dropped": truncated})
+        new = self._ingest(alerts)
+        self.accepted += 1
+        return web.json_response({"accepted": len(alerts), "new": new})
+
+    def _ingest(self, alerts: Sequence[_Alert]) -> int:
+        new = 0
+        for a in alerts:
+            if self._seen.get(a.fingerprint) == (a.status, a.target):
+                self.duplicates += 1
+                continue
+            self._seen[a.fingerprint] = (a.status, a.target)
+            self._seen.move_to_end(a.fingerprint)
+            while len(self._seen) > self.spec.max_fingerprints:
+                self._seen.popitem(last=False)
+            if a.target:
+                self._known_targets.add(a.target)
+            self._events.append(Event(a.name, a.status, a.target, a.at, a.labels, a.fingerprint))
+            if len(self._events) > self.spec.max_events:
+                del self._events[0]
+                self.dropped_events += 1
+            new += 1
+        return new
+
+    @property
+    def pending(self) -> tuple[Event, ...]:
+        """Events waiting for the next drain (a copy)."""
+        return tuple(self._events)
+
+    def drain(self, now: float) -> Sequence[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def metric_families(self) -> list[Metric]:
+        """Refused deliveries by reason, accepted deliveries, duplicates, dropped events."""
+        accepted = CounterMetricFamily(
+            "autoscaler_webhook_deliveries",
+            "Accepted webhook deliveries",
+            labels=["source"],
+        )
+        accepted.add_metric([self.name], float(self.accepted))
+        dups = CounterMetricFamily(
+            "autoscaler_webhook_duplicate_alerts",
+            "Alerts delivered again with the same fingerprint and status (ignored)",
+            labels=["source"],
+        )
+        dups.add_metric([self.name], float(self.duplicates))
+        dropped = CounterMetricFamily(
+            "autoscaler_source_dropped_events",
+            "Events dropped because the queue between two passes was full",
+            labels=["source"],
+        )
+        dropped.add_metric([self.name], float(self.dropped_events))
+        rejected = by_reason(
+            "autoscaler_webhook_rejected",
+            "Refused webhook deliveries by reason",
+            self.name,
+            self.rejected,
+        )
+        truncated = CounterMetricFamily(
+            "autoscaler_webhook_truncated_alerts",
+            "Alerts Alertmanager left out of deliveries (its max_alerts)",
+            labels=["source"],
+        )
+        truncated.add_metric([self.name], float(self.truncated))
+        return [accepted, dups, dropped, rejected, truncated]
+
+    # --- pull side ---------------------------------------------------------------------
+
+    async def collect(self, now: float) -> Sequence[Sample]:
+        firing: Counter[str] = Counter(
+            target for status, target in self._seen.values() if status == "firing" and target
+        )
+        return [
+            Sample(t, "alerts_firing", float(firing.get(t, 0)), now)
+            for t in sorted(self._known_targets)
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _bad(reason: str, *, status: int = 400) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def build(name: str, spec: AlertmanagerSpec) -> AlertmanagerSource:
+    """Factory for ``SOURCE_TYPES``."""
+    return AlertmanagerSource(name, spec)

@@ -1,0 +1,268 @@
+"""The Alertmanager webhook intake: auth, validation, idempotency, fuzzing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autoscaler.sources.alertmanager import AlertmanagerSource, AlertmanagerSpec, parse_time
+from policies.markers import Secret
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def alert(
+    status: str = "firing", service: str = "api", fp: str = "f1", name: str = "HighQueue"
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": name, "service": service, "severity": "page"},
+        "annotations": {"summary": "queue is long"},
+        "startsAt": "2024-05-01T10:00:00.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2024-05-01T10:05:00Z",
+        "generatorURL": "http://prom/graph",
+        "fingerprint": fp,
+    }
+
+
+def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="HighQueue"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "autoscaler",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://am:9093",
+        "alerts": list(alerts),
+    }
+
+
+def make_client(src: AlertmanagerSource) -> TestClient:  # type: ignore[type-arg]
+    app = web.Application()
+    app.add_routes(src.routes())
+    return TestClient(TestServer(app))
+
+
+@pytest.fixture
+async def intake() -> AsyncIterator[tuple[AlertmanagerSource, TestClient]]:  # type: ignore[type-arg]
+    src = AlertmanagerSource("am", AlertmanagerSpec(token=Secret(TOKEN), max_body_bytes=4096))
+    client = make_client(src)
+    await client.start_server()
+    try:
+        yield src, client
+    finally:
+        await client.close()
+
+
+async def test_firing_alert_becomes_an_event_for_its_service(intake: Any) -> None:
+    src, client = intake
+    resp = await client.post("/v1/alertmanager", json=payload(alert()), headers=AUTH)
+    assert resp.status == 200
+    (event,) = src.drain(0.0)
+    assert (event.name, event.status, event.target, event.fingerprint) == (
+        "HighQueue",
+        "firing",
+        "api",
+        "f1",
+    )
+    assert event.at == pytest.approx(1714557600.123456)
+    assert event.labels["severity"] == "page"
+    assert src.drain(0.0) == []
+
+
+async def test_resolved_alert_is_timed_at_its_end(intake: Any) -> None:
+    src, client = intake
+    await client.post("/v1/alertmanager", json=payload(alert()), headers=AUTH)
+    await client.post("/v1/alertmanager", json=payload(alert("resolved")), headers=AUTH)
+    events = src.drain(0.0)
+    assert [e.status for e in events] == ["firing", "resolved"]
+    assert events[1].at == 1714557900.0
+
+
+async def test_duplicate_deliveries_are_accepted_and_ignored(intake: Any) -> None:
+    src, client = intake
+    for _ in range(3):
+        resp = await client.post("/v1/alertmanager", json=payload(alert()), headers=AUTH)
+        assert resp.status == 200
+    assert len(src.drain(0.0)) == 1
+    assert src.duplicates == 2
+    assert (
+        await client.post("/v1/alertmanager", json=payload(alert()), headers=AUTH)
+    ).status == 200
+    assert src.drain(0.0) == []
+
+
+async def test_alerts_firing_counts_per_target(intake: Any) -> None:
+    src, client = intake
+    body = payload(alert(fp="a"), alert(fp="b", name="Errors"), alert(service="db", fp="c"))
+    await client.post("/v1/alertmanager", json=body, headers=AUTH)
+    got = {(s.target, s.value, s.at) for s in await src.collect(50.0)}
+    assert got == {("api", 2.0, 50.0), ("db", 1.0, 50.0)}
+    await client.post("/v1/alertmanager", json=payload(alert("resolved", fp="a")), headers=AUTH)
+    got = {(s.target, s.value) for s in await src.collect(51.0)}
+    assert got == {("api", 1.0), ("db", 1.0)}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer nope"}, 401), ({"Authorization": "Basic x"}, 401)],
+)
+async def test_wrong_or_missing_token_is_refused(
+    intake: Any, headers: dict[str, str], status: int
+) -> None:
+    src, client = intake
+    resp = await client.post("/v1/alertmanager", json=payload(alert()), headers=headers)
+    assert resp.status == status
+    assert src.drain(0.0) == [] and src.rejected["auth"] == 1
+
+
+async def test_without_a_token_the_endpoint_is_disabled() -> None:
+    src = AlertmanagerSource("am", AlertmanagerSpec())
+    client = make_client(src)
+    await client.start_server()
+    try:
+        resp = await client.post("/v1/alertmanager", json=payload(alert()))
+        assert resp.status == 403
+        assert "disabled" in (await resp.json())["error"]
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "counter"),
+    [
+        (b"{not json", "invalid JSON", "json"),
+        (b"[]", "expected a JSON object", "schema"),
+        (json.dumps({"version": "3", "alerts": []}).encode(), "version", "schema"),
+        (json.dumps(payload({"status": "odd"})).encode(), "alerts[0].status", "schema"),
+        (
+            json.dumps(payload({**alert(), "startsAt": "yesterday"})).encode(),
+            "alerts[0].startsAt",
+            "schema",
+        ),
+        (
+            json.dumps(payload({**alert(), "labels": {"service": "api"}})).encode(),
+            "no alertname",
+            "schema",
+        ),
+        (
+            json.dumps(payload({**alert(), "labels": {"alertname": 1}})).encode(),
+            "string labels",
+            "schema",
+        ),
+    ],
+)
+async def test_invalid_payloads_are_400_with_a_reason_and_counted(
+    intake: Any, body: bytes, reason: str, counter: str
+) -> None:
+    src, client = intake
+    resp = await client.post("/v1/alertmanager", data=body, headers=AUTH)
+    assert resp.status == 400
+    assert reason in (await resp.json())["error"]
+    assert src.rejected[counter] == 1
+    assert src.drain(0.0) == []
+
+
+async def test_a_body_over_the_limit_is_413(intake: Any) -> None:
+    src, client = intake
+    many = payload(*(alert(fp=str(i)) for i in range(40)))
+    resp = await client.post("/v1/alertmanager", json=many, headers=AUTH)
+    assert resp.status == 413
+    assert src.rejected["too_large"] == 1
+
+
+def test_go_times_with_nanoseconds_and_offsets_parse() -> None:
+    assert parse_time("2024-05-01T10:00:00.999999999Z", "t") == pytest.approx(1714557600.999999)
+    assert parse_time("2024-05-01T12:00:00+02:00", "t") == 1714557600.0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+alert_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(["firing", "resolved", "other"]) | json_values,
+        "labels": st.dictionaries(
+            st.sampled_from(["alertname", "service", "x"]), st.text(max_size=5)
+        )
+        | json_values,
+        "startsAt": st.sampled_from(["2024-05-01T10:00:00Z", "0001-01-01T00:00:00Z", "bad"])
+        | json_values,
+        "endsAt": st.sampled_from(["2024-05-01T10:00:00Z", "9999-12-31T23:59:59Z"]) | json_values,
+        "fingerprint": st.text(max_size=6) | json_values,
+    },
+)
+payload_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "version": st.sampled_from(["4", "3", 4]) | json_values,
+        "alerts": st.lists(alert_like, max_size=4) | json_values,
+    },
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.binary(max_size=300)
+    | payload_like.map(lambda d: json.dumps(d).encode())
+    | json_values.map(lambda d: json.dumps(d).encode())
+)
+async def test_fuzzed_bodies_never_cause_a_500(intake: Any, body: bytes) -> None:
+    src, client = intake
+    resp = await client.post("/v1/alertmanager", data=body, headers=AUTH)
+    assert resp.status in (200, 400, 413), await resp.text()
+    assert src.rejected["error"] == 0, "no unexpected exception inside the handler"
+    src.drain(0.0)
+
+
+async def test_rejections_are_exported_as_metrics_by_reason(intake: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from autoscaler.sources.stats import SourceStats
+
+    src, client = intake
+    await client.post("/v1/alertmanager", data=b"{", headers=AUTH)
+    await client.post("/v1/alertmanager", json=payload(alert()), headers={})
+    await client.post("/v1/alertmanager", json=payload(alert()), headers=AUTH)
+    registry = CollectorRegistry()
+    registry.register(SourceStats([src, object()]))
+    text = generate_latest(registry).decode()
+    assert 'autoscaler_webhook_rejected_total{reason="json",source="am"} 1.0' in text
+    assert 'autoscaler_webhook_rejected_total{reason="auth",source="am"} 1.0' in text
+    assert 'autoscaler_webhook_deliveries_total{source="am"} 1.0' in text
+
+
+async def test_truncated_deliveries_are_counted(intake: Any) -> None:
+    src, client = intake
+    body = {**payload(alert()), "truncatedAlerts": 3}
+    assert (await client.post("/v1/alertmanager", json=body, headers=AUTH)).status == 200
+    assert src.truncated == 3 and len(src.drain(0.0)) == 1
+
+
+async def test_alerts_without_the_target_label_are_accepted_but_reach_no_target(
+    intake: Any,
+) -> None:
+    src, client = intake
+    orphan = {**alert(), "labels": {"alertname": "Watchdog"}}
+    assert (await client.post("/v1/alertmanager", json=payload(orphan), headers=AUTH)).status == 200
+    (event,) = src.drain(0.0)
+    assert event.target == "" and event.name == "Watchdog"
+    assert list(await src.collect(1.0)) == []

@@ -1,0 +1,153 @@
+"""HTTP and TCP health probes against real local servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from autoscaler.config import from_mapping
+from autoscaler.sources.probe import ProbeCheck, ProbeSource, ProbeSpec
+from tests.harness.prometheus import free_port
+
+
+class Dependency:
+    """A local HTTP dependency whose readiness the test flips."""
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.hang = asyncio.Event()
+        self.server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.ready else 503, text="ok" if self.ready else "no")
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await self.hang.wait()
+        return web.Response(text="late")
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        return str(self.server.make_url(path))
+
+
+@pytest.fixture
+async def dep() -> AsyncIterator[Dependency]:
+    d = Dependency()
+    app = web.Application()
+    app.router.add_get("/v1/.well-known/ready", d.handle)
+    app.router.add_get("/slow", d.slow)
+    d.server = TestServer(app)
+    await d.server.start_server()
+    try:
+        yield d
+    finally:
+        d.hang.set()
+        await d.server.close()
+
+
+def values(samples: Any) -> dict[tuple[str, str], float]:
+    return {(s.target, s.signal): s.value for s in samples}
+
+
+async def test_probe_reports_up_latency_and_consecutive_failures(dep: Dependency) -> None:
+    spec = ProbeSpec(checks={"vectordb": ProbeCheck(url=dep.url("/v1/.well-known/ready"))})
+    src = ProbeSource("probes", spec)
+    try:
+        got = values(await src.collect(10.0))
+        assert got[("vectordb", "probe_up")] == 1.0
+        assert got[("vectordb", "probe_failures")] == 0.0
+        assert got[("vectordb", "probe_latency_ms")] > 0
+        assert src.drain(10.0) == [], "healthy from the start: no event"
+
+        dep.ready = False
+        for now, failures in ((11.0, 1.0), (12.0, 2.0)):
+            got = values(await src.collect(now))
+            assert got[("vectordb", "probe_up")] == 0.0
+            assert got[("vectordb", "probe_failures")] == failures
+        (down,) = src.drain(12.0)
+        assert (down.name, down.status, down.target, down.at) == (
+            "probe_down",
+            "firing",
+            "vectordb",
+            11.0,
+        )
+        assert down.labels["error"] == "HTTP 503"
+
+        dep.ready = True
+        got = values(await src.collect(13.0))
+        assert got[("vectordb", "probe_failures")] == 0.0
+        assert [(e.status, e.at) for e in src.drain(13.0)] == [("resolved", 13.0)]
+    finally:
+        await src.aclose()
+
+
+async def test_timeouts_and_closed_ports_count_as_down(dep: Dependency) -> None:
+    closed = free_port()
+    spec = ProbeSpec(
+        timeout=0.2,
+        checks={
+            "slow": ProbeCheck(url=dep.url("/slow")),
+            "refused": ProbeCheck(url=f"http://127.0.0.1:{closed}/ready"),
+            "tcp-down": ProbeCheck(tcp=f"127.0.0.1:{closed}"),
+            "tcp-up": ProbeCheck(tcp=f"127.0.0.1:{dep.url('/').split(':')[-1].rstrip('/')}"),
+        },
+    )
+    src = ProbeSource("probes", spec)
+    try:
+        got = values(await src.collect(1.0))
+    finally:
+        await src.aclose()
+    assert got[("slow", "probe_up")] == 0.0 and ("slow", "probe_latency_ms") not in got
+    assert got[("refused", "probe_up")] == 0.0
+    assert got[("tcp-down", "probe_up")] == 0.0
+    assert got[("tcp-up", "probe_up")] == 1.0
+    events = {e.target: e for e in src.drain(1.0)}
+    assert set(events) == {"slow", "refused", "tcp-down"}, "first probe down fires at once"
+    assert events["slow"].labels["error"] == "timed out after 0.2s"
+    assert src.status()["tcp-up"] == {"up": True, "failures": 0, "error": ""}
+
+
+async def test_unexpected_status_is_down_unless_expected(dep: Dependency) -> None:
+    dep.ready = False
+    url = dep.url("/v1/.well-known/ready")
+    spec = ProbeSpec(
+        checks={
+            "strict": ProbeCheck(url=url),
+            "lenient": ProbeCheck(url=url, expect_status=(200, 503)),
+        }
+    )
+    src = ProbeSource("probes", spec)
+    try:
+        got = values(await src.collect(1.0))
+    finally:
+        await src.aclose()
+    assert got[("strict", "probe_up")] == 0.0
+    assert got[("lenient", "probe_up")] == 1.0
+
+
+def test_probe_checks_are_configured_per_target() -> None:
+    s = from_mapping(
+        {
+            "sources": {
+                "deps": {
+                    "type": "probe",
+                    "timeout": "1s",
+                    "checks": {
+                        "vectordb": {
+                            "url": "http://vectordb:8080/v1/.well-known/ready",
+                            "expect_status": [200],
+                        },
+                        "redis": {"tcp": "redis:6379", "timeout": "500ms"},
+                    },
+                }
+            }
+        }
+    )
+    spec = s.sources["deps"].spec
+    assert spec.timeout == 1.0
+    assert spec.checks["redis"] == ProbeCheck(tcp="redis:6379", timeout=0.5)

@@ -1,0 +1,77 @@
+"""The assembled service: a circuit-breaker rule trips a published breaker end to end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
+
+from autoscaler.config import from_mapping
+from autoscaler.http import make_app
+from autoscaler.journal import MemoryStore
+from autoscaler.service import build_engine, component_routes
+from autoscaler.sources.base import MemorySource
+from policies.markers import Secret
+from remediation.recording import RecordingExecutor
+
+DOC: dict[str, Any] = {
+    "service": {"interval": "10s"},
+    "signals": {"vector_store_up": {"max_age": "30s"}},
+    "targets": {"vector-db": {"executor": "rec", "min_replicas": 1}},
+    "executors": {
+        "rec": {"type": "recording"},
+        "board": {"type": "breakers"},
+        "pager": {"type": "recording"},
+    },
+    "bus": {"breakers": "board", "notify": ["pager"]},
+    "policies": {
+        "vector_store_breaker": {
+            "type": "circuit_breaker",
+            "breaker": "vector_store",
+            "signal": "vector_store_up",
+            "failure_threshold": 3,
+            "targets": ["vector-db"],
+        },
+        "degradation": {"type": "degradation", "targets": ["vector-db"]},
+    },
+}
+
+
+async def test_failing_dependency_opens_the_published_breaker_and_pages() -> None:
+    src = MemorySource()
+    engine = build_engine(from_mapping(DOC), state_store=MemoryStore(), sources=[src])
+    pager = engine.executors["pager"]
+    assert isinstance(pager, RecordingExecutor)
+    for i in range(4):
+        src.set("vector-db", "vector_store_up", 0.0)
+        await engine.tick(100.0 + 10 * i)
+    assert engine.breakers == {"vector_store": "open"}
+    summaries = [a.params()["summary"] for a in pager.calls]
+    assert any("breaker vector_store: closed -> open" in s for s in summaries)
+
+    app = make_app(
+        engine=engine,
+        clock=lambda: engine.now,
+        token=Secret(),
+        healthz_max_age=30,
+        extra_routes=component_routes(engine),
+    )
+    body = await _get_json(app, "/v1/breakers")
+    assert body["breakers"]["vector_store"]["state"] == "open"
+    assert body["degradation_level"] == 3
+    metrics = generate_latest(engine.metrics.registry).decode()
+    assert 'autoscaler_breaker_state{breaker="vector_store"} 2.0' in metrics
+
+
+async def _get_json(app: web.Application, path: str) -> Any:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url(path)) as resp:
+            assert resp.status == 200
+            return await resp.json()
+    finally:
+        await server.close()
