@@ -667,7 +667,12 @@ def render_report(result: BacktestResult, info: Mapping[str, Any]) -> str:
     lat = [
         rp.Line(name, x, result.runs[name].latency_ms, colors[name], width=1) for name in POLICIES
     ]
-    blocks.append(rp.chart(title="Modelled P95 latency", lines=lat, ylabel="ms"))
+    allat = np.concatenate([result.runs[n].latency_ms for n in POLICIES])
+    clip = float(np.percentile(allat, 99)) * 2.0 if len(allat) else None
+    title = "Modelled P95 latency"
+    if clip is not None and float(allat.max()) > clip:
+        title += f" (axis clipped at {clip:,.0f} ms; peak {float(allat.max()):,.0f} ms)"
+    blocks.append(rp.chart(title=title, lines=lat, ylabel="ms", ymax=clip))
     blocks.append("<h2>Policies</h2><pre>" + _html_json(info.get("policy_config", {})) + "</pre>")
     return rp.page("Backtest report", blocks)
 

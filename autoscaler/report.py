@@ -129,11 +129,13 @@ def chart(
     bands: Sequence[Band] = (),
     marks: Sequence[Marks] = (),
     ylabel: str = "",
+    ymax: float | None = None,
     width: int = 960,
     height: int = 260,
     max_points: int = 1600,
 ) -> str:
-    """An SVG chart with a time x axis (epoch seconds, UTC)."""
+    """An SVG chart with a time x axis (epoch seconds, UTC); ``ymax`` clips the y axis
+    (higher values are drawn at the top edge)."""
     left, right, top, bottom = 64, 200, 28, 30
     pw, ph = width - left - right, height - top - bottom
     xs_all = [a for ln in lines for a in (ln.x,)] + [b.x for b in bands] + [m.x for m in marks]
@@ -158,6 +160,8 @@ def chart(
     x0, x1 = float(np.nanmin(xcat)), float(np.nanmax(xcat))
     finite_y = ycat[np.isfinite(ycat)]
     y0, y1 = min(0.0, float(finite_y.min())), float(finite_y.max())
+    if ymax is not None and math.isfinite(ymax) and ymax > y0:
+        y1 = min(y1, ymax)
     if x1 <= x0:
         x1 = x0 + 1.0
     if y1 <= y0:
@@ -168,7 +172,7 @@ def chart(
         return left + (v - x0) / (x1 - x0) * pw
 
     def sy(v: float) -> float:
-        return top + ph - (v - y0) / (y1 - y0) * ph
+        return top + ph - (min(v, y1) - y0) / (y1 - y0) * ph
 
     # grid and axes
     ystep = _nice_step(y1 - y0, 5)
