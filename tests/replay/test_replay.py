@@ -141,3 +141,23 @@ def test_speed_factor_is_validated(capsys: pytest.CaptureFixture[str], tmp_path:
         )
     assert exc.value.code == 2
     assert "expected 'max' or a number" in capsys.readouterr().err
+
+
+def test_replay_replaces_real_executors_with_the_recorder(tmp_path: Path) -> None:
+    # A swarm executor on a socket that does not exist: a replay must never reach it.
+    text = CONFIG.read_text(encoding="utf-8").replace(
+        'type = "recording"\ninitial_replicas = 2',
+        'type = "swarm"\nbase_url = "unix:///nonexistent/docker.sock"',
+    )
+    assert 'type = "swarm"' in text
+    config = tmp_path / "swarm.toml"
+    config.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["replay", "--config", str(config), "--metrics", str(METRICS), "--out", str(out)])
+    assert code == 0
+    actions = _lines(out / "actions.jsonl")
+    # same decisions as with the recording executor (targets start at min_replicas = 2)
+    golden = [r for r in _lines(GOLDEN) if r["kind"] != "hold"]
+    assert [(a["at"], a["params"], a["status"]) for a in actions] == [
+        (g["at"], g["params"], g["status"]) for g in golden
+    ]
