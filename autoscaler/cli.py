@@ -14,11 +14,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autoscaler import __version__
 from autoscaler.config import Settings, load
 from autoscaler.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autoscaler.engine import TickReport
 
 EXIT_USAGE = 2
 
@@ -113,6 +116,7 @@ def _finite(value: Any) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from autoscaler.live import LiveDriver
     from autoscaler.logs import configure
+    from autoscaler.sdnotify import WatchdogPolicy, keepalive, tick_hook
     from autoscaler.service import build_engine, component_routes
 
     try:
@@ -124,10 +128,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         engine = build_engine(settings, dry_run=True if args.dry_run else None)
         driver = LiveDriver(engine=engine, settings=settings, extra_routes=component_routes(engine))
-        await driver.run()
+        # systemd: READY=1 after the first good pass, WATCHDOG=1 while passes succeed,
+        # STATUS= a one-line summary, STOPPING=1 on shutdown. No-op without NOTIFY_SOCKET.
+        stale_after = settings.http.healthz_max_age or 3 * settings.service.interval
+        watchdog = WatchdogPolicy.from_env(os.environ, pid=os.getpid(), stale_after=stale_after)
+        driver.on_tick.append(tick_hook(watchdog, clock=time.monotonic, summary=status_line))
+        driver.on_stop.append(lambda: watchdog.stopping("stopping"))
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(keepalive(watchdog, clock=time.monotonic, stop=driver.stop_event))
+            await driver.run()
 
     asyncio.run(serve())
     return 0
+
+
+def status_line(report: TickReport) -> str:
+    """The one-line ``STATUS=`` summary systemd shows for a pass."""
+    acted = sum(1 for o in report.outcomes if o.status in ("done", "dry-run"))
+    failing = ", ".join(sorted(report.source_errors)) or "none"
+    return (
+        f"last pass {report.duration * 1000:.0f} ms: {len(report.decisions)} decisions, "
+        f"{acted} actions; failing sources: {failing}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

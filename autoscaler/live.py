@@ -36,6 +36,7 @@ class LiveDriver:
     clock: Callable[[], float] = time.time
     extra_routes: Iterable[web.RouteDef] = ()
     on_tick: list[TickHook] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     port: int | None = None
     _running: asyncio.Task[None] | None = None
@@ -113,6 +114,11 @@ class LiveDriver:
             await self.stop_event.wait()
         finally:
             log.info("stopping")
+            for stop_hook in self.on_stop:
+                try:
+                    stop_hook()
+                except Exception:
+                    log.exception("stop hook failed")
             scheduler.shutdown(wait=False)
             self._scheduler = None
             running = self._running
