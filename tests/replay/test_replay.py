@@ -161,3 +161,20 @@ def test_replay_replaces_real_executors_with_the_recorder(tmp_path: Path) -> Non
     assert [(a["at"], a["params"], a["status"]) for a in actions] == [
         (g["at"], g["params"], g["status"]) for g in golden
     ]
+
+
+def test_progress_bar_redraws_once_per_percent_and_ends_the_line() -> None:
+    import io
+
+    from autoscaler.replay import Progress
+
+    stream = io.StringIO()
+    bar = Progress(200, enabled=True, stream=stream)
+    for i in range(1, 201):
+        bar.update(i)
+    text = stream.getvalue()
+    assert text.count("\r") == 101  # 0 % .. 100 %, drawn once each
+    assert text.endswith("\n") and "100% 200/200 ticks" in text
+    quiet = io.StringIO()
+    Progress(10, enabled=False, stream=quiet).update(10)
+    assert quiet.getvalue() == ""
