@@ -31,7 +31,7 @@ def test_backtest_example_config_builds_an_engine_config() -> None:
     user = tomllib.loads((EXAMPLES / "backtest.toml").read_text(encoding="utf-8"))
     spec = CapacitySpec(capacity_per_replica=500.0, interval=60.0)
     settings = engine_settings(spec, {}, history=86400.0, user=user)
-    assert {c.type for c in settings.policies.values()} == {"predictive", "step"}
+    assert {c.type for c in settings.policies.values()} == {"predictive"}
 
 
 def test_bundled_demand_trace_reads_and_covers_two_weeks() -> None:
