@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from autoscaler.config import Settings, from_mapping
 from autoscaler.journal import MemoryStore
-from autoscaler.replay import ForecastTap, Progress, tick_grid
+from autoscaler.replay import ForecastTap, ForecastTrace, Progress, tick_grid
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
 from policies.registry import POLICY_TYPES
@@ -196,7 +196,8 @@ class Run:
     queue: FloatArray
     latency_ms: FloatArray
     moves: list[tuple[float, int, int]]
-    forecasts: list[tuple[float, str, str, float, float, float]] = field(default_factory=list)
+    forecast: ForecastTrace | None = None
+    """The demand forecast at the start-up delay (engine-driven policies)."""
     wall_seconds: float = 0.0
 
 
@@ -270,7 +271,7 @@ def _simulate(
             0.0, backlog + (d - cluster.ready * spec.capacity_per_replica) * spec.interval
         )
     return Run(
-        name, desired, ready, queue, latency, cluster.moves, [], time.perf_counter() - started
+        name, desired, ready, queue, latency, cluster.moves, None, time.perf_counter() - started
     )
 
 
@@ -331,7 +332,7 @@ async def run_engine(
         queue,
         latency,
         cluster.moves,
-        [r for r in tap.rows if r[2] == "demand"],
+        tap.traces().get((TARGET, "demand")),
         time.perf_counter() - started,
     )
 
@@ -640,27 +641,17 @@ def render_report(result: BacktestResult, info: Mapping[str, Any]) -> str:
                 ylabel="replicas",
             )
         )
-    fc = result.runs["predictive"].forecasts
-    if fc:
-        fx = np.array([f[0] for f in fc]) + s.startup_delay
+    fc = result.runs["predictive"].forecast
+    if fc is not None and len(fc.issued):
+        fx = fc.issued + s.startup_delay
         blocks.append(
             rp.chart(
                 title=f"Predictive: demand forecast {s.startup_delay:g} s ahead, with interval",
                 lines=[
                     rp.Line("demand", x, demand, "#000", width=1.2),
-                    rp.Line(
-                        "forecast mean", fx, np.array([f[3] for f in fc]), rp.PALETTE[4], dash="4 3"
-                    ),
+                    rp.Line("forecast mean", fx, fc.mean, rp.PALETTE[4], dash="4 3"),
                 ],
-                bands=[
-                    rp.Band(
-                        "interval",
-                        fx,
-                        np.array([f[4] for f in fc]),
-                        np.array([f[5] for f in fc]),
-                        rp.PALETTE[4],
-                    )
-                ],
+                bands=[rp.Band("interval", fx, fc.lower, fc.upper, rp.PALETTE[4])],
                 ylabel="req/s",
             )
         )

@@ -141,4 +141,6 @@ def test_backtest_command_writes_scores_timeline_and_report(tmp_path: Path) -> N
     rows = (out / "timeline.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "timestamp,policy,demand,desired_replicas,ready_replicas"
     assert len(rows) == 1 + 3 * 81
-    assert "<svg" in (out / "report.html").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count("<svg") >= 5 and "<script" not in page
+    assert "demand forecast 60 s ahead, with interval" in page
