@@ -456,7 +456,7 @@ async def backtest(
     spec: CapacitySpec,
     *,
     user: Mapping[str, Any] | None = None,
-    history: float = 86400.0,
+    history: float = 2 * 86400.0,
     progress: Progress | None = None,
 ) -> BacktestResult:
     """Run the three policies over the demand series and score them."""

@@ -66,9 +66,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="requests per second one ready replica serves",
     )
     p.add_argument("--startup-delay", type=_duration, default=60.0, metavar="D", help="default 60s")
-    p.add_argument("--target-utilization", type=float, default=0.7, metavar="U")
-    p.add_argument("--min", dest="min_replicas", type=int, default=1, metavar="N")
-    p.add_argument("--max", dest="max_replicas", type=int, default=200, metavar="N")
+    p.add_argument(
+        "--target-utilization",
+        type=float,
+        default=0.7,
+        metavar="U",
+        help="utilisation every policy aims at, the oracle too (default 0.7)",
+    )
+    p.add_argument("--min", dest="min_replicas", type=int, default=1, metavar="N", help="default 1")
+    p.add_argument(
+        "--max", dest="max_replicas", type=int, default=200, metavar="N", help="default 200"
+    )
     p.add_argument("--interval", type=_duration, default=15.0, metavar="D", help="default 15s")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
@@ -83,12 +91,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--history",
         type=_duration,
-        default=86400.0,
+        default=2 * 86400.0,
         metavar="D",
-        help="history kept for forecasting demand (default 1d)",
+        help="history kept for forecasting demand (default 2d: seasonal models need two days)",
     )
-    p.add_argument("--from", dest="start", type=_time, default=None, metavar="TIME")
-    p.add_argument("--to", dest="end", type=_time, default=None, metavar="TIME")
+    p.add_argument(
+        "--from", dest="start", type=_time, default=None, metavar="TIME", help="cut the trace"
+    )
+    p.add_argument(
+        "--to", dest="end", type=_time, default=None, metavar="TIME", help="cut the trace"
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
