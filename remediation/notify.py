@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import aiohttp
 
@@ -179,11 +179,38 @@ def _retry_after(raw: str | None) -> float | None:
     return max(0.0, value)
 
 
-class _Notifier:
-    """Shared parts: no target state, a poster, a close."""
+class _RetrySpec(Protocol):
+    """What every notifier spec has: its HTTP timeout and retry settings."""
 
-    name: str
-    _poster: _Poster
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+
+
+_S = TypeVar("_S", bound=_RetrySpec)
+
+
+class _Notifier(Generic[_S]):
+    """Shared parts: construction from a spec, no target state, a poster, a close."""
+
+    default_name: ClassVar[str]
+    spec_type: Callable[[], _S]
+
+    def __init__(
+        self, name: str | None = None, spec: _S | None = None, *, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        self.name = name or self.default_name
+        self.spec: _S = spec if spec is not None else self.spec_type()
+        s = self.spec
+        self._poster = _Poster(
+            self.name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
+            max_delay=s.max_delay, sleep=sleep,
+        )  # fmt: skip
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         return {}
@@ -192,19 +219,11 @@ class _Notifier:
         await self._poster.aclose()
 
 
-class SlackNotifier(_Notifier):
+class SlackNotifier(_Notifier[SlackSpec]):
     """Posts Notify actions to a Slack incoming webhook."""
 
-    def __init__(
-        self, name: str = "slack", spec: SlackSpec | None = None, *, sleep: Sleep = asyncio.sleep
-    ) -> None:
-        self.name = name
-        self.spec = spec or SlackSpec()
-        s = self.spec
-        self._poster = _Poster(
-            name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
-            max_delay=s.max_delay, sleep=sleep,
-        )  # fmt: skip
+    default_name = "slack"
+    spec_type = SlackSpec
 
     async def execute(self, action: Action) -> str:
         if not isinstance(action, Notify):
@@ -229,23 +248,11 @@ def slack_message(action: Notify) -> dict[str, Any]:
     }
 
 
-class PagerDutyNotifier(_Notifier):
+class PagerDutyNotifier(_Notifier[PagerDutySpec]):
     """Triggers and resolves PagerDuty incidents through the Events API v2."""
 
-    def __init__(
-        self,
-        name: str = "pagerduty",
-        spec: PagerDutySpec | None = None,
-        *,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.name = name
-        self.spec = spec or PagerDutySpec()
-        s = self.spec
-        self._poster = _Poster(
-            name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
-            max_delay=s.max_delay, sleep=sleep,
-        )  # fmt: skip
+    default_name = "pagerduty"
+    spec_type = PagerDutySpec
 
     async def execute(self, action: Action) -> str:
         if not isinstance(action, Notify):
@@ -278,23 +285,11 @@ def pagerduty_event(action: Notify, *, routing_key: Secret, source: str) -> dict
     return event
 
 
-class WebhookNotifier(_Notifier):
+class WebhookNotifier(_Notifier[WebhookSpec]):
     """POSTs every action it receives as one JSON object to a URL."""
 
-    def __init__(
-        self,
-        name: str = "webhook",
-        spec: WebhookSpec | None = None,
-        *,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.name = name
-        self.spec = spec or WebhookSpec()
-        s = self.spec
-        self._poster = _Poster(
-            name, timeout=s.timeout, retries=s.retries, backoff=s.backoff,
-            max_delay=s.max_delay, sleep=sleep,
-        )  # fmt: skip
+    default_name = "webhook"
+    spec_type = WebhookSpec
 
     async def execute(self, action: Action) -> str:
         if not self.spec.url:
