@@ -153,6 +153,18 @@ class ForecastSettings:
     """Model for every forecast signal: auto, persistence, seasonal-naive, holt-winters, ..."""
     horizon: Seconds = 300.0
     """How far ahead forecasts reach (at least the longest startup_delay)."""
+    coverage: float = 0.9
+    """Nominal coverage of the prediction interval (0.9: the 5th to 95th percentile)."""
+    season: Seconds = 86400.0
+    """Seasonal cycle (daily); seasonal models use it once two cycles have been seen."""
+    nonnegative: bool = True
+    """Negative samples are treated as missing and forecasts are clipped at zero."""
+    min_history: int = 8
+    """Valid samples a target needs before it gets a forecast."""
+    max_gap: Seconds = 300.0
+    """No forecast for a target whose last valid sample is older than this (0: no limit)."""
+    reselect_every: int = 40
+    """Ticks between two choices of model per target by `auto` (not on every tick)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,189 @@
+"""The engine's forecasting adapter: one online model per forecast-enabled signal.
+
+The engine calls ``forecast`` every tick for every forecast-enabled signal with the
+history of all its targets on the tick grid. The provider keeps the fitted model of each
+signal between calls: when the targets are the same and exactly one new column arrived
+(``now`` advanced by one ``step``), it feeds that column to the model (an O(n) update);
+otherwise (first call, a missed tick, targets added or removed, a new step or horizon) it
+refits from the history it was given. Called twice for the same ``now``, it returns the
+same forecasts without updating.
+
+A target gets a ``Forecast`` only when it has enough data (``min_history`` valid samples,
+the last one not older than ``max_gap``); the others are simply absent from the result.
+Nothing raises into the engine: an unusable call (mismatched shapes, a non-positive step)
+is logged and answered with no forecasts, and the signal's state is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from autoscaler.config import ForecastSettings
+from forecasting.auto import Auto
+from forecasting.base import OnlineForecaster
+from forecasting.errors import ForecastError
+from forecasting.registry import make_model
+from forecasting.types import Forecast
+
+log = logging.getLogger(__name__)
+
+
+class ForecastProvider(Protocol):
+    """What the engine asks for forecasts."""
+
+    def forecast(
+        self,
+        signal: str,
+        targets: Sequence[str],
+        history: NDArray[np.float64],
+        *,
+        step: float,
+        horizon_steps: int,
+        now: float,
+    ) -> dict[str, Forecast]:
+        """Forecasts of ``signal`` for the ``targets`` that have enough data.
+
+        ``history`` is ``[len(targets), T]`` on the tick grid, its last column at ``now``,
+        NaN where missing. Forecast times are ``now + step * (1..horizon_steps)``.
+        """
+        ...
+
+
+@dataclass(slots=True)
+class _SignalState:
+    targets: tuple[str, ...]
+    step: float
+    horizon_steps: int
+    now: float
+    model: OnlineForecaster
+    result: dict[str, Forecast]
+
+
+class OnlineProvider:
+    """``ForecastProvider`` over the models of ``forecasting``, one online state per signal."""
+
+    def __init__(self, settings: ForecastSettings) -> None:
+        make_model(settings.model)  # an unknown model name fails here, at start-up
+        self.settings = settings
+        self._states: dict[str, _SignalState] = {}
+        self.refits = 0
+        """Refits from history so far (updates are the other calls): for tests and metrics."""
+
+    def forecast(
+        self,
+        signal: str,
+        targets: Sequence[str],
+        history: NDArray[np.float64],
+        *,
+        step: float,
+        horizon_steps: int,
+        now: float,
+    ) -> dict[str, Forecast]:
+        try:
+            return self._forecast(
+                signal, tuple(targets), history, step=step, horizon_steps=horizon_steps, now=now
+            )
+        except (ForecastError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            log.warning("forecast of signal %r failed: %s", signal, exc)
+            self._states.pop(signal, None)
+            return {}
+
+    def _forecast(
+        self,
+        signal: str,
+        targets: tuple[str, ...],
+        history: NDArray[np.float64],
+        *,
+        step: float,
+        horizon_steps: int,
+        now: float,
+    ) -> dict[str, Forecast]:
+        hist = np.asarray(history, dtype=np.float64)
+        if hist.ndim == 1 and len(targets) == 1:
+            hist = hist[None, :]
+        if hist.ndim != 2 or hist.shape[0] != len(targets):
+            raise ForecastError(
+                f"history has shape {hist.shape}, expected ({len(targets)}, T) for {len(targets)}"
+                " targets"
+            )
+        if not (math.isfinite(step) and step > 0):
+            raise ForecastError(f"step must be a positive number of seconds, got {step!r}")
+        if horizon_steps < 1 or not math.isfinite(now):
+            raise ForecastError(
+                f"need horizon_steps >= 1 and a finite now ({horizon_steps}, {now})"
+            )
+        if not targets or hist.shape[1] == 0:
+            self._states.pop(signal, None)
+            return {}
+        state = self._states.get(signal)
+        same = (
+            state is not None
+            and state.targets == targets
+            and state.step == step
+            and state.horizon_steps == horizon_steps
+        )
+        if same and state is not None and abs(now - state.now) <= 1e-6 * step:
+            return state.result
+        if same and state is not None and abs(now - (state.now + step)) <= 1e-6 * step:
+            model = state.model.update(hist[:, -1])
+        else:
+            model = self._model(horizon_steps).fit(hist, step=step, end=now)
+            self.refits += 1
+        result = self._result(model, targets, now=now, step=step, horizon_steps=horizon_steps)
+        self._states[signal] = _SignalState(targets, step, horizon_steps, now, model, result)
+        return result
+
+    def _model(self, horizon_steps: int) -> OnlineForecaster:
+        s = self.settings
+        params: dict[str, Any] = {
+            "horizon": horizon_steps,
+            "coverage": s.coverage,
+            "nonnegative": s.nonnegative,
+            "min_history": max(1, s.min_history),
+            "max_gap": s.max_gap if s.max_gap > 0 else None,
+        }
+        if s.model in ("auto", "holt-winters"):
+            params["reselect_every"] = max(1, s.reselect_every)
+        if s.model in ("auto", "holt-winters", "seasonal-naive", "robust-trend"):
+            params["season"] = s.season if s.season > 0 else None
+        if s.model in ("seasonal-naive", "robust-trend", "auto") and params["season"] is None:
+            params["season"] = 86400.0  # these need some cycle; a daily one is harmless
+        return make_model(s.model, **params)
+
+    @staticmethod
+    def _result(
+        model: OnlineForecaster,
+        targets: tuple[str, ...],
+        *,
+        now: float,
+        step: float,
+        horizon_steps: int,
+    ) -> dict[str, Forecast]:
+        mean, lower, upper = model.predict(horizon_steps)
+        times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
+        ok = np.all(np.isfinite(mean) & np.isfinite(lower) & np.isfinite(upper), axis=1)
+        names = model.chosen() if isinstance(model, Auto) else None
+        out: dict[str, Forecast] = {}
+        for i in np.flatnonzero(ok):
+            label = model.name if names is None else f"{model.name}:{names[i]}"
+            out[targets[i]] = Forecast(
+                issued_at=now,
+                times=times.copy(),
+                mean=mean[i].copy(),
+                lower=lower[i].copy(),
+                upper=upper[i].copy(),
+                model=label,
+            )
+        return out
+
+
+def make_provider(settings: ForecastSettings) -> ForecastProvider:
+    """The provider the engine uses for ``settings`` (``[forecasting]``)."""
+    return OnlineProvider(settings)

@@ -1,0 +1,234 @@
+"""The online forecaster: one fitting loop and one update path shared by every model.
+
+A model is scikit-learn shaped: hyper-parameters in ``__init__``, fitted state in attributes
+ending in ``_``. It forecasts a batch of series at once (``[n_series, T]`` on a regular
+grid, oldest first, NaN for gaps). ``fit`` is literally ``update`` applied to every column
+from an empty state, so an online update is exactly what a refit on one more column gives.
+
+Every update: clean the sample (non-finite or beyond ±1e100 → missing; negative → missing
+for non-negative metrics; an isolated extreme jump is clipped against the last one-step
+forecast), score
+the paths issued earlier (interval quantiles), let the model update its state, and issue
+the new mean path for steps ``1..horizon``.
+
+Documented "not enough data": a series gets NaN (mean, lower and upper) while it has fewer
+than ``min_history`` valid samples, or when its last valid sample is older than
+``max_gap`` seconds. Nothing here raises on degenerate values; ``ForecastError`` is only
+raised for unusable arguments (a 3-D array, a non-positive step, a wrong column length).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from forecasting.errors import ForecastError
+from forecasting.grid import as_batch, clean
+from forecasting.scoring import ResidualTracker
+
+FloatArray = NDArray[np.float64]
+
+_SCALE_RATE = 0.1  # EWMA rate of the one-step absolute error used for clipping
+
+
+class OnlineForecaster(ABC):
+    """Base class of every model.
+
+    Parameters shared by all models:
+
+    - ``horizon``: steps forecast ahead (the provider asks for ``horizon`` seconds / step).
+    - ``coverage``: nominal coverage of the prediction interval (0.9 → 5 %..95 %).
+    - ``interval_window``: recent errors per horizon step the interval quantiles use.
+    - ``refresh_every``: quantiles of every series are recomputed once per this many
+      updates (round robin, so each update does 1/refresh_every of the work).
+    - ``clip``: an innovation beyond ``clip`` x 1.25 x (mean absolute one-step error) is
+      clipped, unless the previous sample jumped the same way (a level shift, not a spike);
+      ``None`` disables clipping.
+    - ``nonnegative``: negative samples are missing and forecasts are clipped at zero.
+    - ``min_history``: valid samples a series needs before it is forecast.
+    - ``max_gap``: seconds without a valid sample after which a series is not forecast
+      (``None``: forever).
+    - ``intervals``: keep interval bookkeeping (off for the members of ``auto``).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        horizon: int = 20,
+        coverage: float = 0.9,
+        interval_window: int = 120,
+        refresh_every: int = 24,
+        clip: float | None = 5.0,
+        nonnegative: bool = False,
+        min_history: int = 3,
+        max_gap: float | None = None,
+        intervals: bool = True,
+    ) -> None:
+        if horizon < 1:
+            raise ForecastError(f"horizon must be at least one step, got {horizon}")
+        if not 0.0 < coverage < 1.0:
+            raise ForecastError(f"coverage must lie in (0, 1), got {coverage}")
+        self.horizon = horizon
+        self.coverage = coverage
+        self.interval_window = interval_window
+        self.refresh_every = refresh_every
+        self.clip = clip
+        self.nonnegative = nonnegative
+        self.min_history = min_history
+        self.max_gap = max_gap
+        self.intervals = intervals
+
+    # --- public API -----------------------------------------------------------------
+
+    def fit(self, y: ArrayLike, *, step: float = 1.0, end: float | None = None) -> Self:
+        """Fit on a batch ``y`` [n_series, T] whose last column is at time ``end``.
+
+        ``end`` defaults to ``(T - 1) * step``; it matters only for time-of-day features and
+        the phase of a seasonal component.
+        """
+        if not (np.isfinite(step) and step > 0):
+            raise ForecastError(f"step must be a positive number of seconds, got {step!r}")
+        batch = as_batch(y)
+        n, t = batch.shape
+        self.step_ = float(step)
+        last = (t - 1) * self.step_ if end is None else float(end)
+        self.time_ = last - t * self.step_  # time of the (virtual) column before the first
+        self.n_series_ = n
+        self.updates_ = 0
+        self.seen_ = np.zeros(n)
+        self.since_valid_ = np.full(n, np.inf)
+        self.scale_ = np.full(n, np.nan)
+        self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
+        self.mean_ = np.full((n, self.horizon), np.nan)
+        self.tracker_: ResidualTracker | None = None
+        if self.intervals:
+            self.tracker_ = ResidualTracker(
+                n,
+                horizon=self.horizon,
+                window=self.interval_window,
+                coverage=self.coverage,
+                refresh_every=self.refresh_every,
+            )
+        self._start(n)
+        for j in range(t):
+            self._advance(batch[:, j])
+        if self.tracker_ is not None:
+            self.tracker_.refresh()
+        return self
+
+    def update(self, column: ArrayLike) -> Self:
+        """Add one new sample per series (the next grid column, NaN where missing)."""
+        if not hasattr(self, "mean_"):
+            raise ForecastError("update() before fit(): fit on the history first")
+        y = np.array(column, dtype=np.float64, copy=True).ravel()
+        if y.shape != (self.n_series_,):
+            raise ForecastError(f"expected {self.n_series_} values, got {y.size}")
+        self._advance(y)
+        return self
+
+    def predict(self, steps: int | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Mean, lower and upper bounds [n_series, steps] for the next ``steps`` grid times.
+
+        A series without enough data has NaN in all three.
+        """
+        steps = self.horizon if steps is None else steps
+        if not 1 <= steps <= self.horizon:
+            raise ForecastError(f"steps must lie in 1..{self.horizon}, got {steps}")
+        mean = self.mean_[:, :steps].copy()
+        if self.tracker_ is None:
+            return mean, mean.copy(), mean.copy()
+        lower, upper = self.tracker_.bounds(mean, scale=self.scale_)
+        if self.nonnegative:
+            lower = np.maximum(lower, 0.0)
+            upper = np.maximum(upper, 0.0)
+        return mean, lower, upper
+
+    def times(self, steps: int | None = None) -> FloatArray:
+        """Grid times of the forecast steps."""
+        steps = self.horizon if steps is None else steps
+        times: FloatArray = self.time_ + self.step_ * np.arange(1, steps + 1, dtype=np.float64)
+        return times
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters (scikit-learn style), for cloning a configured model."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    # --- the update path ------------------------------------------------------------
+
+    def _advance(self, raw: FloatArray) -> None:
+        self.time_ += self.step_
+        y = clean(raw)
+        if self.nonnegative:
+            y[y < 0] = np.nan
+        valid = np.isfinite(y)
+        if self.tracker_ is not None:
+            self.tracker_.observe(y)
+        y = self._clip(y, valid)
+        self.seen_ += valid
+        self.since_valid_ = np.where(valid, 0.0, self.since_valid_ + 1.0)
+        self._observe(y)
+        self.updates_ += 1
+        mean = self._path()
+        short = self.seen_ < self.min_history
+        if self.max_gap is not None:
+            short |= self.since_valid_ * self.step_ > self.max_gap
+        mean[short] = np.nan
+        if self.nonnegative:
+            mean = np.maximum(mean, 0.0)
+        if self.tracker_ is not None:
+            self.tracker_.push(mean)
+        self.mean_ = mean
+
+    def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
+        pred = self.mean_[:, 0]
+        err = y - pred
+        has = valid & np.isfinite(pred)
+        if not has.any():
+            return y
+        sign = np.sign(err)
+        with np.errstate(invalid="ignore"):
+            bound = (np.inf if self.clip is None else self.clip) * 1.25 * self.scale_
+            spike = has & (bound > 0) & (np.abs(err) > bound) & (self.jump_ != sign)
+        shift = sign * np.where(spike, bound, 0.0)
+        clipped = np.where(spike, pred + shift, y)
+        # remember the direction of an extreme sample, clipped or not: a run of them in one
+        # direction is a level shift and passes after its first sample
+        extreme = has & (bound > 0) & (np.abs(err) > bound)
+        self.jump_ = np.where(has, np.where(extreme, sign, 0.0), self.jump_)
+        used = np.abs(np.where(spike, shift, err))
+        self.scale_ = np.where(
+            has,
+            np.where(
+                np.isfinite(self.scale_),
+                (1 - _SCALE_RATE) * self.scale_ + _SCALE_RATE * used,
+                used,
+            ),
+            self.scale_,
+        )
+        return clipped
+
+    # --- what a model implements ----------------------------------------------------
+
+    @abstractmethod
+    def _start(self, n: int) -> None:
+        """Allocate the empty state of ``n`` series (``step_`` and ``time_`` are set)."""
+
+    @abstractmethod
+    def _observe(self, y: FloatArray) -> None:
+        """Update the state with the cleaned sample ``y`` [n] at ``time_`` (NaN: missing)."""
+
+    @abstractmethod
+    def _path(self) -> FloatArray:
+        """The mean forecast [n, horizon] for ``time_ + step_ * (1..horizon)``."""
+
+
+def steps_for(seconds: float | None, step: float) -> int:
+    """Whole grid steps in ``seconds`` (at least one); 0 when ``seconds`` is None."""
+    if seconds is None:
+        return 0
+    return max(1, round(seconds / step))

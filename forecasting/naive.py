@@ -1,0 +1,66 @@
+"""Baselines and fallbacks: persistence and seasonal naive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from forecasting.base import FloatArray, OnlineForecaster, steps_for
+
+
+class Persistence(OnlineForecaster):
+    """Every future value equals the last valid sample (carried across gaps)."""
+
+    name = "persistence"
+
+    def _start(self, n: int) -> None:
+        self.last_ = np.full(n, np.nan)
+
+    def _observe(self, y: FloatArray) -> None:
+        self.last_ = np.where(np.isfinite(y), y, self.last_)
+
+    def _path(self) -> FloatArray:
+        return np.repeat(self.last_[:, None], self.horizon, axis=1)
+
+
+class SeasonalNaive(OnlineForecaster):
+    """The value one season earlier (``season`` seconds, daily by default).
+
+    Falls back to persistence for a step whose value one season ago is missing, and so
+    for the whole path while less than one season of history has been seen. Seasons longer
+    than ``max_season_steps`` grid steps are not kept (memory): the model is then
+    persistence, and says so in ``seasonal_``.
+    """
+
+    name = "seasonal-naive"
+
+    def __init__(
+        self, *, season: float = 86400.0, max_season_steps: int = 8064, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.season = season
+        self.max_season_steps = max_season_steps
+
+    def _start(self, n: int) -> None:
+        m = steps_for(self.season, self.step_)
+        self.seasonal_ = 1 < m <= self.max_season_steps
+        self.period_ = m if self.seasonal_ else 1
+        self.buffer_ = np.full((n, self.period_), np.nan)
+        self.pos_ = 0
+        self.last_ = np.full(n, np.nan)
+        # ring position of "now + h - k·m", the same season phase as the step ahead
+        self._ahead = np.arange(1, self.horizon + 1)
+
+    def _observe(self, y: FloatArray) -> None:
+        self.buffer_[:, self.pos_] = y
+        self.pos_ = (self.pos_ + 1) % self.period_
+        self.last_ = np.where(np.isfinite(y), y, self.last_)
+
+    def _path(self) -> FloatArray:
+        last = np.repeat(self.last_[:, None], self.horizon, axis=1)
+        if not self.seasonal_:
+            return last
+        idx = (self.pos_ - 1 + self._ahead) % self.period_
+        past = self.buffer_[:, idx]
+        return np.where(np.isfinite(past), past, last)

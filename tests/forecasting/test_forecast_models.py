@@ -1,0 +1,236 @@
+"""Each model recovers a known signal; the chooser picks the family built to win."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from forecast_data import nab_slice
+from sklearn.linear_model import HuberRegressor, Ridge
+
+from forecasting import (
+    Auto,
+    HoltWinters,
+    Persistence,
+    RobustTrend,
+    SeasonalNaive,
+    backtest,
+    make_model,
+)
+from forecasting.errors import ForecastError
+from forecasting.evaluation import coverage, mae
+from forecasting.registry import MODEL_TYPES
+
+STEP = 300.0
+DAY = 86400.0
+
+
+def daily(days: int, *, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(days * DAY / STEP)) * STEP
+    rng = np.random.default_rng(seed)
+    return 50 + 20 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, noise, t.size)
+
+
+def test_persistence_repeats_the_last_valid_value() -> None:
+    y = np.array([[1.0, 2.0, 3.0, np.nan, np.nan]])
+    mean, lower, upper = Persistence(horizon=3).fit(y).predict()
+    assert mean.tolist() == [[3.0, 3.0, 3.0]]
+    assert np.all(lower <= mean) and np.all(mean <= upper)
+
+
+def test_seasonal_naive_repeats_the_value_one_season_earlier() -> None:
+    y = daily(3)[None, :]
+    model = SeasonalNaive(horizon=12).fit(y[:, :-12], step=STEP)
+    mean, _, _ = model.predict()
+    np.testing.assert_allclose(mean[0], y[0, -12:], atol=1e-9)
+
+
+def test_seasonal_naive_falls_back_to_persistence_on_short_history() -> None:
+    y = np.array([[4.0, 5.0, 6.0]])
+    mean, _, _ = SeasonalNaive(horizon=2).fit(y, step=STEP).predict()
+    assert mean.tolist() == [[6.0, 6.0]]
+
+
+def test_holt_winters_recovers_a_linear_trend() -> None:
+    rng = np.random.default_rng(3)
+    y = 10 + 0.5 * np.arange(600) + rng.normal(0, 0.2, 600)
+    model = HoltWinters(horizon=12).fit(y[None, :-12], step=STEP)
+    mean, _, _ = model.predict()
+    truth = 10 + 0.5 * np.arange(588, 600)
+    assert np.max(np.abs(mean[0] - truth)) < 2.0
+    assert model.beta_[model.choice_[0]] > 0  # a trend candidate was chosen
+
+
+def test_holt_winters_recovers_a_daily_season() -> None:
+    y = daily(5, noise=0.5)
+    h = 36  # three hours ahead
+    model = HoltWinters(horizon=h).fit(y[None, :-h], step=STEP)
+    assert model.season_on_
+    mean, lower, upper = model.predict()
+    assert mae(y[None, -h:], mean) < 1.5  # the swing is ±20
+    assert model.gamma_[model.choice_[0]] > 0
+    assert coverage(y[None, -h:], lower, upper) > 0.7
+
+
+def test_holt_winters_stays_non_seasonal_before_two_seasons() -> None:
+    model = HoltWinters(horizon=4).fit(daily(1.5)[None, :], step=STEP)
+    assert not model.season_on_
+    assert model.gamma_[model.choice_[0]] == 0
+
+
+def test_holt_winters_bins_a_season_on_a_fine_grid() -> None:
+    step = 15.0
+    t = np.arange(int(2.2 * DAY / step)) * step
+    y = 50 + 20 * np.sin(2 * np.pi * t / DAY)
+    model = HoltWinters(horizon=20, max_season_bins=288).fit(y[None, :], step=step)
+    assert model.season_.shape[-1] == 288  # 5-minute bins, not 5760 values per series
+    assert model.season_on_
+
+
+def test_robust_trend_recovers_a_ramp_despite_outliers() -> None:
+    rng = np.random.default_rng(5)
+    y = 3 + 0.2 * np.arange(100) + rng.normal(0, 0.3, 100)
+    y[[70, 80, 90]] += 500  # spikes
+    model = RobustTrend(horizon=10, window=24 * STEP, refit_interval=0, clip=None)
+    mean, _, _ = model.fit(y[None, :], step=STEP).predict()
+    truth = 3 + 0.2 * np.arange(100, 110)
+    assert np.max(np.abs(mean[0] - truth)) < 1.5
+
+
+def test_robust_trend_without_outliers_matches_scikit_learn_ridge() -> None:
+    rng = np.random.default_rng(6)
+    y = 7 - 0.3 * np.arange(40) + rng.normal(0, 1.0, 40)
+    model = RobustTrend(horizon=1, window=40 * STEP, refit_interval=0, huber_k=1e12, ridge=0.01)
+    model.fit(y[None, :], step=STEP)
+    x = (np.arange(40) - 39) * STEP / model.span_
+    ref = Ridge(alpha=0.01 * 40).fit(x[:, None], y)
+    np.testing.assert_allclose(model.coef_[0], [ref.intercept_, ref.coef_[0]], rtol=1e-6)
+
+
+def test_robust_trend_slope_agrees_with_scikit_learn_huber() -> None:
+    rng = np.random.default_rng(7)
+    y = 2 + 0.5 * np.arange(60) + rng.normal(0, 1.0, 60)
+    y[[10, 30, 50]] -= 80
+    model = RobustTrend(horizon=1, window=60 * STEP, refit_interval=0, ridge=0.0, iterations=20)
+    model.fit(y[None, :], step=STEP)
+    x = (np.arange(60) - 59) * STEP / model.span_
+    ref = HuberRegressor(epsilon=1.35, alpha=0.0).fit(x[:, None], y)
+    assert model.coef_[0, 1] == pytest.approx(ref.coef_[0], rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("data", "family"),
+    [
+        ("square_wave", "seasonal-naive"),
+        ("noise", "holt-winters"),
+        ("random_walk", "persistence"),
+        ("steep_ramp", "robust-trend"),
+    ],
+)
+def test_auto_picks_the_family_the_data_favours(data: str, family: str) -> None:
+    rng = np.random.default_rng(1)
+    n = 288 * 4
+    t = np.arange(n) * STEP
+    y = {
+        "square_wave": np.where(t % DAY < DAY / 2, 10.0, 30.0),
+        "noise": 20 + rng.normal(0, 2, n),
+        "random_walk": 50 + np.cumsum(rng.normal(0, 1, n)),
+        "steep_ramp": 5 + 0.2 * np.arange(n) + rng.normal(0, 1, n),
+    }[data]
+    model = Auto(horizon=12).fit(y[None, :], step=STEP)
+    assert model.chosen() == [family]
+
+
+def test_auto_chooses_per_series() -> None:
+    rng = np.random.default_rng(2)
+    n = 288 * 4
+    t = np.arange(n) * STEP
+    y = np.stack([np.where(t % DAY < DAY / 2, 10.0, 30.0), 50 + np.cumsum(rng.normal(0, 1, n))])
+    assert Auto(horizon=12).fit(y, step=STEP).chosen() == ["seasonal-naive", "persistence"]
+
+
+def test_auto_reselects_only_every_n_updates() -> None:
+    rng = np.random.default_rng(4)
+    model = Auto(horizon=4, reselect_every=50).fit(20 + rng.normal(0, 2, (1, 200)), step=STEP)
+    calls = 0
+    original = model._select
+
+    def counting() -> None:
+        nonlocal calls
+        calls += 1
+        original()
+
+    model._select = counting  # type: ignore[method-assign]
+    for v in rng.normal(0, 2, 100):
+        model.update([20 + v])
+    assert calls == 2
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_TYPES))
+def test_online_update_equals_refit(name: str) -> None:
+    y = daily(2.5, noise=1.0, seed=9)[None, :].repeat(3, axis=0)
+    y[1] *= 2.0
+    y[2, 100:140] = np.nan
+    t = y.shape[1]
+    online = make_model(name, horizon=6).fit(y[:, : t - 5], step=STEP, end=(t - 6) * STEP)
+    for j in range(t - 5, t):
+        online.update(y[:, j])
+    refit = make_model(name, horizon=6).fit(y, step=STEP, end=(t - 1) * STEP)
+    a, b = online.predict(), refit.predict()
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-9)
+    # interval quantiles are refreshed for a share of the series per update: close, not equal
+    np.testing.assert_allclose(a[1], b[1], rtol=0.05, atol=0.5)
+    np.testing.assert_allclose(a[2], b[2], rtol=0.05, atol=0.5)
+    np.testing.assert_allclose(online.times(), refit.times())
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_TYPES))
+def test_forecasts_never_look_ahead(name: str) -> None:
+    y = daily(2.5, noise=1.0, seed=8)[None, :]
+    k = 3
+    before = backtest(make_model(name, horizon=k), y, step=STEP, ahead=(k,))[k]
+    cut = 300
+    perturbed = y.copy()
+    perturbed[0, cut - k + 1 :] = np.random.default_rng(0).normal(
+        1e4, 1e3, y.shape[1] - cut + k - 1
+    )
+    after = backtest(make_model(name, horizon=k), perturbed, step=STEP, ahead=(k,))[k]
+    for x, z in zip(before, after, strict=True):  # forecasts of t <= cut used data <= cut - k
+        np.testing.assert_array_equal(x[:, : cut + 1], z[:, : cut + 1])
+    assert not np.array_equal(before[0][:, cut + 1 :], after[0][:, cut + 1 :])
+
+
+def test_auto_beats_persistence_on_real_nyc_taxi_demand() -> None:
+    _, y = nab_slice("realKnownCause/nyc_taxi.csv", start=0, length=48 * 21)
+    step = 1800.0
+    test = np.zeros((1, y.size), dtype=bool)
+    test[:, 48 * 10 :] = True
+    ours = backtest(Auto(horizon=2), y[None, :], step=step, ahead=(2,))[2]
+    base = backtest(Persistence(horizon=2, clip=None), y[None, :], step=step, ahead=(2,))[2]
+    snaive = backtest(SeasonalNaive(horizon=2, clip=None), y[None, :], step=step, ahead=(2,))[2]
+    assert mae(y[None, :], ours[0], mask=test) < 0.9 * mae(y[None, :], base[0], mask=test)
+    assert mae(y[None, :], ours[0], mask=test) < mae(y[None, :], snaive[0], mask=test)
+
+
+def test_intervals_cover_real_cpu_utilisation_close_to_nominal() -> None:
+    _, y = nab_slice("realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv", start=0, length=2000)
+    _, lower, upper = backtest(Auto(horizon=1), y[None, :], step=STEP, ahead=(1,))[1]
+    cov = coverage(y[None, 500:], lower[:, 500:], upper[:, 500:])
+    assert 0.8 <= cov <= 0.97
+
+
+def test_unusable_arguments_raise_forecast_error() -> None:
+    with pytest.raises(ForecastError):
+        Persistence(horizon=0)
+    with pytest.raises(ForecastError):
+        Persistence().fit(np.zeros((2, 2, 2)))
+    with pytest.raises(ForecastError):
+        Persistence().fit(np.zeros((1, 3)), step=0.0)
+    with pytest.raises(ForecastError):
+        Persistence().update([1.0])
+    with pytest.raises(ForecastError):
+        make_model("prophet")
+    model = Persistence(horizon=2).fit(np.zeros((2, 3)))
+    with pytest.raises(ForecastError):
+        model.update([1.0, 2.0, 3.0])
+    with pytest.raises(ForecastError):
+        model.predict(3)

@@ -1,0 +1,140 @@
+"""The engine-facing provider: online per signal, refit when it must, never raising."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoscaler.config import ForecastSettings, from_mapping
+from autoscaler.errors import ForecastError
+from autoscaler.forecasts import OnlineProvider, make_provider
+from forecasting import make_model
+
+STEP = 15.0
+NOW = 1_700_000_000.0
+
+
+def history(n: int, t: int, *, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = 20 + 5 * np.sin(np.arange(t) / 40.0)
+    return base[None, :] * rng.uniform(0.5, 2.0, (n, 1)) + rng.normal(0, 0.5, (n, t))
+
+
+def test_forecasts_cover_every_target_at_the_tick_grid() -> None:
+    provider = make_provider(ForecastSettings())
+    out = provider.forecast(
+        "queue_length", ["api", "worker"], history(2, 200), step=STEP, horizon_steps=20, now=NOW
+    )
+    assert set(out) == {"api", "worker"}
+    f = out["api"]
+    np.testing.assert_allclose(f.times, NOW + STEP * np.arange(1, 21))
+    assert f.issued_at == NOW
+    assert np.all(f.lower <= f.mean) and np.all(f.mean <= f.upper)
+    assert f.model.startswith("auto:")
+    assert f.max_upper(NOW + 60) >= f.at(NOW + 60)[0]
+
+
+def test_one_new_column_is_an_online_update_that_matches_a_full_refit() -> None:
+    y = history(3, 400)
+    provider = OnlineProvider(ForecastSettings(model="holt-winters"))
+    for j in range(300, 400):  # the engine's window: the last 300 columns, sliding
+        now = NOW + STEP * j
+        out = provider.forecast(
+            "p95", ["a", "b", "c"], y[:, j - 299 : j + 1], step=STEP, horizon_steps=8, now=now
+        )
+    assert provider.refits == 1
+    # the same stream fitted at once: the online state saw columns 1..399 exactly once
+    model = make_model(
+        "holt-winters",
+        horizon=8,
+        nonnegative=True,
+        min_history=8,
+        max_gap=300.0,
+        reselect_every=40,
+        season=86400.0,
+    ).fit(y[:, 1:400], step=STEP, end=NOW + STEP * 399)
+    mean, _, _ = model.predict()
+    np.testing.assert_allclose(np.stack([out[t].mean for t in "abc"]), mean, rtol=1e-9)
+
+
+def test_a_missed_tick_or_changed_targets_refit_from_history() -> None:
+    y = history(2, 300)
+    provider = OnlineProvider(ForecastSettings())
+    kw = {"step": STEP, "horizon_steps": 4}
+    provider.forecast("s", ["a", "b"], y[:, :200], now=NOW, **kw)
+    provider.forecast("s", ["a", "b"], y[:, 1:201], now=NOW + STEP, **kw)
+    assert provider.refits == 1
+    provider.forecast("s", ["a", "b"], y[:, 3:203], now=NOW + 3 * STEP, **kw)  # missed two
+    assert provider.refits == 2
+    out = provider.forecast("s", ["b"], y[1:, 4:204], now=NOW + 4 * STEP, **kw)
+    assert provider.refits == 3 and set(out) == {"b"}
+    provider.forecast("s", ["b"], y[1:, 4:204], now=NOW + 4 * STEP, step=STEP, horizon_steps=6)
+    assert provider.refits == 4  # a new horizon
+
+
+def test_signals_keep_separate_state() -> None:
+    provider = OnlineProvider(ForecastSettings())
+    a = provider.forecast("a", ["x"], history(1, 100), step=STEP, horizon_steps=3, now=NOW)
+    b = provider.forecast("b", ["x"], 10 * history(1, 100), step=STEP, horizon_steps=3, now=NOW)
+    assert provider.refits == 2
+    assert b["x"].mean[0] > 5 * a["x"].mean[0]
+
+
+def test_the_same_tick_twice_returns_the_same_forecasts() -> None:
+    provider = OnlineProvider(ForecastSettings())
+    y = history(1, 100)
+    first = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW)
+    again = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW)
+    assert again["x"] is first["x"] and provider.refits == 1
+
+
+def test_targets_without_enough_data_get_no_forecast() -> None:
+    y = history(4, 100)
+    y[0] = np.nan  # never reported
+    y[1, :-3] = np.nan  # three samples: fewer than min_history
+    y[2, -30:] = np.nan  # silent for 450 s > max_gap
+    out = OnlineProvider(ForecastSettings()).forecast(
+        "s", ["a", "b", "c", "d"], y, step=STEP, horizon_steps=3, now=NOW
+    )
+    assert set(out) == {"d"}
+
+
+@pytest.mark.parametrize(
+    ("targets", "hist", "step", "steps"),
+    [
+        (["a"], np.ones((2, 10)), STEP, 3),  # rows do not match targets
+        (["a"], np.ones((1, 2, 3)), STEP, 3),
+        (["a"], np.ones((1, 10)), 0.0, 3),
+        (["a"], np.ones((1, 10)), STEP, 0),
+        ([], np.ones((0, 10)), STEP, 3),
+        (["a"], np.ones((1, 0)), STEP, 3),
+        (["a"], np.full((1, 10), np.inf), STEP, 3),
+        (["a"], np.array([[np.nan, -5.0, 1e308, -1e308, 0.0]]), STEP, 3),
+    ],
+)
+def test_unusable_calls_answer_without_raising(
+    targets: list[str], hist: np.ndarray, step: float, steps: int
+) -> None:
+    out = OnlineProvider(ForecastSettings()).forecast(
+        "s", targets, hist, step=step, horizon_steps=steps, now=NOW
+    )
+    for f in out.values():
+        assert np.isfinite(f.mean).all() and np.isfinite(f.upper).all()
+
+
+def test_an_unknown_model_fails_at_start_up() -> None:
+    with pytest.raises(ForecastError):
+        make_provider(ForecastSettings(model="prophet"))
+
+
+def test_the_reference_config_documents_every_forecasting_setting() -> None:
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "config.toml").read_text())
+    table = data["forecasting"]
+    assert set(table) == set(ForecastSettings.__dataclass_fields__)
+    settings = from_mapping({"forecasting": table}).forecasting
+    assert settings.horizon == 300.0 and settings.model == "auto"
+    make_provider(settings)
