@@ -52,9 +52,9 @@ def build_policies(settings: Settings) -> list[Policy]:
 
 
 def build_forecaster(settings: Settings) -> ForecastProvider:
-    from autoscaler.engine import PersistenceProvider
+    from autoscaler.forecasts import make_provider
 
-    return PersistenceProvider()
+    return make_provider(settings.forecasting)
 
 
 def build_engine(
