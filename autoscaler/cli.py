@@ -35,7 +35,11 @@ class CommandModule(Protocol):
 
 
 # Subcommands implemented in their own modules, imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("autoscaler.record_cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "autoscaler.record_cli",
+    "autoscaler.replay_cli",
+    "autoscaler.backtest_cli",
+)
 
 
 def _load(path: str) -> Settings:

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from autoscaler.bus import ActionBus
+from autoscaler.bus import ActionBus, Sleep
 from autoscaler.config import Settings, TargetSettings
 from autoscaler.forecasts import ForecastProvider, make_provider
 from autoscaler.journal import JournalRecord, StateStore
@@ -115,6 +115,11 @@ class Engine:
     forecaster: ForecastProvider | None = None
     """Forecasts for forecast-enabled signals; ``[forecasting]``'s models when None."""
     dry_run: bool = False
+    inline_commit: bool = False
+    """Commit journal and state on the loop, not in a worker thread: for in-memory stores
+    (replay, backtest), where the thread hop costs more than the commit itself."""
+    sleep: Sleep = asyncio.sleep
+    """The action bus's retry sleep; replays pass a no-op so virtual time never waits."""
     store: WindowStore = field(init=False)
     bus: ActionBus = field(init=False)
     targets: dict[str, TargetSettings] = field(init=False)
@@ -151,6 +156,7 @@ class Engine:
             route=self._route,
             dry_run=self.dry_run,
             metrics=self.metrics,
+            sleep=self.sleep,
         )
         self.restore(self.state_store.load_state())
 
@@ -487,5 +493,8 @@ class Engine:
                 if self._executor_state.get(name) != text:
                     self._executor_state[name] = text
                     state[f"executor:{name}"] = saved
-        await asyncio.to_thread(self.state_store.commit, records, state)
+        if self.inline_commit:
+            self.state_store.commit(records, state)
+        else:
+            await asyncio.to_thread(self.state_store.commit, records, state)
         return holds

@@ -6,6 +6,7 @@ including third-party executors from the ``autoscaler.executors`` entry-point gr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -15,6 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 from aiohttp import web
 
 from autoscaler.breakers_http import breaker_gauges, breakers_routes
+from autoscaler.bus import Sleep
 from autoscaler.config import Settings
 from autoscaler.engine import Engine
 from autoscaler.journal import SQLiteStore, StateStore
@@ -58,6 +60,8 @@ def build_engine(
     executors: Mapping[str, Executor] | None = None,
     sources: list[Source] | None = None,
     event_sources: list[EventSource] | None = None,
+    inline_commit: bool = False,
+    sleep: Sleep | None = None,
 ) -> Engine:
     """An engine for ``settings``; any part can be replaced (tests, replay).
 
@@ -77,6 +81,8 @@ def build_engine(
         metrics=metrics or make_metrics(),
         event_sources=event_sources,
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
+        inline_commit=inline_commit,
+        sleep=asyncio.sleep if sleep is None else sleep,
     )
     bind_executors(engine)
     engine.metrics.registry.register(SourceStats(engine.sources))

@@ -1,0 +1,769 @@
+"""Replay (open loop): recorded series through the live engine on a virtual clock.
+
+The driver walks the tick grid from the first to the last recorded sample and calls the
+same ``Engine.tick(now)`` the live service calls, with the configured sources replaced by
+a ``ReplaySource`` over the recording and every executor replaced by a
+``RecordingExecutor`` (which tracks replicas, so the engine sees its own scaling). Cooldowns,
+dedupe, rate limits, ``for`` durations and stabilisation windows all run as they would live.
+
+Inputs (``read_metrics``): a long CSV ``timestamp,target,signal,value`` or a Prometheus
+``query_range`` JSON dump. Timestamps are unix seconds or ISO-8601 (naive means UTC).
+Handling of bad input, every case an ``InputError`` naming the file and line:
+
+- empty file, header only, missing columns, non-numeric value or timestamp → error;
+- timestamps out of order within a series, or the same timestamp twice → error;
+- ``NaN``/``Inf`` values (as Prometheus writes them) are kept: the engine drops them as
+  invalid samples, exactly as it would live;
+- gaps are not filled: the last sample is reported until it is older than the signal's
+  ``max_age``; then the observation is stale and policies hold, as they would live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import importlib
+import json
+import math
+import sys
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from autoscaler.config import Settings
+from autoscaler.engine import TickReport
+from autoscaler.errors import AutoscalerError
+from autoscaler.journal import JournalRecord, MemoryStore
+from autoscaler.service import build_engine
+from autoscaler.sources.base import Sample
+from forecasting.types import Forecast
+from remediation.base import Executor
+from remediation.recording import RecordingExecutor, RecordingSpec
+
+FloatArray = NDArray[np.float64]
+
+
+class InputError(AutoscalerError):
+    """A recorded input file cannot be used; the message names the file and line."""
+
+    def __init__(self, path: str | Path, line: int | str | None, message: str) -> None:
+        where = f"{path}:{line}" if line not in (None, "") else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+# --- reading recorded series ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One recorded (target, signal): times (epoch seconds, increasing) and values."""
+
+    target: str
+    signal: str
+    times: FloatArray
+    values: FloatArray
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from unix seconds or ISO-8601 (``2014-07-01 00:00:00``, ``...Z``,
+    ``...+02:00``); a time without an offset is UTC. Raises ``ValueError``."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def parse_value(text: str) -> float:
+    """A sample value; ``NaN``/``+Inf``/``-Inf`` are accepted (Prometheus writes them)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty")
+    return float(text)
+
+
+@dataclass(slots=True)
+class _Builder:
+    """Collects one series while checking order; remembers lines for error messages."""
+
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    last_line: int | str = 0
+
+
+def _add(
+    b: _Builder, *, path: Path, line: int | str, key: tuple[str, ...], at: float, value: float
+) -> None:
+    if b.times and at <= b.times[-1]:
+        what = "duplicate timestamp" if at == b.times[-1] else "timestamp out of order"
+        raise InputError(
+            path,
+            line,
+            f"{what} for {'/'.join(key)}: {_fmt_time(at)} is not after "
+            f"{_fmt_time(b.times[-1])} (line {b.last_line}); sort the file by time",
+        )
+    b.times.append(at)
+    b.values.append(value)
+    b.last_line = line
+
+
+def _fmt_time(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_long_csv(path: str | Path) -> list[Series]:
+    """Series from a CSV with the header ``timestamp,target,signal,value`` (any order)."""
+    p = Path(path)
+    builders: dict[tuple[str, str], _Builder] = {}
+    with _open(p) as f:
+        reader = csv.reader(f)
+        header = _header(reader, p, ("timestamp", "target", "signal", "value"))
+        it, ig, isg, iv = (header[c] for c in ("timestamp", "target", "signal", "value"))
+        width = max(it, ig, isg, iv) + 1
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < width:
+                raise InputError(p, line, f"expected {width} columns, got {len(row)}")
+            target, signal = row[ig].strip(), row[isg].strip()
+            if not target or not signal:
+                raise InputError(p, line, "empty target or signal")
+            at = _time_at(row[it], p, line)
+            value = _value_at(row[iv], p, line)
+            key = (target, signal)
+            _add(
+                builders.setdefault(key, _Builder()),
+                path=p,
+                line=line,
+                key=key,
+                at=at,
+                value=value,
+            )
+    if not builders:
+        raise InputError(p, None, "no samples (the file has no data rows)")
+    return [_series(t, s, b) for (t, s), b in builders.items()]
+
+
+def read_value_csv(path: str | Path) -> tuple[FloatArray, FloatArray]:
+    """Times and values from a CSV ``timestamp,value`` (NAB's format), strictly increasing."""
+    p = Path(path)
+    b = _Builder()
+    with _open(p) as f:
+        reader = csv.reader(f)
+        header = _header(reader, p, ("timestamp", "value"))
+        it, iv = header["timestamp"], header["value"]
+        width = max(it, iv) + 1
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < width:
+                raise InputError(p, line, f"expected {width} columns, got {len(row)}")
+            at = _time_at(row[it], p, line)
+            value = _value_at(row[iv], p, line)
+            if not math.isfinite(value) or value < 0:
+                raise InputError(p, line, f"demand must be a finite number >= 0, got {value}")
+            _add(b, path=p, line=line, key=("value",), at=at, value=value)
+    if not b.times:
+        raise InputError(p, None, "no samples (the file has no data rows)")
+    return np.array(b.times), np.array(b.values)
+
+
+def _open(p: Path) -> IO[str]:
+    try:
+        return p.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _header(reader: Any, p: Path, needed: Sequence[str]) -> dict[str, int]:
+    try:
+        first = next(reader)
+    except StopIteration:
+        raise InputError(
+            p, None, "empty file (expected a header: " + ",".join(needed) + ")"
+        ) from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(p, 1, f"not a CSV text file: {exc}") from exc
+    names = {c.strip().lower(): i for i, c in enumerate(first)}
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise InputError(
+            p, 1, f"header must name the columns {','.join(needed)}; missing {','.join(missing)}"
+        )
+    return {c: names[c] for c in needed}
+
+
+def _time_at(text: str, p: Path, line: int) -> float:
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise InputError(
+            p, line, f"timestamp {text.strip()!r} is neither unix seconds nor ISO-8601"
+        ) from None
+
+
+def _value_at(text: str, p: Path, line: int) -> float:
+    try:
+        return parse_value(text)
+    except ValueError:
+        raise InputError(p, line, f"value {text.strip()!r} is not a number") from None
+
+
+def _series(target: str, signal: str, b: _Builder) -> Series:
+    return Series(target, signal, np.array(b.times), np.array(b.values))
+
+
+_TARGET_LABELS = ("target", "app", "service", "job", "instance")
+
+
+def read_prometheus_json(path: str | Path) -> list[Series]:
+    """Series from a Prometheus ``query_range`` response (or a JSON list of them).
+
+    Each matrix result's ``target`` label (else ``app``, ``service``, ``job``,
+    ``instance``) names the target and its ``signal`` label (else ``__name__``) the signal.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(p, exc.lineno, f"not valid JSON: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(p, None, f"not a text file: {exc}") from exc
+    if isinstance(doc, dict) and "format" in doc:
+        return _read_record_dump(p)
+    docs = doc if isinstance(doc, list) else [doc]
+    builders: dict[tuple[str, str], _Builder] = {}
+    for di, d in enumerate(docs):
+        where = f"[{di}]" if isinstance(doc, list) else ""
+        data = d.get("data") if isinstance(d, dict) else None
+        if not isinstance(data, dict) or data.get("resultType") != "matrix":
+            raise InputError(p, where or None, "expected a query_range response (a matrix)")
+        for ri, res in enumerate(data.get("result") or []):
+            rwhere = f"{where}data.result[{ri}]"
+            labels = res.get("metric", {}) if isinstance(res, dict) else {}
+            target = next((str(labels[k]) for k in _TARGET_LABELS if k in labels), "")
+            signal = str(labels.get("signal") or labels.get("__name__") or "")
+            if not target or not signal:
+                raise InputError(p, rwhere, "series has no target/app label or no signal name")
+            key = (target, signal)
+            b = builders.setdefault(key, _Builder())
+            for vi, pair in enumerate(res.get("values") or []):
+                vwhere = f"{rwhere}.values[{vi}]"
+                try:
+                    at = float(pair[0])
+                    value = parse_value(str(pair[1]))
+                except (TypeError, ValueError, IndexError):
+                    raise InputError(p, vwhere, f'expected [time, "value"], got {pair!r}') from None
+                _add(b, path=p, line=vwhere, key=key, at=at, value=value)
+    builders = {k: b for k, b in builders.items() if b.times}
+    if not builders:
+        raise InputError(p, None, "no samples")
+    return [_series(t, s, b) for (t, s), b in builders.items()]
+
+
+def _read_record_dump(p: Path) -> list[Series]:
+    """An ``autoscaler record --format json`` dump, read by the dataset module."""
+    try:
+        dataset: Any = importlib.import_module("autoscaler.dataset")
+    except ImportError:
+        raise InputError(
+            p, None, "reading autoscaler-record dumps needs autoscaler.dataset"
+        ) from None
+    try:
+        samples: list[Sample] = dataset.read_record_json(p)
+    except dataset.DatasetError as exc:
+        raise InputError(p, None, str(exc).removeprefix(f"{p}: ")) from None
+    builders: dict[tuple[str, str], _Builder] = {}
+    for smp in samples:  # sorted by time
+        key = (smp.target, smp.signal)
+        where = f"signals.{smp.signal}"
+        b = builders.setdefault(key, _Builder())
+        _add(b, path=p, line=where, key=key, at=smp.at, value=smp.value)
+    if not builders:
+        raise InputError(p, None, "no samples")
+    return [_series(t, s, b) for (t, s), b in builders.items()]
+
+
+def read_metrics(paths: Iterable[str | Path]) -> list[Series]:
+    """Series from every file (CSV or Prometheus JSON, told apart by their first byte)."""
+    out: dict[tuple[str, str], tuple[Series, str]] = {}
+    for path in paths:
+        p = Path(path)
+        try:
+            with p.open("rb") as f:
+                head = f.read(64).lstrip()
+        except OSError as exc:
+            raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from exc
+        found = read_prometheus_json(p) if head[:1] in (b"{", b"[") else read_long_csv(p)
+        for s in found:
+            key = (s.target, s.signal)
+            if key in out:
+                raise InputError(p, None, f"series {'/'.join(key)} is also in {out[key][1]}")
+            out[key] = (s, str(p))
+    return [s for s, _ in out.values()]
+
+
+# --- the replay source ------------------------------------------------------------------
+
+
+class ReplaySource:
+    """A pull source over recorded series: at ``now`` it reports, for every series, the
+    latest sample at or before ``now`` (as an instant query would), once."""
+
+    def __init__(self, series: Sequence[Series], name: str = "replay") -> None:
+        self.name = name
+        keys = [(s.target, s.signal) for s in series]
+        times = np.concatenate([s.times for s in series]) if series else np.empty(0)
+        values = np.concatenate([s.values for s in series]) if series else np.empty(0)
+        which = (
+            np.concatenate([np.full(len(s.times), i, dtype=np.int64) for i, s in enumerate(series)])
+            if series
+            else np.empty(0, dtype=np.int64)
+        )
+        order = np.argsort(times, kind="stable")
+        self._keys = keys
+        self._times = times[order].tolist()
+        self._values = values[order].tolist()
+        self._which = which[order].tolist()
+        self._pos = 0
+
+    async def collect(self, now: float) -> Sequence[Sample]:
+        latest: dict[int, int] = {}
+        pos, times = self._pos, self._times
+        while pos < len(times) and times[pos] <= now:
+            latest[self._which[pos]] = pos
+            pos += 1
+        self._pos = pos
+        out = []
+        for i, j in latest.items():
+            target, signal = self._keys[i]
+            out.append(Sample(target, signal, self._values[j], self._times[j]))
+        return out
+
+    async def aclose(self) -> None:
+        return None
+
+
+# --- the driver -------------------------------------------------------------------------
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def tick_grid(start: float, end: float, interval: float) -> FloatArray:
+    """Tick times on the engine's grid (multiples of ``interval``) from ``start`` to ``end``."""
+    first = math.ceil(start / interval - 1e-9)
+    last = math.floor(end / interval + 1e-9)
+    return np.arange(first, last + 1, dtype=np.float64) * interval
+
+
+def replay_executors(
+    settings: Settings, *, initial_replicas: int | None = None
+) -> dict[str, RecordingExecutor]:
+    """A ``RecordingExecutor`` in place of every configured executor (same names, so
+    routing, notify lists and breakers are unchanged). Targets start at
+    ``initial_replicas``, else at the recording executor's configured replicas, else at
+    their ``min_replicas``."""
+    out: dict[str, RecordingExecutor] = {}
+    for name, comp in settings.executors.items():
+        replicas = {
+            t: (initial_replicas if initial_replicas is not None else ts.min_replicas)
+            for t, ts in settings.targets.items()
+            if ts.executor == name
+        }
+        if isinstance(comp.spec, RecordingSpec) and initial_replicas is None:
+            spec = replace(comp.spec, path="")  # a replay writes its own outputs
+            for t in replicas:
+                replicas[t] = spec.replicas.get(t, spec.initial_replicas)
+        out[name] = RecordingExecutor(name, RecordingSpec(replicas=replicas))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastTrace:
+    """Forecasts of one (target, signal) at its lead time: issue times and the mean and
+    interval there."""
+
+    issued: FloatArray
+    mean: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+
+
+class ForecastTap:
+    """Wraps the engine's forecaster and keeps each forecast's value at a target's lead
+    time, for the report (the engine itself is unchanged). Kept in flat float arrays: a
+    month of ticks for ten targets stays small."""
+
+    def __init__(self, inner: Any, lead: Mapping[str, float]) -> None:
+        self.inner = inner
+        self.lead = dict(lead)
+        self._rows: dict[tuple[str, str], tuple[array[float], ...]] = {}
+
+    def forecast(
+        self,
+        signal: str,
+        targets: Sequence[str],
+        history: FloatArray,
+        *,
+        step: float,
+        horizon_steps: int,
+        now: float,
+    ) -> dict[str, Forecast]:
+        out: dict[str, Forecast] = self.inner.forecast(
+            signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
+        )
+        for target, f in out.items():
+            # Forecast.at without its searchsorted: horizon times are on the tick grid.
+            n = len(f.times)
+            if n == 0:
+                continue
+            at = now + self.lead.get(target, step)
+            i = min(n - 1, max(0, math.ceil((at - float(f.times[0])) / step - 1e-9)))
+            rows = self._rows.get((target, signal))
+            if rows is None:
+                rows = tuple(array("d") for _ in range(4))
+                self._rows[(target, signal)] = rows
+            rows[0].append(now)
+            rows[1].append(float(f.mean[i]))
+            rows[2].append(float(f.lower[i]))
+            rows[3].append(float(f.upper[i]))
+        return out
+
+    def traces(self) -> dict[tuple[str, str], ForecastTrace]:
+        """What was kept, per (target, signal)."""
+        return {
+            key: ForecastTrace(*(np.frombuffer(r, dtype=np.float64).copy() for r in rows))
+            for key, rows in self._rows.items()
+        }
+
+
+TickHook = Callable[[float, TickReport], None]
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay produced."""
+
+    ticks: FloatArray
+    targets: list[str]
+    records: list[JournalRecord]
+    replicas: NDArray[np.int64]
+    """Desired replicas after each tick, ``[ticks, targets]`` (-1: no executor)."""
+    observations: FloatArray
+    """Each signal's observed value at each tick, ``[signals, ticks, targets]``."""
+    forecasts: dict[tuple[str, str], ForecastTrace]
+    signals: list[str]
+    wall_seconds: float
+    target_ticks: int
+
+
+class Progress:
+    """A one-line text progress bar on stderr, redrawn at most once per percent."""
+
+    def __init__(self, total: int, *, enabled: bool, stream: IO[str] | None = None) -> None:
+        self.total = max(1, total)
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self._shown = -1
+        self._started = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        pct = done * 100 // self.total
+        if pct == self._shown:
+            return
+        self._shown = pct
+        bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+        elapsed = time.perf_counter() - self._started
+        self.stream.write(f"\r[{bar}] {pct:3d}% {done}/{self.total} ticks {elapsed:5.1f}s")
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+async def replay(
+    settings: Settings,
+    series: Sequence[Series],
+    *,
+    initial_replicas: int | None = None,
+    speed: float | None = None,
+    progress: Progress | None = None,
+    on_tick: TickHook | None = None,
+) -> ReplayResult:
+    """Drive the engine over the recording; ``speed`` = virtual seconds per real second
+    (``None``: as fast as possible)."""
+    if not series:
+        raise InputError("(metrics)", None, "no series to replay")
+    interval = settings.service.interval
+    start = min(float(s.times[0]) for s in series)
+    end = max(float(s.times[-1]) for s in series)
+    ticks = tick_grid(start, end, interval)
+    executors = replay_executors(settings, initial_replicas=initial_replicas)
+    store = MemoryStore()
+    engine = build_engine(
+        settings,
+        dry_run=False,
+        state_store=store,
+        executors=dict[str, Executor](executors),
+        sources=[ReplaySource(series)],
+        event_sources=[],
+        inline_commit=True,
+        sleep=_no_sleep,
+    )
+    lead = {t: ts.startup_delay for t, ts in settings.targets.items()}
+    tap = ForecastTap(engine.forecaster, lead)
+    engine.forecaster = tap
+    signals = sorted({s.signal for s in series})
+    targets = list(settings.targets)
+    owner = [executors.get(settings.targets[t].executor) for t in targets]
+    replicas = np.full((len(ticks), len(targets)), -1, dtype=np.int64)
+    observations = np.full((len(signals), len(ticks), len(targets)), np.nan)
+    started = time.perf_counter()
+    if progress is not None:
+        progress.total = max(1, len(ticks))
+    for i, now in enumerate(ticks.tolist()):
+        if speed is not None:
+            due = started + (now - float(ticks[0])) / speed
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        report = await engine.tick(now)
+        for j, target in enumerate(targets):
+            ex = owner[j]
+            if ex is not None:
+                replicas[i, j] = ex.replicas.get(target, -1)
+            for k, sig in enumerate(signals):
+                observations[k, i, j] = engine.store.observation(target, sig, now).value
+        if on_tick is not None:
+            on_tick(now, report)
+        if progress is not None:
+            progress.update(i + 1)
+    wall = time.perf_counter() - started
+    return ReplayResult(
+        ticks=ticks,
+        targets=targets,
+        records=list(store.records),
+        replicas=replicas,
+        observations=observations,
+        forecasts=tap.traces(),
+        signals=signals,
+        wall_seconds=wall,
+        target_ticks=len(ticks) * len(settings.targets),
+    )
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def action_rows(records: Iterable[JournalRecord]) -> list[dict[str, Any]]:
+    """One object per action (holds left out), in journal order."""
+    return [
+        {
+            "at": r.at,
+            "target": r.target,
+            "kind": r.kind,
+            "params": finite(dict(r.params)),
+            "policy": r.policy,
+            "reason": r.reason,
+            "status": r.status,
+            "detail": r.detail,
+        }
+        for r in records
+        if r.kind != "hold"
+    ]
+
+
+def write_journal(path: Path, records: Iterable[JournalRecord]) -> None:
+    """Every journal record (holds as ``service.journal_holds`` says), one JSON per line."""
+    with path.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(finite(r.to_dict()), sort_keys=True, default=str) + "\n")
+
+
+def write_actions(path: Path, records: Iterable[JournalRecord]) -> int:
+    rows = action_rows(records)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    return len(rows)
+
+
+def _num(v: float) -> str:
+    if not math.isfinite(v):
+        return ""
+    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"
+
+
+def write_timeline(path: Path, result: ReplayResult) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["timestamp", "target", "desired_replicas", *result.signals])
+        for i, now in enumerate(result.ticks.tolist()):
+            for j, target in enumerate(result.targets):
+                obs = result.observations[:, i, j].tolist()
+                w.writerow([_num(now), target, int(result.replicas[i, j]), *map(_num, obs)])
+
+
+def summarise(result: ReplayResult, settings: Settings) -> dict[str, Any]:
+    """Totals for ``summary.json`` and the terminal table."""
+    interval = settings.service.interval
+    actions = action_rows(result.records)
+    per_target: dict[str, dict[str, Any]] = {}
+    for j, target in enumerate(result.targets):
+        reps = result.replicas[:, j]
+        reps = reps[reps >= 0]
+        mine = [a for a in actions if a["target"] == target]
+        per_target[target] = {
+            "replica_hours": round(float(reps.sum()) * interval / 3600.0, 4),
+            "min_replicas": int(reps.min()) if len(reps) else None,
+            "max_replicas": int(reps.max()) if len(reps) else None,
+            "actions": len(mine),
+            "executed": sum(1 for a in mine if a["status"] == "done"),
+        }
+    by_status: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
+    for a in actions:
+        by_status[a["status"]] = by_status.get(a["status"], 0) + 1
+        by_kind[a["kind"]] = by_kind.get(a["kind"], 0) + 1
+    n = len(result.ticks)
+    return {
+        "start": float(result.ticks[0]) if n else None,
+        "end": float(result.ticks[-1]) if n else None,
+        "interval": interval,
+        "ticks": n,
+        "targets": per_target,
+        "actions": {"total": len(actions), "by_status": by_status, "by_kind": by_kind},
+        "wall_seconds": round(result.wall_seconds, 3),
+        "target_ticks_per_second": round(result.target_ticks / result.wall_seconds)
+        if result.wall_seconds > 0
+        else None,
+    }
+
+
+def render_report(result: ReplayResult, settings: Settings, summary: Mapping[str, Any]) -> str:
+    """The replay's HTML page: per target, replicas with actions, and each signal (with
+    the forecast at the target's lead time and its interval, for forecast signals)."""
+    from autoscaler import report as rp
+
+    blocks = [
+        (
+            '<p class="note">Open-loop replay: the recorded metrics drove the live engine on a '
+            "virtual clock; executors were replaced by a recorder, so replicas are what the "
+            "service would have asked for. Recorded metrics do not react to those replicas.</p>"
+        ),
+    ]
+    rows = [
+        [t, v["replica_hours"], v["min_replicas"], v["max_replicas"], v["actions"], v["executed"]]
+        for t, v in summary["targets"].items()
+    ]
+    blocks.append(
+        rp.table(
+            ["target", "replica-hours", "min", "max", "actions", "executed"],
+            [[("" if c is None else c) for c in r] for r in rows],
+        )
+    )
+    x = result.ticks
+    actions = action_rows(result.records)
+    for j, target in enumerate(result.targets):
+        blocks.append(f"<h2>{target}</h2>")
+        reps = result.replicas[:, j].astype(np.float64)
+        reps[reps < 0] = np.nan
+        mine = [a for a in actions if a["target"] == target and a["kind"] == "scale"]
+        done = [a for a in mine if a["status"] == "done"]
+        skipped = [a for a in mine if a["status"] != "done"]
+        marks = []
+        for label, group, color in (("executed", done, "#2ca02c"), ("skipped", skipped, "#999")):
+            if group:
+                marks.append(
+                    rp.Marks(
+                        f"scale {label}",
+                        np.array([a["at"] for a in group]),
+                        np.array([float(a["params"].get("replicas", np.nan)) for a in group]),
+                        np.array(
+                            [
+                                a["params"].get("replicas", 0) > a["params"].get("from", 0)
+                                for a in group
+                            ]
+                        ),
+                        color,
+                    )
+                )
+        blocks.append(
+            rp.chart(
+                title=f"{target}: desired replicas and scale actions",
+                lines=[rp.Line("desired replicas", x, reps, rp.PALETTE[0], step=True)],
+                marks=marks,
+                ylabel="replicas",
+            )
+        )
+        for k, sig in enumerate(result.signals):
+            y = result.observations[k, :, j]
+            if not np.isfinite(y).any():
+                continue
+            lines = [rp.Line(sig, x, y, rp.PALETTE[1])]
+            bands = []
+            fc = result.forecasts.get((target, sig))
+            if fc is not None:
+                lead = settings.targets[target].startup_delay
+                fx = fc.issued + lead
+                lines.append(
+                    rp.Line(f"forecast +{lead:g}s", fx, fc.mean, rp.PALETTE[4], dash="4 3")
+                )
+                bands.append(rp.Band("interval", fx, fc.lower, fc.upper, rp.PALETTE[4]))
+            blocks.append(rp.chart(title=f"{target}: {sig}", lines=lines, bands=bands))
+    if actions:
+        shown = actions[:500]
+        blocks.append(
+            f"<h2>Actions ({len(actions)}{', first 500' if len(actions) > 500 else ''})</h2>"
+        )
+        blocks.append(
+            rp.table(
+                ["at (UTC)", "target", "kind", "params", "status", "policy", "reason"],
+                [
+                    [
+                        _fmt_time(a["at"]),
+                        a["target"],
+                        a["kind"],
+                        json.dumps(a["params"]),
+                        a["status"],
+                        a["policy"],
+                        a["reason"],
+                    ]
+                    for a in shown
+                ],
+            )
+        )
+    return rp.page("Replay report", blocks)

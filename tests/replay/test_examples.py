@@ -1,0 +1,43 @@
+"""The shipped examples load, and the bundled traces read cleanly."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from autoscaler.backtest import CapacitySpec, engine_settings
+from autoscaler.config import load
+from autoscaler.replay import read_metrics, read_value_csv
+from policies.registry import POLICY_TYPES
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+NEEDED = {"target_tracking", "predictive"}
+
+
+@pytest.mark.skipif(not NEEDED <= POLICY_TYPES.keys(), reason="scaling rules not on this branch")
+def test_replay_example_config_is_valid() -> None:
+    settings = load(EXAMPLES / "replay.toml")
+    assert set(settings.targets) == {"api", "search"}
+    series = read_metrics([EXAMPLES / "data" / "replay_metrics.csv"])
+    assert {(s.target, s.signal) for s in series} <= {
+        (t, sig) for t in settings.targets for sig in settings.signals
+    }
+
+
+@pytest.mark.skipif(not NEEDED <= POLICY_TYPES.keys(), reason="scaling rules not on this branch")
+def test_backtest_example_config_builds_an_engine_config() -> None:
+    user = tomllib.loads((EXAMPLES / "backtest.toml").read_text(encoding="utf-8"))
+    spec = CapacitySpec(capacity_per_replica=500.0, interval=60.0)
+    settings = engine_settings(spec, {}, history=86400.0, user=user)
+    assert {c.type for c in settings.policies.values()} == {"predictive"}
+
+
+def test_bundled_demand_trace_reads_and_covers_two_weeks() -> None:
+    times, values = read_value_csv(EXAMPLES / "data" / "nyc_taxi_2w.csv")
+    assert 13 * 86400 < times[-1] - times[0] < 15 * 86400
+    assert values.min() >= 0
+    assert (
+        (EXAMPLES / "data" / "NAB-LICENSE.txt").read_text(encoding="utf-8").startswith("Copyright")
+    )

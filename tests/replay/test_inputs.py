@@ -1,0 +1,182 @@
+"""Bad recorded inputs end in a clear message naming file and line, exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoscaler.cli import main
+from autoscaler.replay import InputError, read_long_csv, read_metrics, read_value_csv
+
+CONFIG = Path(__file__).parent / "data" / "golden.toml"
+HEADER = "timestamp,target,signal,value\n"
+
+
+def replay_with(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    path = tmp_path / "metrics.csv"
+    path.write_text(text, encoding="utf-8")
+    code = main(
+        ["replay", "--config", str(CONFIG), "--metrics", str(path), "--out", str(tmp_path / "o")]
+    )
+    return code, capsys.readouterr().err
+
+
+def backtest_with(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    path = tmp_path / "demand.csv"
+    path.write_text(text, encoding="utf-8")
+    code = main(
+        [
+            "backtest",
+            "--demand",
+            str(path),
+            "--capacity-per-replica",
+            "10",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "words"),
+    [
+        ("30,api,q,1\n15,api,q,2\n", 3, "out of order"),
+        ("15,api,q,1\n15,api,q,2\n", 3, "duplicate timestamp"),
+        ("15,api,q,1\n30,api,q,lots\n", 3, "'lots' is not a number"),
+        ("15,api,q,1\nyesterday,api,q,2\n", 3, "neither unix seconds nor ISO-8601"),
+        ("15,api,q,1\n30,api\n", 3, "expected 4 columns"),
+        ("15,api,q,\n", 2, "'' is not a number"),
+    ],
+)
+def test_bad_rows_name_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, line: int, words: str
+) -> None:
+    code, err = replay_with(tmp_path, HEADER + body, capsys)
+    assert code == 2
+    assert f"metrics.csv:{line}:" in err and words in err
+    assert "Traceback" not in err
+
+
+def test_empty_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = replay_with(tmp_path, "", capsys)
+    assert code == 2 and "metrics.csv: empty file" in err
+
+
+def test_header_only_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = replay_with(tmp_path, HEADER, capsys)
+    assert code == 2 and "no samples" in err
+
+
+def test_missing_header_columns_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = replay_with(tmp_path, "time,value\n1,2\n", capsys)
+    assert code == 2 and "metrics.csv:1:" in err and "missing timestamp,target,signal" in err
+
+
+def test_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "replay",
+            "--config",
+            str(CONFIG),
+            "--metrics",
+            str(tmp_path / "nope.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "nope.csv: cannot read" in capsys.readouterr().err
+
+
+def test_gaps_are_kept_and_nan_values_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + "0,api,q,1\n15,api,q,NaN\n600,api,q,3\n", encoding="utf-8")
+    (s,) = read_long_csv(path)
+    assert s.times.tolist() == [0.0, 15.0, 600.0]  # no filling: the engine sees staleness
+
+
+def test_iso_and_unix_timestamps_mix(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(
+        HEADER + "2014-07-01 00:00:00,api,q,1\n1404173100,api,q,2\n2014-07-01T00:10:00Z,api,q,3\n",
+        encoding="utf-8",
+    )
+    (s,) = read_long_csv(path)
+    assert s.times.tolist() == [1404172800.0, 1404173100.0, 1404173400.0]
+
+
+def test_the_same_series_in_two_files_is_an_error(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(HEADER + "0,api,q,1\n", encoding="utf-8")
+    b.write_text(HEADER + "15,api,q,1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="also in"):
+        read_metrics([a, b])
+
+
+def test_prometheus_dump_is_read_and_its_errors_located(tmp_path: Path) -> None:
+    path = tmp_path / "dump.json"
+    path.write_text(
+        '{"status":"success","data":{"resultType":"matrix","result":['
+        '{"metric":{"__name__":"queue_length","app":"api"},"values":[[15,"1"],[30,"NaN"]]}]}}',
+        encoding="utf-8",
+    )
+    (s,) = read_metrics([path])
+    assert (s.target, s.signal, s.times.tolist()) == ("api", "queue_length", [15.0, 30.0])
+    path.write_text(
+        '{"status":"success","data":{"resultType":"matrix","result":['
+        '{"metric":{"signal":"q","target":"api"},"values":[[15,"1"],[30,"x"]]}]}}',
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError, match=r"dump.json:data.result\[0\].values\[1\]"):
+        read_metrics([path])
+    path.write_text('{"status": "success",\n "data": ', encoding="utf-8")
+    with pytest.raises(InputError, match=r"dump\.json:2: not valid JSON"):
+        read_metrics([path])
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("timestamp,value\n", "no samples"),
+        (
+            "timestamp,value\n2014-07-01 00:30:00,5\n2014-07-01 00:00:00,6\n",
+            ":3: timestamp out of order",
+        ),
+        (
+            "timestamp,value\n2014-07-01 00:00:00,5\n2014-07-01 00:00:00,6\n",
+            ":3: duplicate timestamp",
+        ),
+        ("timestamp,value\n2014-07-01 00:00:00,-5\n", ":2: demand must be a finite number >= 0"),
+        ("timestamp,value\n2014-07-01 00:00:00,five\n", ":2: value 'five' is not a number"),
+        ("timestamp,value\n2014-07-01 00:00:00,5\n", "spans less than two ticks"),
+    ],
+)
+def test_bad_demand_files_exit_2_with_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, words: str
+) -> None:
+    code, err = backtest_with(tmp_path, body, capsys)
+    assert code == 2 and words in err and "demand.csv" in err and "Traceback" not in err
+
+
+def test_demand_gaps_are_held_constant(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("timestamp,value\n0,5\n3600,7\n", encoding="utf-8")
+    times, values = read_value_csv(path)
+    assert times.tolist() == [0.0, 3600.0] and values.tolist() == [5.0, 7.0]
+
+
+def test_an_autoscaler_record_dump_is_read_as_series(tmp_path: Path) -> None:
+    pytest.importorskip("autoscaler.dataset")
+    path = tmp_path / "rec.json"
+    path.write_text(
+        '{"format": "autoscaler-record/1", "start": 0, "end": 30, "step": 15, "signals": '
+        '{"queue_length": {"source": "prom", "query": "q", "target_label": "service", '
+        '"targets": {"platform_api": "api"}, "data": {"resultType": "matrix", "result": '
+        '[{"metric": {"service": "platform_api"}, "values": [[15, "1"], [30, "2"]]}]}}}}',
+        encoding="utf-8",
+    )
+    (s,) = read_metrics([path])
+    assert (s.target, s.signal, s.values.tolist()) == ("api", "queue_length", [1.0, 2.0])
