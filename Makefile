@@ -40,6 +40,12 @@ test: setup system-deps lint  ## everything CI runs
 test-fast: setup  ## unit tests only: no servers
 	$(BIN)/pytest -m "not integration"
 
+demo: setup  ## backtest the bundled ServeGen trace: predictive vs reactive vs oracle
+	$(BIN)/autoscaler backtest --demand examples/data/servegen_m-mid.csv \
+	  --capacity-per-replica 50 --startup-delay 60s --target-utilization 0.7 \
+	  --min 1 --max 200 --interval 60s --price-per-replica-hour 0.05 --out out/demo
+	@echo "report: out/demo/report.html"
+
 bench: setup  ## figures, not assertions (sources needs the real Prometheus: run as root)
 	$(BIN)/python bench/tick.py
 	$(BIN)/python -m bench.sources
