@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
 import statistics
 import time
@@ -70,6 +71,8 @@ async def main(n: int, passes: int, model: str = "persistence") -> None:
             engine.store.ingest(await src.collect(now))
             engine.store.advance(now)
             continue
+        if k == fill + 1:
+            gc.freeze()  # as the live driver does after its first pass
         start, cpu = time.perf_counter(), time.process_time()
         await engine.tick(now)
         took = time.perf_counter() - start
