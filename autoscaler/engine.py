@@ -50,6 +50,43 @@ from remediation.base import Executor, Outcome
 log = logging.getLogger(__name__)
 
 
+class Memory(dict[str, Any]):
+    """A policy's memory that knows whether it changed since it was last persisted.
+
+    Policies assign (``mem[key] = value``); assigning an equal value is not a change. This
+    replaces serialising every memory on every pass just to compare it.
+    """
+
+    dirty: bool = False
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self or self[key] != value:
+            self.dirty = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.dirty = True
+        super().__delitem__(key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self.dirty = True
+        return super().pop(key, *default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def clear(self) -> None:
+        self.dirty = self.dirty or bool(self)
+        super().clear()
+
+
 @runtime_checkable
 class Persistent(Protocol):
     """An executor with state of its own to persist with the journal (breaker board)."""
@@ -126,8 +163,7 @@ class Engine:
     source_up: dict[str, bool] = field(init=False, default_factory=dict)
     last_tick: float | None = field(init=False, default=None)
     last_ok_tick: float | None = field(init=False, default=None)
-    _memory: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
-    _memory_json: dict[str, str] = field(init=False, default_factory=dict)
+    _memory: dict[str, Memory] = field(init=False, default_factory=dict)
     _last_hold: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _produced: dict[str, set[tuple[str, str]]] = field(init=False, default_factory=dict)
     _failed_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
@@ -174,8 +210,7 @@ class Engine:
             if key.startswith("published:") and isinstance(value, str):
                 self.breakers[key[10:]] = value
             if key.startswith("memory:") and isinstance(value, dict):
-                self._memory[key[7:]] = value
-                self._memory_json[key[7:]] = json.dumps(value, sort_keys=True)
+                self._memory[key[7:]] = Memory(value)
 
     def set_paused(self, paused: bool) -> None:
         """Pause or resume action execution (decisions are still made and journalled)."""
@@ -372,7 +407,7 @@ class Engine:
                 if only is not None and policy.name not in only:
                     continue
                 mkey = f"{policy.name}:{target}"
-                memory = self._memory.setdefault(mkey, {})
+                memory = self._memory.setdefault(mkey, Memory())
                 ctx = Context(
                     now, target, bounds, state, obs, fcs, history, tev, memory, self.breakers
                 )
@@ -410,7 +445,7 @@ class Engine:
             ]
             return [*rest, *(d for d in scaling if d.action is None), *held]
         current = None if state is None else state.desired_replicas
-        memory = self._memory.setdefault(f"combine:{target}", {})
+        memory = self._memory.setdefault(f"combine:{target}", Memory())
         combined = combine_scale(
             target,
             scaling,
@@ -480,12 +515,9 @@ class Engine:
                 )
         state: dict[str, Any] = {**self.bus.drain_state(now), **published}
         for mkey, memory in self._memory.items():
-            if not memory and mkey not in self._memory_json:
-                continue  # never written, still empty
-            text = json.dumps(memory, sort_keys=True, default=str)
-            if self._memory_json.get(mkey) != text:
-                self._memory_json[mkey] = text
-                state[f"memory:{mkey}"] = memory
+            if memory.dirty:
+                memory.dirty = False
+                state[f"memory:{mkey}"] = dict(memory)
         for name, ex in self.executors.items():
             if isinstance(ex, Persistent):
                 saved = ex.to_dict()

@@ -288,3 +288,40 @@ async def test_a_restarted_engine_keeps_cooldowns_and_policy_memory(
     src2.set("api", "queue_length", 10.0)
     report = await again.tick(30.0)
     assert [o.status for o in report.outcomes] == ["skipped-cooldown"] and rec2.calls == []
+
+
+def test_policy_memory_is_dirty_only_when_a_value_really_changes() -> None:
+    from autoscaler.engine import Memory
+
+    mem = Memory({"n": 1})
+    mem["n"] = 1
+    assert not mem.dirty
+    mem["n"] = 2
+    assert mem.dirty
+    mem.dirty = False
+    mem.setdefault("n", 5)
+    assert not mem.dirty and mem["n"] == 2
+    mem.setdefault("new", [])
+    assert mem.dirty
+    mem.dirty = False
+    mem.pop("missing", None)
+    assert not mem.dirty
+    del mem["new"]
+    assert mem.dirty
+
+
+async def test_only_changed_policy_memory_is_written(settings_factory: SettingsFactory) -> None:
+    engine, src, _, store = engine_for(settings_factory())
+    src.set("api", "queue_length", 3.0)
+    writes: list[set[str]] = []
+    commit = store.commit
+
+    def spy(records: Any, state: Any) -> None:
+        writes.append({k for k in state if k.startswith("memory:")})
+        commit(records, state)
+
+    store.commit = spy  # type: ignore[method-assign]
+    for i in range(3):
+        await engine.tick(i * 15.0)
+    assert "memory:queue:api" in writes[0]
+    assert "memory:queue:api" not in writes[2]  # same value assigned again: not rewritten
