@@ -52,7 +52,8 @@ class ServiceSettings:
     shutdown_timeout: Seconds = 10.0
     """Seconds in-flight actions get to finish on SIGTERM/SIGINT."""
     journal_holds: Literal["changes", "all", "none"] = "changes"
-    """Which hold decisions to journal: only when the reason changes, all, or none."""
+    """Which hold decisions to journal: "changes" (when the reason changes, numbers aside),
+    "all", or "none"."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service."""
     log_format: Literal["json", "text"] = "json"

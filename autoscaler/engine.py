@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,11 @@ from policies.types import (
 from remediation.base import Executor, Outcome
 
 log = logging.getLogger(__name__)
+
+# Hold reasons carry live values ("queue_length 3 is within [1, 5]"); "changes" sampling
+# compares them with the numbers masked, so a hold is journalled when its kind changes, not
+# at every pass of a moving value.
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 class Memory(dict[str, Any]):
@@ -476,9 +482,10 @@ class Engine:
             if d.action is None:
                 holds += 1
                 key = (d.policy, d.target)
-                if mode == "none" or (mode == "changes" and self._last_hold.get(key) == d.reason):
+                shape = _NUMBER.sub("#", d.reason)
+                if mode == "none" or (mode == "changes" and self._last_hold.get(key) == shape):
                     continue
-                self._last_hold[key] = d.reason
+                self._last_hold[key] = shape
                 records.append(
                     JournalRecord(now, d.policy, d.target, "hold", {}, d.reason, dict(d.inputs))
                 )

@@ -325,3 +325,15 @@ async def test_only_changed_policy_memory_is_written(settings_factory: SettingsF
         await engine.tick(i * 15.0)
     assert "memory:queue:api" in writes[0]
     assert "memory:queue:api" not in writes[2]  # same value assigned again: not rewritten
+
+
+async def test_a_hold_is_not_journalled_again_when_only_its_numbers_move(
+    settings_factory: SettingsFactory,
+) -> None:
+    engine, src, _, store = engine_for(settings_factory())
+    for i, value in enumerate([2.0, 3.0, 4.0, 0.5, 0.7]):
+        src.set("api", "queue_length", value)
+        await engine.tick(i * 15.0)
+    reasons = [r.reason for r in store.records if r.kind == "hold"]
+    assert len(reasons) == 2  # "within thresholds" once, then "below, waiting" once
+    assert "within" in reasons[0] and "0.5" in reasons[1]
