@@ -440,8 +440,11 @@ class Engine:
     ) -> list[Decision]:
         """Fold the scaling rules' votes (holds vote too) into at most one scale decision;
         keep every other decision as it is."""
-        scaling = [d for d in decisions if d.policy in self._scaling or isinstance(d.action, Scale)]
-        rest = [d for d in decisions if d not in scaling]
+        scaling: list[Decision] = []
+        rest: list[Decision] = []
+        for d in decisions:
+            is_scaling = d.policy in self._scaling or isinstance(d.action, Scale)
+            (scaling if is_scaling else rest).append(d)
         if state is not None and state.deploying:
             why = f"deploy in progress ({state.update_state}), scaling waits"
             held = [
