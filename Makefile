@@ -44,7 +44,6 @@ demo: setup  ## backtest the bundled ServeGen trace: predictive vs reactive vs o
 	$(BIN)/autoscaler backtest --demand examples/data/servegen_m-mid.csv \
 	  --capacity-per-replica 50 --startup-delay 60s --target-utilization 0.7 \
 	  --min 1 --max 200 --interval 60s --price-per-replica-hour 0.05 --out out/demo
-	@echo "report: out/demo/report.html"
 
 bench: setup  ## figures, not assertions (sources needs the real Prometheus: run as root)
 	$(BIN)/python bench/tick.py

@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "autoscaler.record_cli",
     "autoscaler.replay_cli",
     "autoscaler.backtest_cli",
+    "autoscaler.forecast_cli",
 )
 
 
