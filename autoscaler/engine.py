@@ -23,9 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
-
 from autoscaler.bus import ActionBus, Sleep
 from autoscaler.config import Settings, TargetSettings
 from autoscaler.forecasts import ForecastProvider, make_provider
@@ -133,18 +130,6 @@ class TickReport:
 
 
 @dataclass(slots=True)
-class _StoreHistory:
-    """The ``History`` a policy sees: the window store."""
-
-    store: WindowStore
-
-    def window(
-        self, target: str, signal: str, seconds: float
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        return self.store.window(target, signal, seconds)
-
-
-@dataclass(slots=True)
 class Engine:
     """Everything one pass needs, wired together."""
 
@@ -168,7 +153,6 @@ class Engine:
     targets: dict[str, TargetSettings] = field(init=False)
     source_up: dict[str, bool] = field(init=False, default_factory=dict)
     last_tick: float | None = field(init=False, default=None)
-    last_ok_tick: float | None = field(init=False, default=None)
     _memory: dict[str, Memory] = field(init=False, default_factory=dict)
     _last_hold: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _produced: dict[str, set[tuple[str, str]]] = field(init=False, default_factory=dict)
@@ -254,8 +238,6 @@ class Engine:
             m.ticks.labels("error" if source_errors else "ok").inc()
             m.tick_duration.observe(duration)
             m.last_tick.set(now)
-            if not source_errors:
-                self.last_ok_tick = now
             return TickReport(now, duration, decisions, outcomes, source_errors, holds)
 
     async def _collect(self, now: float) -> dict[str, str]:
@@ -282,9 +264,13 @@ class Engine:
             self.source_up[src.name] = True
             self.metrics.source_up.labels(src.name).set(1)
             self._produced[src.name] = {(smp.target, smp.signal) for smp in res}
-            dropped = self.store.ingest(res)
-            if dropped:
-                self.metrics.dropped_samples.labels("invalid").inc(dropped)
+            before = dict(self.store.dropped)
+            if self.store.ingest(res):
+                for reason, count in self.store.dropped.items():
+                    if count > before.get(reason, 0):
+                        self.metrics.dropped_samples.labels(reason).inc(
+                            count - before.get(reason, 0)
+                        )
         self.store.advance(now)
         self._failed_keys = failed_keys
         return errors
@@ -393,7 +379,7 @@ class Engine:
         forecasts: Mapping[str, Mapping[str, Forecast]],
         events: Sequence[Event],
     ) -> list[Decision]:
-        history = _StoreHistory(self.store)
+        history = self.store
         events_by_target: dict[str, list[Event]] = {}
         for e in events:
             events_by_target.setdefault(e.target, []).append(e)

@@ -337,3 +337,18 @@ async def test_a_hold_is_not_journalled_again_when_only_its_numbers_move(
     reasons = [r.reason for r in store.records if r.kind == "hold"]
     assert len(reasons) == 2  # "within thresholds" once, then "below, waiting" once
     assert "within" in reasons[0] and "0.5" in reasons[1]
+
+
+async def test_dropped_samples_are_counted_by_reason(settings_factory: SettingsFactory) -> None:
+    from prometheus_client import generate_latest
+
+    engine, src, _, _ = engine_for(settings_factory())
+    src.set("api", "queue_length", float("nan"))
+    await engine.tick(0.0)
+    src.set("api", "queue_length", 1.0, at=10.0)
+    await engine.tick(15.0)
+    src.set("api", "queue_length", 1.0, at=5.0)  # older than the sample already stored
+    await engine.tick(30.0)
+    text = generate_latest(engine.metrics.registry).decode()
+    assert 'autoscaler_dropped_samples_total{reason="non_finite"} 1.0' in text
+    assert 'autoscaler_dropped_samples_total{reason="out_of_order"} 1.0' in text
