@@ -24,6 +24,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.harness.process import stop_process
+
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
 
@@ -131,13 +133,7 @@ class ManagedProcess:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=15)
         self.proc = None
 
     def close(self) -> None:
