@@ -49,12 +49,14 @@ def sh(*args: str, timeout: float = 120, check: bool = True, stdin: bytes | None
 
 
 def need_docker() -> None:
-    """A dockerd answering on the default socket, or fail (CI) / skip."""
-    if shutil.which("docker") is None:
-        unavailable("docker CLI not installed (apt-get install docker.io)")
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
-    if probe.returncode != 0:
-        unavailable("no dockerd answers on /var/run/docker.sock")
+    """A dockerd in swarm mode on the default socket, started by the shared harness when none
+    answers (a fresh machine runs no daemon); fail (CI) / skip when it cannot be had."""
+    from tests.harness.dockerd import HarnessError, ensure_swarm
+
+    try:
+        ensure_swarm()
+    except HarnessError as exc:
+        unavailable(f"no dockerd on /var/run/docker.sock and none could be started: {exc}")
 
 
 def need_cli() -> None:

@@ -37,6 +37,9 @@ BUSYBOX = "/bin/busybox"
 
 _lock = threading.Lock()
 _ready = False
+_daemon: subprocess.Popen[bytes] | None = None
+"""The dockerd this process started, if any. Held so that the Popen object is never collected
+while the daemon runs (its ``__del__`` would warn, and warnings are errors in the tests)."""
 
 
 class HarnessError(RuntimeError):
@@ -83,9 +86,10 @@ def _start_dockerd(deadline: float = 90.0) -> None:
         return
     _install_docker()
     log = Path(tempfile.gettempdir()) / "autoscaler-test-dockerd.log"
+    global _daemon
     with log.open("ab") as out:
         # A new session: the daemon outlives the test run (it is shared infrastructure).
-        proc = subprocess.Popen(
+        proc = _daemon = subprocess.Popen(
             ["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     start = time.monotonic()
