@@ -37,9 +37,6 @@ BUSYBOX = "/bin/busybox"
 
 _lock = threading.Lock()
 _ready = False
-_daemon: subprocess.Popen[bytes] | None = None
-"""The dockerd this process started, if any. Held so that the Popen object is never collected
-while the daemon runs (its ``__del__`` would warn, and warnings are errors in the tests)."""
 
 
 class HarnessError(RuntimeError):
@@ -86,20 +83,17 @@ def _start_dockerd(deadline: float = 90.0) -> None:
         return
     _install_docker()
     log = Path(tempfile.gettempdir()) / "autoscaler-test-dockerd.log"
-    global _daemon
-    with log.open("ab") as out:
-        # A new session: the daemon outlives the test run (it is shared infrastructure).
-        proc = _daemon = subprocess.Popen(
-            ["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    # The daemon outlives the test run (it is shared infrastructure), so it is not our child:
+    # a shell starts it in a session of its own and exits, leaving nothing for us to reap.
+    subprocess.run(
+        ["sh", "-c", 'setsid dockerd >>"$1" 2>&1 </dev/null &', "sh", str(log)],
+        check=True,
+        timeout=30,
+    )
     start = time.monotonic()
     while time.monotonic() - start < deadline:
         if daemon_answers():
             return
-        # Ours may have exited because another harness started one at the same moment:
-        # keep polling the socket a little longer before giving up.
-        if proc.poll() is not None and time.monotonic() - start > 15:
-            break
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
     raise HarnessError(f"dockerd did not answer on {DOCKER_SOCK}; log {log}:\n{tail}")
