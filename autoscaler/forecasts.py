@@ -170,17 +170,14 @@ class OnlineProvider:
         times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
         ok = np.all(np.isfinite(mean) & np.isfinite(lower) & np.isfinite(upper), axis=1)
         names = model.chosen() if isinstance(model, Auto) else None
+        # Each forecast holds read-only row views of this pass's fresh arrays: no copies
+        # per target, and no policy can change what another one reads.
+        for a in (times, mean, lower, upper):
+            a.setflags(write=False)
         out: dict[str, Forecast] = {}
-        for i in np.flatnonzero(ok):
+        for i in np.flatnonzero(ok).tolist():
             label = model.name if names is None else f"{model.name}:{names[i]}"
-            out[targets[i]] = Forecast(
-                issued_at=now,
-                times=times.copy(),
-                mean=mean[i].copy(),
-                lower=lower[i].copy(),
-                upper=upper[i].copy(),
-                model=label,
-            )
+            out[targets[i]] = Forecast(now, times, mean[i], lower[i], upper[i], label)
         return out
 
 

@@ -15,13 +15,17 @@ when every rule agrees. Then, as the HPA's ``behavior`` does:
   target outside its bounds.
 
 The votes and moves are kept in ``memory`` (JSON-serialisable; the engine persists it per
-target), so a restart does not shorten a window.
+target), so a restart does not shorten a window. Votes are kept as runs: ``[start, vote]``
+when the combined vote changes, and a vote stands until a different one replaces it. A
+target whose vote is steady therefore leaves its memory untouched (nothing to persist), and
+a window counts a replaced vote until the moment it was replaced.
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from policies.base import Bounds
@@ -102,7 +106,7 @@ def combine_scale(
         return Decision("bounds", target, now, action, reason, limits, want)
     top, winner = max(votes, key=lambda vd: (vd[0], isinstance(vd[1].action, Scale)))
     raw = _clamp(top, bounds)
-    recs = _remember(mem, "votes", now, raw, keep=max(how.scale_down_window, how.scale_up_window))
+    runs = _vote_runs(mem, now, raw, keep=max(how.scale_down_window, how.scale_up_window))
     asked = any(isinstance(d.action, Scale) for _, d in votes)
     out_of_bounds = _clamp(current, bounds) != current
     if not asked and not out_of_bounds:
@@ -110,12 +114,8 @@ def combine_scale(
 
     notes: list[str] = []
     want = current
-    up_rec = (
-        min(v for t, v in recs if t > now - how.scale_up_window - 1e-9)
-        if how.scale_up_window > 0
-        else raw
-    )
-    down_rec = max(v for t, v in recs if t > now - how.scale_down_window - 1e-9)
+    up_rec = min(_standing(runs, now, how.scale_up_window)) if how.scale_up_window > 0 else raw
+    down_rec = max(_standing(runs, now, how.scale_down_window))
     if want < up_rec:
         want = up_rec
         if up_rec < raw:
@@ -161,6 +161,28 @@ def _remember(
     kept.append((now, value))
     mem[key] = [[t, v] for t, v in kept]
     return kept
+
+
+def _vote_runs(
+    mem: MutableMapping[str, Any], now: float, vote: int, *, keep: float
+) -> list[tuple[float, int]]:
+    """Record ``vote`` at ``now`` in the runs ``mem["votes"]`` (``[start, vote]``, a new run
+    only when the vote changes), dropping runs replaced ``keep`` seconds ago or more and any
+    from the future (a clock that went back must not pin a window)."""
+    runs = [(float(t), int(v)) for t, v in mem.get("votes", []) if float(t) <= now]
+    if not runs or runs[-1][1] != vote:
+        runs.append((now, vote))
+    while len(runs) > 1 and runs[1][0] <= now - keep + 1e-9:
+        del runs[0]
+    mem["votes"] = [[t, v] for t, v in runs]  # unchanged when the vote is steady
+    return runs
+
+
+def _standing(runs: list[tuple[float, int]], now: float, seconds: float) -> list[int]:
+    """The votes that stood at some moment of the last ``seconds``: a run counts until the
+    next one starts, the last one until ``now``."""
+    since = now - seconds + 1e-9
+    return [v for (_, v), (end, _) in pairwise(runs) if end > since] + [runs[-1][1]]
 
 
 def _rate_limit(
