@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from autoscaler.bus import ActionBus, Sleep
 from autoscaler.config import Settings, TargetSettings
-from autoscaler.forecasts import ForecastProvider, make_provider
+from autoscaler.forecasts import ForecastProvider, TargetForecasts, make_provider
 from autoscaler.journal import JournalRecord, StateStore
 from autoscaler.metrics import Metrics
 from autoscaler.sources.base import EventSource, Sample, Source
@@ -130,6 +130,19 @@ class TickReport:
 
 
 @dataclass(slots=True)
+class _Plan:
+    """What a pass needs of one target that does not change from pass to pass."""
+
+    settings: TargetSettings
+    only: set[str] | None
+    bounds: Bounds
+    rules: list[tuple[Policy, Memory]]
+    """The policies that apply to the target, each with its memory for the target."""
+    combine: Memory
+    """The memory of the target's scale stabilisation (``combine_scale``)."""
+
+
+@dataclass(slots=True)
 class Engine:
     """Everything one pass needs, wired together."""
 
@@ -154,6 +167,7 @@ class Engine:
     source_up: dict[str, bool] = field(init=False, default_factory=dict)
     last_tick: float | None = field(init=False, default=None)
     _memory: dict[str, Memory] = field(init=False, default_factory=dict)
+    _plans: dict[str, _Plan] = field(init=False, default_factory=dict)
     _last_hold: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _produced: dict[str, set[tuple[str, str]]] = field(init=False, default_factory=dict)
     _failed_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
@@ -196,6 +210,7 @@ class Engine:
             if isinstance(ex, Persistent) and isinstance(saved, dict):
                 ex.restore(saved)
         self.bus.paused = bool(state.get("service:paused", False))
+        self._plans.clear()  # they hold the memories replaced below
         for key, value in state.items():
             if key.startswith("published:") and isinstance(value, str):
                 self.breakers[key[10:]] = value
@@ -335,9 +350,9 @@ class Engine:
             states.update(res)
         return states
 
-    def _forecasts(self, now: float) -> dict[str, dict[str, Forecast]]:
-        """Forecasts by target, then signal."""
-        out: dict[str, dict[str, Forecast]] = {}
+    def _forecasts(self, now: float) -> dict[str, Mapping[str, Forecast]]:
+        """Forecasts by signal, then target."""
+        out: dict[str, Mapping[str, Forecast]] = {}
         step = self.settings.service.interval
         horizon_steps = max(1, math.ceil(self.settings.forecasting.horizon / step))
         for signal, st in self.settings.signals.items():
@@ -349,15 +364,12 @@ class Engine:
             _, history = self.store.matrix(signal, targets, st.window)
             assert self.forecaster is not None
             try:
-                fc = self.forecaster.forecast(
+                out[signal] = self.forecaster.forecast(
                     signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
                 )
             except Exception:
                 self.metrics.errors.labels("forecast").inc()
                 log.exception("forecast of %s failed", signal)
-                continue
-            for target, f in fc.items():
-                out.setdefault(target, {})[signal] = f
         return out
 
     def _observations(self, now: float) -> dict[str, dict[str, Observation]]:
@@ -379,6 +391,8 @@ class Engine:
         forecasts: Mapping[str, Mapping[str, Forecast]],
         events: Sequence[Event],
     ) -> list[Decision]:
+        """Every applicable policy for every target; ``forecasts`` is by signal, then
+        target."""
         history = self.store
         events_by_target: dict[str, list[Event]] = {}
         for e in events:
@@ -386,20 +400,14 @@ class Engine:
         observations = self._observations(now)
         out: list[Decision] = []
         for target, tset in self.targets.items():
-            bounds = Bounds(tset.min_replicas, tset.max_replicas, tset.startup_delay)
+            plan = self._plan(target, tset)
+            bounds = plan.bounds
             obs = observations[target]
-            fcs = forecasts.get(target, {})
+            fcs = TargetForecasts(target, forecasts)
             tev = events_by_target.get(target, [])
             state = states.get(target)
             per_target: list[Decision] = []
-            only = self.target_policies.get(target)
-            for policy in self.policies:
-                if policy.targets and target not in policy.targets:
-                    continue
-                if only is not None and policy.name not in only:
-                    continue
-                mkey = f"{policy.name}:{target}"
-                memory = self._memory.setdefault(mkey, Memory())
+            for policy, memory in plan.rules:
                 ctx = Context(
                     now, target, bounds, state, obs, fcs, history, tev, memory, self.breakers
                 )
@@ -410,17 +418,34 @@ class Engine:
                     log.exception("policy %s failed for %s", policy.name, target)
                     reason = f"policy error, holding: {exc!r}"
                     per_target.append(Decision(policy.name, target, now, None, reason))
-            out.extend(self._merge(target, per_target, bounds, state, now))
+            out.extend(self._merge(target, per_target, plan, state, now))
         counts = Counter((d.policy, d.action.kind if d.action else "hold") for d in out)
         for (policy_name, kind), n in counts.items():
             self.metrics.decisions.labels(policy_name, kind).inc(n)
         return out
 
+    def _plan(self, target: str, tset: TargetSettings) -> _Plan:
+        """The target's plan, rebuilt when its settings or its policy list changed."""
+        only = self.target_policies.get(target)
+        plan = self._plans.get(target)
+        if plan is not None and plan.settings == tset and plan.only == only:
+            return plan
+        memory = self._memory
+        rules = [
+            (p, memory.setdefault(f"{p.name}:{target}", Memory()))
+            for p in self.policies
+            if (not p.targets or target in p.targets) and (only is None or p.name in only)
+        ]
+        bounds = Bounds(tset.min_replicas, tset.max_replicas, tset.startup_delay)
+        combine = memory.setdefault(f"combine:{target}", Memory())
+        plan = self._plans[target] = _Plan(tset, only, bounds, rules, combine)
+        return plan
+
     def _merge(
         self,
         target: str,
         decisions: list[Decision],
-        bounds: Bounds,
+        plan: _Plan,
         state: TargetState | None,
         now: float,
     ) -> list[Decision]:
@@ -440,15 +465,14 @@ class Engine:
             ]
             return [*rest, *(d for d in scaling if d.action is None), *held]
         current = None if state is None else state.desired_replicas
-        memory = self._memory.setdefault(f"combine:{target}", Memory())
         combined = combine_scale(
             target,
             scaling,
-            bounds=bounds,
+            bounds=plan.bounds,
             current=current,
             now=now,
-            memory=memory,
-            behavior=self.targets[target].behavior,
+            memory=plan.combine,
+            behavior=plan.settings.behavior,
         )
         holds = [d for d in scaling if d.action is None]
         if combined is None:

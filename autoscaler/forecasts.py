@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
 from forecasting.errors import ForecastError
 from forecasting.registry import make_model
-from forecasting.types import Forecast
+from forecasting.types import Forecast, ForecastBatch
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ForecastProvider(Protocol):
         step: float,
         horizon_steps: int,
         now: float,
-    ) -> dict[str, Forecast]:
+    ) -> Mapping[str, Forecast]:
         """Forecasts of ``signal`` for the ``targets`` that have enough data.
 
         ``history`` is ``[len(targets), T]`` on the tick grid, its last column at ``now``,
@@ -63,7 +63,7 @@ class _SignalState:
     horizon_steps: int
     now: float
     model: OnlineForecaster
-    result: dict[str, Forecast]
+    result: Mapping[str, Forecast]
 
 
 class OnlineProvider:
@@ -85,7 +85,7 @@ class OnlineProvider:
         step: float,
         horizon_steps: int,
         now: float,
-    ) -> dict[str, Forecast]:
+    ) -> Mapping[str, Forecast]:
         try:
             return self._forecast(
                 signal, tuple(targets), history, step=step, horizon_steps=horizon_steps, now=now
@@ -104,7 +104,7 @@ class OnlineProvider:
         step: float,
         horizon_steps: int,
         now: float,
-    ) -> dict[str, Forecast]:
+    ) -> Mapping[str, Forecast]:
         hist = np.asarray(history, dtype=np.float64)
         if hist.ndim == 1 and len(targets) == 1:
             hist = hist[None, :]
@@ -165,20 +165,37 @@ class OnlineProvider:
         now: float,
         step: float,
         horizon_steps: int,
-    ) -> dict[str, Forecast]:
+    ) -> ForecastBatch:
         mean, lower, upper = model.predict(horizon_steps)
         times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
         ok = np.all(np.isfinite(mean) & np.isfinite(lower) & np.isfinite(upper), axis=1)
+        rows = {targets[i]: i for i in np.flatnonzero(ok).tolist()}
         names = model.chosen() if isinstance(model, Auto) else None
-        # Each forecast holds read-only row views of this pass's fresh arrays: no copies
-        # per target, and no policy can change what another one reads.
-        for a in (times, mean, lower, upper):
-            a.setflags(write=False)
-        out: dict[str, Forecast] = {}
-        for i in np.flatnonzero(ok).tolist():
-            label = model.name if names is None else f"{model.name}:{names[i]}"
-            out[targets[i]] = Forecast(now, times, mean[i], lower[i], upper[i], label)
-        return out
+        models = model.name if names is None else [f"{model.name}:{n}" for n in names]
+        return ForecastBatch(now, times, mean, lower, upper, rows, models)
+
+
+class TargetForecasts(Mapping[str, Forecast]):
+    """One target's forecasts, by signal, read through from the pass's batches."""
+
+    __slots__ = ("_batches", "_target")
+
+    def __init__(self, target: str, batches: Mapping[str, Mapping[str, Forecast]]) -> None:
+        self._target = target
+        self._batches = batches
+
+    def __getitem__(self, signal: str) -> Forecast:
+        return self._batches[signal][self._target]
+
+    def get(self, signal: str, default: Any = None) -> Any:  # no KeyError round trip
+        batch = self._batches.get(signal)
+        return default if batch is None else batch.get(self._target, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return (s for s, b in self._batches.items() if self._target in b)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def make_provider(settings: ForecastSettings) -> ForecastProvider:

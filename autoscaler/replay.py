@@ -429,8 +429,8 @@ class ForecastTap:
         step: float,
         horizon_steps: int,
         now: float,
-    ) -> dict[str, Forecast]:
-        out: dict[str, Forecast] = self.inner.forecast(
+    ) -> Mapping[str, Forecast]:
+        out: Mapping[str, Forecast] = self.inner.forecast(
             signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
         )
         for target, f in out.items():

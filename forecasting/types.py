@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,3 +41,60 @@ class Forecast:
         if not mask.any():
             mask[0] = True
         return float(np.max(self.upper[mask]))
+
+
+class ForecastBatch(Mapping[str, Forecast]):
+    """Forecasts of one signal for many series issued together, by series name.
+
+    Holds the ``[n, steps]`` arrays (read-only) and builds a series' ``Forecast`` (row views,
+    no copies) when it is first looked up: a pass that reads ten of a thousand forecasts
+    pays for ten.
+    """
+
+    __slots__ = ("_cache", "_models", "_rows", "issued_at", "lower", "mean", "times", "upper")
+
+    def __init__(
+        self,
+        issued_at: float,
+        times: FloatArray,
+        mean: FloatArray,
+        lower: FloatArray,
+        upper: FloatArray,
+        rows: Mapping[str, int],
+        models: str | Sequence[str],
+    ) -> None:
+        for a in (times, mean, lower, upper):
+            a.setflags(write=False)
+        self.issued_at = issued_at
+        self.times, self.mean, self.lower, self.upper = times, mean, lower, upper
+        self._rows = rows
+        """Row of each series that has a forecast; others are absent."""
+        self._models = models
+        """The model's label, for every row or one per row."""
+        self._cache: dict[str, Forecast] = {}
+
+    def row(self, name: str) -> int | None:
+        """The array row of ``name``'s forecast, or None when it has none."""
+        return self._rows.get(name)
+
+    def __getitem__(self, name: str) -> Forecast:
+        f = self._cache.get(name)
+        if f is None:
+            i = self._rows[name]
+            model = self._models if isinstance(self._models, str) else self._models[i]
+            f = self._cache[name] = Forecast(
+                self.issued_at, self.times, self.mean[i], self.lower[i], self.upper[i], model
+            )
+        return f
+
+    def get(self, name: str, default: Any = None) -> Any:  # no KeyError round trip
+        return self[name] if name in self._rows else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)

@@ -169,7 +169,15 @@ def _vote_runs(
     """Record ``vote`` at ``now`` in the runs ``mem["votes"]`` (``[start, vote]``, a new run
     only when the vote changes), dropping runs replaced ``keep`` seconds ago or more and any
     from the future (a clock that went back must not pin a window)."""
-    runs = [(float(t), int(v)) for t, v in mem.get("votes", []) if float(t) <= now]
+    saved = mem.get("votes")
+    if (  # the usual pass: the vote did not change and no run has left the window
+        saved
+        and saved[-1][1] == vote
+        and saved[-1][0] <= now
+        and (len(saved) == 1 or saved[1][0] > now - keep + 1e-9)
+    ):
+        return [(float(t), int(v)) for t, v in saved]
+    runs = [(float(t), int(v)) for t, v in saved or [] if float(t) <= now]
     if not runs or runs[-1][1] != vote:
         runs.append((now, vote))
     while len(runs) > 1 and runs[1][0] <= now - keep + 1e-9:
