@@ -38,7 +38,6 @@ from policies.types import (
     Action,
     Decision,
     Event,
-    Observation,
     Scale,
     TargetState,
     TripBreaker,
@@ -372,18 +371,6 @@ class Engine:
                 log.exception("forecast of %s failed", signal)
         return out
 
-    def _observations(self, now: float) -> dict[str, dict[str, Observation]]:
-        """Latest observation of every signal, by target; values whose source failed this
-        pass count as stale."""
-        out: dict[str, dict[str, Observation]] = {t: {} for t in self.targets}
-        for signal, by_target in self.store.observations(now).items():
-            for target, o in by_target.items():
-                if target in out:
-                    if (target, signal) in self._failed_keys:
-                        o = Observation(o.value, o.at, stale=True)
-                    out[target][signal] = o
-        return out
-
     def _evaluate(
         self,
         now: float,
@@ -397,12 +384,13 @@ class Engine:
         events_by_target: dict[str, list[Event]] = {}
         for e in events:
             events_by_target.setdefault(e.target, []).append(e)
-        observations = self._observations(now)
+        latest = self.store.latest(now)
+        failed = self._failed_keys
         out: list[Decision] = []
         for target, tset in self.targets.items():
             plan = self._plan(target, tset)
             bounds = plan.bounds
-            obs = observations[target]
+            obs = latest.of(target, failed)
             fcs = TargetForecasts(target, forecasts)
             tev = events_by_target.get(target, [])
             state = states.get(target)
@@ -428,8 +416,9 @@ class Engine:
         """The target's plan, rebuilt when its settings or its policy list changed."""
         only = self.target_policies.get(target)
         plan = self._plans.get(target)
-        if plan is not None and plan.settings == tset and plan.only == only:
-            return plan
+        if plan is not None and plan.only == only:
+            if plan.settings is tset or plan.settings == tset:
+                return plan
         memory = self._memory
         rules = [
             (p, memory.setdefault(f"{p.name}:{target}", Memory()))

@@ -13,8 +13,9 @@ per-second rates (resets handled).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,6 +58,61 @@ class _Series:
             self.raw_value = np.concatenate([self.raw_value, pad])
             self.raw_at = np.concatenate([self.raw_at, pad])
         return r
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """One signal's latest values, as Python lists indexed by row."""
+
+    rows: Mapping[str, int]
+    values: list[float]
+    ats: list[float]
+    stale: list[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """The latest observations of one pass (``WindowStore.latest``)."""
+
+    columns: Mapping[str, _Column]
+
+    def of(self, target: str, failed: Collection[tuple[str, str]] = ()) -> TargetObservations:
+        """``target``'s observations by signal; those of ``failed`` (target, signal) keys
+        count as stale (their source failed this pass)."""
+        return TargetObservations(self.columns, target, failed)
+
+
+class TargetObservations(Mapping[str, Observation]):
+    """One target's latest observation of each signal, built when a policy reads it."""
+
+    __slots__ = ("_columns", "_failed", "_target")
+
+    def __init__(
+        self, columns: Mapping[str, _Column], target: str, failed: Collection[tuple[str, str]]
+    ) -> None:
+        self._columns = columns
+        self._target = target
+        self._failed = failed
+
+    def get(self, signal: str, default: Any = None) -> Any:
+        col = self._columns.get(signal)
+        r = None if col is None else col.rows.get(self._target)
+        if col is None or r is None:
+            return default
+        stale = col.stale[r] or (self._target, signal) in self._failed
+        return Observation(col.values[r], col.ats[r], stale)
+
+    def __getitem__(self, signal: str) -> Observation:
+        obs: Observation | None = self.get(signal)
+        if obs is None:
+            raise KeyError(signal)
+        return obs
+
+    def __iter__(self) -> Iterator[str]:
+        return (sig for sig, col in self._columns.items() if self._target in col.rows)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class WindowStore:
@@ -156,16 +212,17 @@ class WindowStore:
             value=float(s.last_value[r]), at=at, stale=(now - at) > s.settings.max_age
         )
 
-    def observations(self, now: float) -> dict[str, dict[str, Observation]]:
-        """The latest observation of every (signal, target), computed per signal at once."""
-        out: dict[str, dict[str, Observation]] = {}
+    def latest(self, now: float) -> Latest:
+        """The latest observation of every (signal, target), computed per signal at once
+        and read per target through ``Latest.of``."""
+        out: dict[str, _Column] = {}
         for signal, s in self._series.items():
             n = len(s.rows)
-            values = s.last_value[:n].tolist()
-            ats = s.last_at[:n].tolist()
-            stale = (~((now - s.last_at[:n]) <= s.settings.max_age)).tolist()
-            out[signal] = {t: Observation(values[r], ats[r], stale[r]) for t, r in s.rows.items()}
-        return out
+            stale = ~((now - s.last_at[:n]) <= s.settings.max_age)
+            out[signal] = _Column(
+                s.rows, s.last_value[:n].tolist(), s.last_at[:n].tolist(), stale.tolist()
+            )
+        return Latest(out)
 
     def _span(self, s: _Series, seconds: float) -> tuple[FloatArray, slice]:
         """Tick times of the last ``seconds`` (oldest first) and their slice of the ring."""

@@ -65,7 +65,8 @@ def preamble(
 
 def fresh(ctx: Context) -> None:
     """Note a successful evaluation: the count of consecutive failed ones starts over."""
-    ctx.memory[_FAILED] = 0
+    if ctx.memory.get(_FAILED):  # absent means 0: a healthy rule writes nothing
+        ctx.memory[_FAILED] = 0
 
 
 def stale(

@@ -104,14 +104,15 @@ def combine_scale(
         limits = {"min_replicas": bounds.min_replicas, "max_replicas": bounds.max_replicas}
         action = Scale(target=target, replicas=want, current=current)
         return Decision("bounds", target, now, action, reason, limits, want)
-    top, winner = max(votes, key=lambda vd: (vd[0], isinstance(vd[1].action, Scale)))
+    top = max(v for v, _ in votes)
     raw = _clamp(top, bounds)
-    runs = _vote_runs(mem, now, raw, keep=max(how.scale_down_window, how.scale_up_window))
+    _record_vote(mem, now, raw, keep=max(how.scale_down_window, how.scale_up_window))
     asked = any(isinstance(d.action, Scale) for _, d in votes)
-    out_of_bounds = _clamp(current, bounds) != current
-    if not asked and not out_of_bounds:
-        return None
+    if not asked and bounds.min_replicas <= current <= bounds.max_replicas:
+        return None  # the usual pass: every rule holds
 
+    _, winner = max(votes, key=lambda vd: (vd[0], isinstance(vd[1].action, Scale)))
+    runs = [(float(t), int(v)) for t, v in mem["votes"]]
     notes: list[str] = []
     want = current
     up_rec = min(_standing(runs, now, how.scale_up_window)) if how.scale_up_window > 0 else raw
@@ -163,9 +164,7 @@ def _remember(
     return kept
 
 
-def _vote_runs(
-    mem: MutableMapping[str, Any], now: float, vote: int, *, keep: float
-) -> list[tuple[float, int]]:
+def _record_vote(mem: MutableMapping[str, Any], now: float, vote: int, *, keep: float) -> None:
     """Record ``vote`` at ``now`` in the runs ``mem["votes"]`` (``[start, vote]``, a new run
     only when the vote changes), dropping runs replaced ``keep`` seconds ago or more and any
     from the future (a clock that went back must not pin a window)."""
@@ -176,14 +175,13 @@ def _vote_runs(
         and saved[-1][0] <= now
         and (len(saved) == 1 or saved[1][0] > now - keep + 1e-9)
     ):
-        return [(float(t), int(v)) for t, v in saved]
+        return
     runs = [(float(t), int(v)) for t, v in saved or [] if float(t) <= now]
     if not runs or runs[-1][1] != vote:
         runs.append((now, vote))
     while len(runs) > 1 and runs[1][0] <= now - keep + 1e-9:
         del runs[0]
-    mem["votes"] = [[t, v] for t, v in runs]  # unchanged when the vote is steady
-    return runs
+    mem["votes"] = [[t, v] for t, v in runs]
 
 
 def _standing(runs: list[tuple[float, int]], now: float, seconds: float) -> list[int]:

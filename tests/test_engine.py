@@ -312,7 +312,6 @@ def test_policy_memory_is_dirty_only_when_a_value_really_changes() -> None:
 
 async def test_only_changed_policy_memory_is_written(settings_factory: SettingsFactory) -> None:
     engine, src, _, store = engine_for(settings_factory())
-    src.set("api", "queue_length", 3.0)
     writes: list[set[str]] = []
     commit = store.commit
 
@@ -321,10 +320,14 @@ async def test_only_changed_policy_memory_is_written(settings_factory: SettingsF
         commit(records, state)
 
     store.commit = spy  # type: ignore[method-assign]
-    for i in range(3):
+    await engine.tick(0.0)  # no data yet: the rule counts a failed evaluation
+    src.set("api", "queue_length", 3.0, at=15.0)
+    for i in (1, 2, 3):
         await engine.tick(i * 15.0)
     assert "memory:queue:api" in writes[0]
+    assert "memory:queue:api" in writes[1]  # data again: the count starts over
     assert "memory:queue:api" not in writes[2]  # same value assigned again: not rewritten
+    assert "memory:queue:api" not in writes[3]
 
 
 async def test_a_hold_is_not_journalled_again_when_only_its_numbers_move(
