@@ -167,8 +167,10 @@ class Engine:
     last_tick: float | None = field(init=False, default=None)
     _memory: dict[str, Memory] = field(init=False, default_factory=dict)
     _plans: dict[str, _Plan] = field(init=False, default_factory=dict)
-    _last_hold: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
-    _produced: dict[str, set[tuple[str, str]]] = field(init=False, default_factory=dict)
+    _last_hold: dict[tuple[str, str], tuple[str, str]] = field(init=False, default_factory=dict)
+    """The last journalled hold of each (policy, target): its reason and that reason's shape."""
+    _produced: dict[str, Sequence[Sample]] = field(init=False, default_factory=dict)
+    """Each source's samples of its last good pass: what goes stale when it fails."""
     _failed_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
     _scaling: set[str] = field(init=False, default_factory=set)
     breakers: dict[str, str] = field(init=False, default_factory=dict)
@@ -272,12 +274,14 @@ class Engine:
                 self.metrics.source_errors.labels(src.name).inc()
                 self.metrics.source_up.labels(src.name).set(0)
                 self.source_up[src.name] = False
-                failed_keys |= self._produced.get(src.name, set())
+                failed_keys.update(
+                    (smp.target, smp.signal) for smp in self._produced.get(src.name, ())
+                )
                 log.warning("source failed", extra={"source": src.name, "error": msg})
                 continue
             self.source_up[src.name] = True
             self.metrics.source_up.labels(src.name).set(1)
-            self._produced[src.name] = {(smp.target, smp.signal) for smp in res}
+            self._produced[src.name] = res
             before = dict(self.store.dropped)
             if self.store.ingest(res):
                 for reason, count in self.store.dropped.items():
@@ -483,11 +487,16 @@ class Engine:
         for d in decisions:
             if d.action is None:
                 holds += 1
-                key = (d.policy, d.target)
-                shape = _NUMBER.sub("#", d.reason)
-                if mode == "none" or (mode == "changes" and self._last_hold.get(key) == shape):
+                if mode == "none":
                     continue
-                self._last_hold[key] = shape
+                key = (d.policy, d.target)
+                last = self._last_hold.get(key)
+                if mode == "changes" and last is not None and last[0] == d.reason:
+                    continue
+                shape = _NUMBER.sub("#", d.reason)
+                self._last_hold[key] = (d.reason, shape)
+                if mode == "changes" and last is not None and last[1] == shape:
+                    continue
                 records.append(
                     JournalRecord(now, d.policy, d.target, "hold", {}, d.reason, dict(d.inputs))
                 )

@@ -8,6 +8,7 @@ A failed pass never stops the loop: it is logged and counted, and the next one r
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -41,12 +42,18 @@ class LiveDriver:
     port: int | None = None
     _running: asyncio.Task[None] | None = None
     _scheduler: AsyncIOScheduler | None = None
+    _frozen: bool = False
 
     async def _tick(self) -> None:
         report: TickReport | None = None
         error: BaseException | None = None
         try:
             report = await self.engine.tick(self.clock())
+            if not self._frozen:
+                # What the first pass built (windows, memories, models) lives as long as
+                # the service: keep it out of every later garbage collection.
+                gc.freeze()
+                self._frozen = True
         except Exception as exc:  # a failed pass is counted; the loop goes on
             error = exc
             self.engine.metrics.ticks.labels("error").inc()

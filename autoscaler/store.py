@@ -128,6 +128,7 @@ class WindowStore:
         self._series: dict[str, _Series] = {}
         self.dropped: dict[str, int] = {"non_finite": 0, "out_of_order": 0}
         self.last_tick: int | None = None
+        self._times: dict[tuple[int, int], FloatArray] = {}
 
     def settings(self, signal: str) -> SignalSettings:
         return self._settings.get(signal) or SignalSettings()
@@ -153,6 +154,7 @@ class WindowStore:
         """Take new samples; returns how many were dropped (non-finite or older than the
         latest sample of their series)."""
         dropped = 0
+        gauges: dict[str, tuple[list[int], list[float], list[float]]] = {}
         for smp in samples:
             if not (math.isfinite(smp.value) and math.isfinite(smp.at)):
                 self.dropped["non_finite"] += 1
@@ -161,26 +163,57 @@ class WindowStore:
             s = self._get(smp.signal)
             r = s.row(smp.target)
             if s.settings.kind == "counter":
-                prev_v, prev_t = s.raw_value[r], s.raw_at[r]
-                if not math.isnan(prev_t) and smp.at <= prev_t:
-                    if smp.at < prev_t:
-                        self.dropped["out_of_order"] += 1
-                        dropped += 1
-                    continue
-                s.raw_value[r], s.raw_at[r] = smp.value, smp.at
-                if math.isnan(prev_t):
-                    continue  # a rate needs two samples
-                delta = smp.value - prev_v if smp.value >= prev_v else smp.value  # reset
-                s.last_value[r] = delta / (smp.at - prev_t)
-                s.last_at[r] = smp.at
-            else:
-                if not math.isnan(s.last_at[r]) and smp.at < s.last_at[r]:
-                    self.dropped["out_of_order"] += 1
-                    dropped += 1
-                    continue
-                s.last_value[r] = smp.value
-                s.last_at[r] = smp.at
+                dropped += self._counter(s, r, smp)
+                continue
+            batch = gauges.get(smp.signal)
+            if batch is None:
+                batch = gauges[smp.signal] = ([], [], [])
+            batch[0].append(r)
+            batch[1].append(smp.value)
+            batch[2].append(smp.at)
+        for signal, (rows, values, ats) in gauges.items():
+            dropped += self._gauges(self._series[signal], rows, values, ats)
         return dropped
+
+    def _gauges(self, s: _Series, rows: list[int], values: list[float], ats: list[float]) -> int:
+        """Store a batch of gauge samples of one signal at once (in order, per row)."""
+        if len(set(rows)) < len(rows):  # several samples of one series: in order, one by one
+            late = 0
+            for r, v, at in zip(rows, values, ats, strict=True):
+                if not math.isnan(s.last_at[r]) and at < s.last_at[r]:
+                    late += 1
+                    continue
+                s.last_value[r], s.last_at[r] = v, at
+            self.dropped["out_of_order"] += late
+            return late
+        idx = np.asarray(rows, dtype=np.intp)
+        times = np.asarray(ats, dtype=np.float64)
+        ok = ~(times < s.last_at[idx])  # NaN (no sample yet) compares False: accepted
+        if not ok.all():
+            idx, times = idx[ok], times[ok]
+            s.last_value[idx] = np.asarray(values, dtype=np.float64)[ok]
+        else:
+            s.last_value[idx] = values
+        s.last_at[idx] = times
+        late = len(rows) - len(idx)
+        self.dropped["out_of_order"] += late
+        return late
+
+    def _counter(self, s: _Series, r: int, smp: Sample) -> int:
+        """Turn a counter sample into a per-second rate (resets handled); 1 if dropped."""
+        prev_v, prev_t = s.raw_value[r], s.raw_at[r]
+        if not math.isnan(prev_t) and smp.at <= prev_t:
+            if smp.at < prev_t:
+                self.dropped["out_of_order"] += 1
+                return 1
+            return 0
+        s.raw_value[r], s.raw_at[r] = smp.value, smp.at
+        if math.isnan(prev_t):
+            return 0  # a rate needs two samples
+        delta = smp.value - prev_v if smp.value >= prev_v else smp.value  # reset
+        s.last_value[r] = delta / (smp.at - prev_t)
+        s.last_at[r] = smp.at
+        return 0
 
     def advance(self, now: float) -> None:
         """Write the column of the tick at ``now`` from the latest fresh samples; ticks
@@ -230,8 +263,15 @@ class WindowStore:
             return np.empty(0), slice(0, 0)
         n = min(s.slots, max(1, math.floor(seconds / self.interval + 1e-9) + 1))
         end = self.last_tick % s.slots + s.slots + 1
-        ticks = np.arange(self.last_tick - n + 1, self.last_tick + 1, dtype=np.float64)
-        return ticks * self.interval, slice(end - n, end)
+        key = (self.last_tick, n)
+        times = self._times.get(key)
+        if times is None:  # one array per window length and pass, shared read-only
+            if len(self._times) > 64 or any(k[0] != self.last_tick for k in self._times):
+                self._times.clear()
+            ticks = np.arange(self.last_tick - n + 1, self.last_tick + 1, dtype=np.float64)
+            times = self._times[key] = ticks * self.interval
+            times.setflags(write=False)
+        return times, slice(end - n, end)
 
     def window(self, target: str, signal: str, seconds: float) -> tuple[FloatArray, FloatArray]:
         """Times and values of the last ``seconds`` of a target's signal (NaN = missing)."""

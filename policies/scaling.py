@@ -55,6 +55,9 @@ class ScaleBehavior:
             raise ValueError("max_scale_up and max_scale_down must be >= 0")
 
 
+_DEFAULT_BEHAVIOR = ScaleBehavior()
+
+
 def vote(decision: Decision) -> int | None:
     """The replica count a decision votes for, if any."""
     if isinstance(decision.action, Scale):
@@ -80,17 +83,28 @@ def combine_scale(
     if current is None:
         return None
     mem: MutableMapping[str, Any] = {} if memory is None else memory
-    how = behavior or ScaleBehavior()
+    how = behavior or _DEFAULT_BEHAVIOR
     # Step limits count replica changes actually seen, not ones decided: a scale that
     # failed or was skipped (cooldown, breaker) must not use up the budget.
     # A change that matches the scale decided last pass is dated at that decision.
-    last, pending = mem.get("last_current"), mem.pop("pending", None)
-    if isinstance(last, int) and last != current:
-        at = float(pending[0]) if pending and int(pending[1]) == current else now
-        keep = max(how.scale_up_period, how.scale_down_period)
-        _remember(mem, "moves", at, current - last, keep=keep)
-    mem["last_current"] = current
-    votes = [(v, d) for d in decisions if d.target == target and (v := vote(d)) is not None]
+    last = mem.get("last_current")
+    pending = mem.pop("pending") if "pending" in mem else None
+    if last != current:
+        if isinstance(last, int):
+            at = float(pending[0]) if pending and int(pending[1]) == current else now
+            keep = max(how.scale_up_period, how.scale_down_period)
+            _remember(mem, "moves", at, current - last, keep=keep)
+        mem["last_current"] = current
+    votes: list[tuple[int, Decision]] = []
+    asked = False
+    for d in decisions:  # vote(d), inlined: this runs for every target on every pass
+        if d.target != target:
+            continue
+        if isinstance(d.action, Scale):
+            votes.append((d.action.replicas, d))
+            asked = True
+        elif d.recommendation is not None:
+            votes.append((d.recommendation, d))
     if not votes:
         if _clamp(current, bounds) == current:
             return None
@@ -107,7 +121,6 @@ def combine_scale(
     top = max(v for v, _ in votes)
     raw = _clamp(top, bounds)
     _record_vote(mem, now, raw, keep=max(how.scale_down_window, how.scale_up_window))
-    asked = any(isinstance(d.action, Scale) for _, d in votes)
     if not asked and bounds.min_replicas <= current <= bounds.max_replicas:
         return None  # the usual pass: every rule holds
 

@@ -63,16 +63,22 @@ class StepPolicy:
     name: str
     spec: StepSpec
     targets: Sequence[str] = field(default=())
+    _inputs: dict[str, Any] = field(init=False, repr=False)
+    """The inputs every decision shows that come from the spec alone."""
 
-    def evaluate(self, ctx: Context) -> Sequence[Decision]:
+    def __post_init__(self) -> None:
         spec = self.spec
-        inputs: dict[str, Any] = {
+        self._inputs = {
             "signal": spec.signal,
             "above": num(spec.above),
             "below": num(spec.below),
             "for": spec.for_,
             "scale_down_for": spec.scale_down_for,
         }
+
+    def evaluate(self, ctx: Context) -> Sequence[Decision]:
+        spec = self.spec
+        inputs = self._inputs.copy()
         current, early = preamble(self.name, ctx, inputs)
         if early is not None or current is None:
             return [early] if early is not None else []
