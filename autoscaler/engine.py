@@ -447,8 +447,10 @@ class Engine:
         scaling: list[Decision] = []
         rest: list[Decision] = []
         for d in decisions:
-            is_scaling = d.policy in self._scaling or isinstance(d.action, Scale)
-            (scaling if is_scaling else rest).append(d)
+            if d.policy in self._scaling or isinstance(d.action, Scale):
+                scaling.append(d)
+            else:
+                rest.append(d)
         if state is not None and state.deploying:
             why = f"deploy in progress ({state.update_state}), scaling waits"
             held = [
@@ -467,12 +469,13 @@ class Engine:
             memory=plan.combine,
             behavior=plan.settings.behavior,
         )
-        holds = [d for d in scaling if d.action is None]
-        if combined is None:
-            return [*rest, *holds]
-        if combined.action is None:
-            return [*rest, *holds, combined]
-        return [*rest, combined]
+        if combined is not None and combined.action is not None:
+            rest.append(combined)
+            return rest
+        rest.extend(d for d in scaling if d.action is None)
+        if combined is not None:
+            rest.append(combined)
+        return rest
 
     async def _journal(
         self, now: float, decisions: Sequence[Decision], outcomes: Sequence[Outcome]
@@ -498,7 +501,7 @@ class Engine:
                 if mode == "changes" and last is not None and last[1] == shape:
                     continue
                 records.append(
-                    JournalRecord(now, d.policy, d.target, "hold", {}, d.reason, dict(d.inputs))
+                    JournalRecord(now, d.policy, d.target, "hold", {}, d.reason, d.inputs)
                 )
                 continue
             self._last_hold.pop((d.policy, d.target), None)
@@ -514,7 +517,7 @@ class Engine:
                         d.action.kind,
                         d.action.params(),
                         d.reason,
-                        dict(d.inputs),
+                        d.inputs,
                         o.status,
                         o.detail,
                         o.executor,

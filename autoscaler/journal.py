@@ -82,8 +82,12 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=True)
+"""One encoder for every write: ``json.dumps`` with options builds a new one per call."""
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str, allow_nan=True)
+    return _ENCODER.encode(value)
 
 
 class SQLiteStore:

@@ -3,8 +3,10 @@
 In-memory source, forecasts on every signal (``--model``, persistence by default: the
 "trivial forecast" case), a step rule per target, dry-run bus, in-memory journal; 6 h
 windows at a 15 s interval, filled before timing (the first, refitting pass is not timed).
+``--journal sqlite`` commits to a real SQLite file (WAL) in a temporary folder, as the
+service does, instead of the in-memory store.
 
-    .venv/bin/python bench/tick.py [--targets 1000] [--passes 60] [--model auto]
+    .venv/bin/python bench/tick.py [--targets 1000] [--passes 60] [--model auto] [--journal sqlite]
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import asyncio
 import gc
 import resource
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from autoscaler.config import from_mapping
-from autoscaler.journal import MemoryStore
+from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
 from remediation.recording import RecordingExecutor
@@ -50,12 +54,14 @@ def settings(n: int, model: str = "persistence") -> Any:
     )
 
 
-async def main(n: int, passes: int, model: str = "persistence") -> None:
+async def main(n: int, passes: int, model: str = "persistence", journal: str = "memory") -> None:
     src = MemorySource()
+    folder = tempfile.TemporaryDirectory()
+    store = MemoryStore() if journal == "memory" else SQLiteStore(Path(folder.name) / "j.db")
     engine = build_engine(
         settings(n, model),
         dry_run=True,
-        state_store=MemoryStore(),
+        state_store=store,
         executors={"rec": RecordingExecutor("rec")},
         sources=[src],
     )
@@ -80,7 +86,12 @@ async def main(n: int, passes: int, model: str = "persistence") -> None:
             durations.append(took)
             cpu_times.append(time.process_time() - cpu)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"targets={n} signals={len(SIGNALS)} passes={passes} window=6h@15s model={model}")
+    store.close()
+    folder.cleanup()
+    print(
+        f"targets={n} signals={len(SIGNALS)} passes={passes} window=6h@15s model={model}"
+        f" journal={journal}"
+    )
     print(f"median pass   {statistics.median(durations) * 1000:8.1f} ms wall")
     print(f"median pass   {statistics.median(cpu_times) * 1000:8.1f} ms CPU (all threads)")
     print(f"p95 pass      {sorted(durations)[int(0.95 * len(durations))] * 1000:8.1f} ms")
@@ -96,5 +107,6 @@ if __name__ == "__main__":
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--passes", type=int, default=60)
     ap.add_argument("--model", default="persistence", help="[forecasting] model")
+    ap.add_argument("--journal", choices=("memory", "sqlite"), default="memory")
     a = ap.parse_args()
-    asyncio.run(main(a.targets, a.passes, a.model))
+    asyncio.run(main(a.targets, a.passes, a.model, a.journal))

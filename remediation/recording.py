@@ -36,6 +36,7 @@ class RecordingExecutor:
         self.replicas: dict[str, int] = dict(self.spec.replicas)
         self.restarts: dict[str, int] = {}
         self.calls: list[Action] = []
+        self._states: dict[str, TargetState] = {}
 
     def _replicas(self, target: str) -> int:
         return self.replicas.setdefault(target, self.spec.initial_replicas)
@@ -57,11 +58,15 @@ class RecordingExecutor:
         return "recorded"
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
-        return {
-            t: TargetState(target=t, desired_replicas=n, running_replicas=n)
-            for t in targets
-            for n in (self._replicas(t),)
-        }
+        out: dict[str, TargetState] = {}
+        cache = self._states
+        for t in targets:
+            n = self._replicas(t)
+            state = cache.get(t)
+            if state is None or state.desired_replicas != n:  # states are frozen: reuse
+                state = cache[t] = TargetState(target=t, desired_replicas=n, running_replicas=n)
+            out[t] = state
+        return out
 
     async def aclose(self) -> None:
         return None
