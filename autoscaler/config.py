@@ -151,7 +151,8 @@ class ForecastSettings:
     """``[forecasting]``: the models behind predictive rules."""
 
     model: str = "auto"
-    """Model for every forecast signal: auto, persistence, seasonal-naive, holt-winters, ..."""
+    """Model for every forecast signal: auto, persistence, seasonal-naive, seasonal-change,
+    holt-winters, robust-trend."""
     horizon: Seconds = 300.0
     """How far ahead forecasts reach (at least the longest startup_delay)."""
     coverage: float = 0.9
@@ -166,6 +167,13 @@ class ForecastSettings:
     """No forecast for a target whose last valid sample is older than this (0: no limit)."""
     reselect_every: int = 40
     """Ticks between two choices of model per target by `auto` (not on every tick)."""
+    clip: float = 5.0
+    """A sample further than this many typical errors from its forecast is clipped as an
+    outlier (its first sample only: a run in one direction is a level shift); 0: off."""
+
+    def __post_init__(self) -> None:
+        if self.clip < 0:
+            raise ValueError("clip must be >= 0 (0 turns outlier clipping off)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,12 +148,16 @@ class OnlineProvider:
             "nonnegative": s.nonnegative,
             "min_history": max(1, s.min_history),
             "max_gap": s.max_gap if s.max_gap > 0 else None,
+            "clip": s.clip if s.clip > 0 else None,
         }
         if s.model in ("auto", "holt-winters"):
             params["reselect_every"] = max(1, s.reselect_every)
-        if s.model in ("auto", "holt-winters", "seasonal-naive", "robust-trend"):
+        if s.model in ("auto", "holt-winters", "seasonal-naive", "seasonal-change", "robust-trend"):
             params["season"] = s.season if s.season > 0 else None
-        if s.model in ("seasonal-naive", "robust-trend", "auto") and params["season"] is None:
+        if (
+            s.model in ("seasonal-naive", "seasonal-change", "robust-trend", "auto")
+            and params["season"] is None
+        ):
             params["season"] = 86400.0  # these need some cycle; a daily one is harmless
         return make_model(s.model, **params)
 

@@ -1,6 +1,7 @@
 """Forecasting: pure numpy / scikit-learn. Arrays in, ``Forecast`` out.
 
-Models (``forecasting.registry.MODEL_TYPES``): persistence, seasonal naive, damped
+Models (``forecasting.registry.MODEL_TYPES``): persistence, seasonal naive and seasonal
+change (the last value moved as it moved one season ago), damped
 Holt-Winters, a robust local trend, and ``auto`` which picks per series by recent
 rolling-origin error. All forecast a batch of series at once and update online.
 
@@ -15,7 +16,7 @@ from forecasting.errors import AutoscalerError, ForecastError
 from forecasting.evaluation import backtest
 from forecasting.grid import clip_outliers, counter_to_rate, counter_to_rate_batch, resample
 from forecasting.holt_winters import HoltWinters
-from forecasting.naive import Persistence, SeasonalNaive
+from forecasting.naive import Persistence, SeasonalChange, SeasonalNaive
 from forecasting.registry import MODEL_TYPES, make_model
 from forecasting.trend import RobustTrend
 from forecasting.types import Forecast
@@ -30,6 +31,7 @@ __all__ = [
     "OnlineForecaster",
     "Persistence",
     "RobustTrend",
+    "SeasonalChange",
     "SeasonalNaive",
     "backtest",
     "clip_outliers",

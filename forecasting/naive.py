@@ -1,4 +1,4 @@
-"""Baselines and fallbacks: persistence and seasonal naive."""
+"""Baselines and fallbacks: persistence, seasonal naive, and its change-only variant."""
 
 from __future__ import annotations
 
@@ -64,3 +64,44 @@ class SeasonalNaive(OnlineForecaster):
         idx = (self.pos_ - 1 + self._ahead) % self.period_
         past = self.buffer_[:, idx]
         return np.where(np.isfinite(past), past, last)
+
+
+class SeasonalChange(SeasonalNaive):
+    """The last value, moved as the series moved one season earlier:
+    ``y(t+h) = y(t) · y(t+h-m) / y(t-m)``.
+
+    Knows when yesterday's ramps and steps came without carrying yesterday's level (a quiet
+    Sunday after a busy Friday): between them the forecast is the last value. The season is
+    kept unclipped, so a step that outlier clipping softened today is still seen whole
+    tomorrow. The ratio is bounded to ``[1/max_ratio, max_ratio]``; where either past value
+    is missing or not positive the step falls back to persistence, as does the whole path
+    during the first season.
+    """
+
+    name = "seasonal-change"
+
+    def __init__(self, *, max_ratio: float = 4.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_ratio = max_ratio
+
+    def _start(self, n: int) -> None:
+        super()._start(n)
+        self.base_ = np.full(n, np.nan)
+
+    def _observe(self, y: FloatArray) -> None:
+        self.base_ = self.buffer_[:, self.pos_].copy()  # y(t-m): the slot y(t) replaces
+        super()._observe(y)
+        # The season keeps the series as it was: outlier clipping takes the first sample of
+        # every level shift, which is exactly the change this model repeats a season later.
+        self.buffer_[:, (self.pos_ - 1) % self.period_] = self.raw_
+
+    def _path(self) -> FloatArray:
+        last = np.repeat(self.last_[:, None], self.horizon, axis=1)
+        if not self.seasonal_:
+            return last
+        past = self.buffer_[:, (self.pos_ - 1 + self._ahead) % self.period_]
+        base = self.base_[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.clip(past / base, 1.0 / self.max_ratio, self.max_ratio)
+        usable = np.isfinite(ratio) & (base > 0) & (past >= 0)
+        return np.where(usable, last * ratio, last)

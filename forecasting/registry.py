@@ -8,13 +8,14 @@ from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
 from forecasting.errors import ForecastError
 from forecasting.holt_winters import HoltWinters
-from forecasting.naive import Persistence, SeasonalNaive
+from forecasting.naive import Persistence, SeasonalChange, SeasonalNaive
 from forecasting.trend import RobustTrend
 
 MODEL_TYPES: dict[str, type[OnlineForecaster]] = {
     "auto": Auto,
     "persistence": Persistence,
     "seasonal-naive": SeasonalNaive,
+    "seasonal-change": SeasonalChange,
     "holt-winters": HoltWinters,
     "robust-trend": RobustTrend,
 }

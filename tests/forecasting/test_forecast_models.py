@@ -12,6 +12,7 @@ from forecasting import (
     HoltWinters,
     Persistence,
     RobustTrend,
+    SeasonalChange,
     SeasonalNaive,
     backtest,
     make_model,
@@ -48,6 +49,31 @@ def test_seasonal_naive_falls_back_to_persistence_on_short_history() -> None:
     y = np.array([[4.0, 5.0, 6.0]])
     mean, _, _ = SeasonalNaive(horizon=2).fit(y, step=STEP).predict()
     assert mean.tolist() == [[6.0, 6.0]]
+
+
+def test_seasonal_change_moves_todays_level_as_yesterday_moved() -> None:
+    # Two days of a step series: 100 until 06:00, then 300 (x3), with a small wiggle so
+    # that typical errors are not zero. Today runs at half the level: the change model
+    # predicts the step at the right time and to today's level.
+    t = np.arange(int(2 * DAY / STEP)) * STEP
+    base = np.where((t % DAY) < 6 * 3600, 100.0, 300.0)
+    wiggle = np.where(np.arange(t.size) % 2 == 0, 1.0, -1.0)
+    y = np.where(t < DAY, base, base / 2) + wiggle
+    history = y[None, : int((DAY + 6 * 3600) / STEP)]  # up to the sample before the step
+    for clip in (None, 5.0):  # clipping softens the step's first sample; the season does not
+        model = SeasonalChange(horizon=2, clip=clip).fit(history, step=STEP)
+        np.testing.assert_allclose(model.predict()[0][0], [150.0, 150.0], rtol=0.05)
+    naive = SeasonalNaive(horizon=2, clip=None).fit(history, step=STEP)
+    np.testing.assert_allclose(naive.predict()[0][0], [300.0, 300.0], rtol=0.05)  # yesterday's
+
+
+def test_seasonal_change_is_persistence_where_the_past_says_nothing() -> None:
+    y = np.array([[4.0, 5.0, 6.0]])  # less than a season
+    assert SeasonalChange(horizon=2).fit(y, step=STEP).predict()[0].tolist() == [[6.0, 6.0]]
+    t = np.arange(int(2 * DAY / STEP)) * STEP
+    zeros = np.where(t < DAY, 0.0, 7.0)  # yesterday was all zero: no ratio to apply
+    mean, _, _ = SeasonalChange(horizon=3, clip=None).fit(zeros[None, :], step=STEP).predict()
+    assert mean.tolist() == [[7.0, 7.0, 7.0]]
 
 
 def test_holt_winters_recovers_a_linear_trend() -> None:

@@ -138,3 +138,15 @@ def test_the_reference_config_documents_every_forecasting_setting() -> None:
     settings = from_mapping({"forecasting": table}).forecasting
     assert settings.horizon == 300.0 and settings.model == "auto"
     make_provider(settings)
+
+
+def test_outlier_clipping_follows_the_config() -> None:
+    spike = history(1, 60)
+    spike[0, -1] = 1000.0  # one wild sample after an ordinary hour
+    seen = {}
+    for clip in (5.0, 0.0):
+        provider = OnlineProvider(ForecastSettings(model="persistence", clip=clip))
+        out = provider.forecast("s", ["x"], spike, step=STEP, horizon_steps=1, now=NOW)
+        seen[clip] = float(out["x"].mean[0])
+    assert seen[0.0] == 1000.0  # clip = 0: the sample is taken as it is
+    assert seen[5.0] < 1000.0  # clipped towards the forecast
