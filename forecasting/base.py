@@ -169,7 +169,8 @@ class OnlineForecaster(ABC):
         if self.tracker_ is not None:
             self.tracker_.observe(y)
         self.raw_ = y  # before outlier clipping: for models that learn from level shifts
-        y = self._clip(y, valid)
+        if self.clip is not None or self.tracker_ is not None:  # else nothing reads its state
+            y = self._clip(y, valid)
         self.seen_ += valid
         self.since_valid_ = np.where(valid, 0.0, self.since_valid_ + 1.0)
         self._observe(y)
