@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import resource
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 
 from autoscaler.config import from_mapping
 from autoscaler.journal import MemoryStore, SQLiteStore
+from autoscaler.live import settle_gc
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
 from remediation.recording import RecordingExecutor
@@ -78,7 +78,7 @@ async def main(n: int, passes: int, model: str = "persistence", journal: str = "
             engine.store.advance(now)
             continue
         if k == fill + 1:
-            gc.freeze()  # as the live driver does after its first pass
+            settle_gc()  # as the live driver does after its first pass
         start, cpu = time.perf_counter(), time.process_time()
         await engine.tick(now)
         took = time.perf_counter() - start

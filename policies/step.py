@@ -65,6 +65,8 @@ class StepPolicy:
     targets: Sequence[str] = field(default=())
     _inputs: dict[str, Any] = field(init=False, repr=False)
     """The inputs every decision shows that come from the spec alone."""
+    _band: str = field(init=False, repr=False)
+    """The hysteresis band as reasons show it."""
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -75,6 +77,7 @@ class StepPolicy:
             "for": spec.for_,
             "scale_down_for": spec.scale_down_for,
         }
+        self._band = f"{spec.below:g}, {spec.above:g}"
 
     def evaluate(self, ctx: Context) -> Sequence[Decision]:
         spec = self.spec
@@ -139,13 +142,9 @@ class StepPolicy:
                 ]
             reason = f"{sig} {value:g} < {spec.below:g} but {current} is already the minimum"
             return [hold(self.name, ctx, reason, inputs, recommendation=current)]
-        reason = f"{sig} {value:g} is within [{_band(spec)}], holding {current} replicas"
+        reason = f"{sig} {value:g} is within [{self._band}], holding {current} replicas"
         return [hold(self.name, ctx, reason, inputs, recommendation=current)]
 
 
 def _for_text(seconds: float) -> str:
     return f" for {seconds:g} s" if seconds > 0 else ""
-
-
-def _band(spec: StepSpec) -> str:
-    return f"{spec.below:g}, {spec.above:g}"
