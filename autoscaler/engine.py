@@ -289,7 +289,7 @@ class Engine:
                 continue
             self.source_up[src.name] = True
             self.metrics.source_up.labels(src.name).set(1)
-            self._produced[src.name] = res
+            self._produced[src.name] = tuple(res)  # our own: a source may reuse its list
             before = dict(self.store.dropped)
             if self.store.ingest(res):
                 for reason, count in self.store.dropped.items():

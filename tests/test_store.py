@@ -58,6 +58,18 @@ def test_out_of_order_sample_does_not_replace_a_newer_one() -> None:
     assert store.dropped["out_of_order"] == 1
 
 
+def test_a_batch_keeps_newer_samples_and_drops_only_the_late_ones() -> None:
+    store = WindowStore(interval=15, signals={"q": SignalSettings(max_age=60)})
+    store.ingest([Sample("api", "q", 2.0, 10)])
+    dropped = store.ingest([Sample("api", "q", 1.0, 5), Sample("web", "q", 7.0, 5)])
+    assert dropped == 1 and store.dropped["out_of_order"] == 1
+    latest = store.latest(20)
+    assert latest.of("api")["q"].value == 2.0
+    assert latest.of("web")["q"].value == 7.0
+    assert latest.of("web", failed={("web", "q")})["q"].stale  # its source failed this pass
+    assert latest.of("db").get("q") is None and "q" not in latest.of("db")
+
+
 def test_counters_are_stored_as_rates_across_a_reset() -> None:
     store = WindowStore(interval=10, signals={"req": SignalSettings(kind="counter")})
     store.ingest([Sample("api", "req", 100, 0)])
