@@ -47,6 +47,8 @@ class ServiceSettings:
     """Decide and journal as usual, but never call executors."""
     state_path: str = "autoscaler.db"
     """SQLite file holding the journal and all state that changes behaviour."""
+    journal_retention: Seconds = 30 * 86400.0
+    """Journal rows older than this are deleted, hourly (0: keep them all). State is kept."""
     tick_timeout: Seconds = 10.0
     """Seconds a source may take to answer within one tick."""
     shutdown_timeout: Seconds = 10.0

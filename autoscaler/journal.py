@@ -10,6 +10,7 @@ complete tick and never repeats an action still in cooldown.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
@@ -90,14 +91,23 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+_PRUNE_EVERY = 3600.0
+"""Seconds of journal time between two deletions of rows past the retention."""
+
+
 class SQLiteStore:
     """Journal and state in one SQLite file (WAL, one transaction per tick).
 
     Calls may come from a worker thread (``asyncio.to_thread``); a lock serialises them.
+    With ``retention`` (seconds, 0: keep everything) journal rows older than that, counted
+    from the newest row committed, are deleted in the commit that first passes each
+    ``_PRUNE_EVERY`` seconds of journal time, so the file stops growing.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, retention: float = 0.0) -> None:
         self.path = Path(path)
+        self.retention = retention
+        self._pruned_at = -math.inf
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -151,6 +161,10 @@ class SQLiteStore:
                     upserts,
                 )
                 self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
+                newest = max((r.at for r in records), default=-math.inf)
+                if self.retention > 0 and newest - self._pruned_at >= _PRUNE_EVERY:
+                    self._db.execute("DELETE FROM journal WHERE at < ?", (newest - self.retention,))
+                    self._pruned_at = newest
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -75,7 +75,9 @@ def build_engine(
         sources=sources,
         policies=build_policies(settings),
         executors=build_executors(settings) if executors is None else executors,
-        state_store=SQLiteStore(settings.service.state_path)
+        state_store=SQLiteStore(
+            settings.service.state_path, retention=settings.service.journal_retention
+        )
         if state_store is None
         else state_store,
         metrics=metrics or make_metrics(),

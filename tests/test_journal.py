@@ -52,3 +52,20 @@ def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
     assert again.load_state() == {"k": [1, 2]}
     assert len(again.query()) == 1
     again.close()
+
+
+def test_sqlite_journal_rows_past_the_retention_are_deleted_hourly(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db", retention=100.0)
+    store.commit([rec(0)], {"cooldown:api:scale_up": 1.0})
+    store.commit([rec(50)], {})
+    store.commit([rec(3000)], {})  # past the retention, but within the hour since the last prune
+    assert [r["at"] for r in store.query()] == [0, 50, 3000]
+    store.commit([rec(4000)], {})  # an hour of journal time on: rows before 3900 go
+    assert [r["at"] for r in store.query()] == [4000]
+    assert store.load_state() == {"cooldown:api:scale_up": 1.0}  # state is never pruned
+    store.close()
+    keep = SQLiteStore(tmp_path / "keep.db")  # retention 0: everything stays
+    keep.commit([rec(0)], {})
+    keep.commit([rec(10_000_000)], {})
+    assert len(keep.query()) == 2
+    keep.close()
