@@ -214,9 +214,9 @@ class Engine:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore bus state and policy memories persisted by earlier runs."""
         self.bus.restore(state)
-        for name, ex in self.executors.items():
+        for name, ex in self._persistent.items():
             saved = state.get(f"executor:{name}")
-            if isinstance(ex, Persistent) and isinstance(saved, dict):
+            if isinstance(saved, dict):
                 ex.restore(saved)
         self.bus.paused = bool(state.get("service:paused", False))
         self._plans.clear()  # they hold the memories replaced below
