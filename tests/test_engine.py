@@ -355,3 +355,45 @@ async def test_dropped_samples_are_counted_by_reason(settings_factory: SettingsF
     text = generate_latest(engine.metrics.registry).decode()
     assert 'autoscaler_dropped_samples_total{reason="non_finite"} 1.0' in text
     assert 'autoscaler_dropped_samples_total{reason="out_of_order"} 1.0' in text
+
+
+class _Remembering(RecordingExecutor):
+    """A recording executor with state of its own (as the breaker board has)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.seen = 0
+
+    async def execute(self, action: Action) -> str:
+        self.seen += 1
+        return await super().execute(action)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def restore(self, data: Any) -> None:
+        self.seen = int(data["seen"])
+
+
+async def test_an_executors_own_state_is_persisted_and_restored(
+    settings_factory: SettingsFactory,
+) -> None:
+    store = MemoryStore()
+
+    def start() -> tuple[Engine, MemorySource, _Remembering]:
+        src, ex = MemorySource(), _Remembering("rec")
+        engine = build_engine(
+            settings_factory(),
+            state_store=store,
+            executors={"rec": ex},
+            sources=[src],
+            metrics=make_metrics(),
+        )
+        return engine, src, ex
+
+    engine, src, ex = start()
+    src.set("api", "queue_length", 10.0)
+    await engine.tick(0.0)
+    assert ex.seen == 1 and store.state["executor:rec"] == {"seen": 1}
+    _, _, again = start()  # a restarted service on the same store
+    assert again.seen == 1
