@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,11 @@ from autoscaler.backtest import (
     summary,
     write_timeline,
 )
-from autoscaler.config import parse_duration
+from autoscaler.cli import EXIT_USAGE
+from autoscaler.config import parse_duration, read_toml
 from autoscaler.errors import ConfigError
 from autoscaler.replay import InputError, Progress, parse_time, read_value_csv
 from autoscaler.report import text_table
-
-EXIT_USAGE = 2
 
 
 def _duration(text: str) -> float:
@@ -110,15 +108,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _user_config(path: str | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"cannot read {path!r}: {exc.strerror or exc}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
-    return data
+    return None if path is None else read_toml(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,20 +43,20 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _load(path: str) -> Settings:
-    return load(path, env=os.environ)
-
-
-def _fail_config(exc: ConfigError) -> int:
-    print(str(exc), file=sys.stderr)
-    return EXIT_USAGE
+def load_settings(path: str) -> Settings | None:
+    """The settings in ``path`` (secrets from the process environment), or None after every
+    problem was printed to stderr: the caller exits with ``EXIT_USAGE``."""
+    try:
+        return load(path, env=os.environ)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        s = _load(args.config)
-    except ConfigError as exc:
-        return _fail_config(exc)
+    s = load_settings(args.config)
+    if s is None:
+        return EXIT_USAGE
     print(
         f"{args.config}: ok ({len(s.targets)} targets, {len(s.sources)} sources, "
         f"{len(s.executors)} executors, {len(s.policies)} policies)"
@@ -68,10 +68,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from autoscaler.journal import MemoryStore
     from autoscaler.service import build_engine
 
-    try:
-        settings = _load(args.config)
-    except ConfigError as exc:
-        return _fail_config(exc)
+    settings = load_settings(args.config)
+    if settings is None:
+        return EXIT_USAGE
 
     async def one_pass() -> list[dict[str, Any]]:
         engine = build_engine(settings, dry_run=True, state_store=MemoryStore())
@@ -120,10 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from autoscaler.sdnotify import WatchdogPolicy, keepalive, tick_hook
     from autoscaler.service import build_engine, component_routes
 
-    try:
-        settings = _load(args.config)
-    except ConfigError as exc:
-        return _fail_config(exc)
+    settings = load_settings(args.config)
+    if settings is None:
+        return EXIT_USAGE
     configure(args.log_level or settings.service.log_level, settings.service.log_format)
 
     async def serve() -> None:

@@ -466,15 +466,20 @@ def _cross_check(s: Settings, loader: _Loader) -> None:
         loader.problem("bus.breakers", f"no executor named {s.bus.breakers!r}")
 
 
-def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a TOML config file."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file; ``ConfigError`` when it cannot be read or parsed."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read {str(p)!r}: {exc.strerror or exc}"]) from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: not valid TOML: {exc}"]) from exc
-    return from_mapping(data, env=env, base_dir=p.parent.resolve())
+
+
+def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    return from_mapping(read_toml(p), env=env, base_dir=p.parent.resolve())

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from autoscaler.cli import EXIT_USAGE
 from autoscaler.config import parse_duration
 from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         write_result(Path(args.out), series, result)
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return EXIT_USAGE
     print_summary(series, result, horizon=horizon, model=args.model)
     return 0
 

@@ -15,7 +15,6 @@ import asyncio
 import csv
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoscaler.config import load, parse_duration
+from autoscaler.cli import EXIT_USAGE, load_settings
+from autoscaler.config import parse_duration
 from autoscaler.dataset import JSON_FORMAT, format_value, parse_timestamp
-from autoscaler.errors import ConfigError
 from autoscaler.sources.prometheus import PrometheusSpec
 from autoscaler.sources.promql import auth_header, target_of
 
-EXIT_USAGE = 2
 MAX_POINTS = 11000
 CHUNK_POINTS = 10000  # below the server limit, with room for an inclusive end point
 
@@ -103,10 +101,8 @@ def chunks(start: float, end: float, step: float) -> Iterator[tuple[float, float
 
 def run(args: argparse.Namespace) -> int:
     """Run ``autoscaler record``."""
-    try:
-        settings = load(args.config, env=os.environ)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    settings = load_settings(args.config)
+    if settings is None:
         return EXIT_USAGE
     try:
         since = parse_duration(args.since)

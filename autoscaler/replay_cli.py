@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
-from autoscaler.config import load
-from autoscaler.errors import ConfigError
+from autoscaler.cli import EXIT_USAGE, load_settings
 from autoscaler.replay import (
     InputError,
     Progress,
@@ -23,8 +21,6 @@ from autoscaler.replay import (
     write_timeline,
 )
 from autoscaler.report import text_table
-
-EXIT_USAGE = 2
 
 
 def parse_speed(text: str) -> float | None:
@@ -84,10 +80,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args.config, env=os.environ)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    settings = load_settings(args.config)
+    if settings is None:
         return EXIT_USAGE
     try:
         series = read_metrics(args.metrics)
