@@ -73,10 +73,6 @@ class ForecastBatch(Mapping[str, Forecast]):
         """The model's label, for every row or one per row."""
         self._cache: dict[str, Forecast] = {}
 
-    def row(self, name: str) -> int | None:
-        """The array row of ``name``'s forecast, or None when it has none."""
-        return self._rows.get(name)
-
     def __getitem__(self, name: str) -> Forecast:
         f = self._cache.get(name)
         if f is None:

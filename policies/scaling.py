@@ -97,14 +97,10 @@ def combine_scale(
         mem["last_current"] = current
     votes: list[tuple[int, Decision]] = []
     asked = False
-    for d in decisions:  # vote(d), inlined: this runs for every target on every pass
-        if d.target != target:
-            continue
-        if isinstance(d.action, Scale):
-            votes.append((d.action.replicas, d))
-            asked = True
-        elif d.recommendation is not None:
-            votes.append((d.recommendation, d))
+    for d in decisions:
+        if d.target == target and (v := vote(d)) is not None:
+            votes.append((v, d))
+            asked = asked or isinstance(d.action, Scale)
     if not votes:
         if _clamp(current, bounds) == current:
             return None
