@@ -10,6 +10,8 @@ to declare typed fields with defaults:
 - ``Secret`` fields accept only a ``"${ENV_VAR}"`` reference or a sibling ``<key>_file``
   path (Docker secrets); a missing variable or file is an error naming key and path;
 - a field named ``for_`` is spelled ``for`` in TOML;
+- a spec's ``__post_init__`` checks values: an ``InvalidField`` is reported at its key's
+  path, a plain ``ValueError`` (a relation between keys) at the table's path;
 - ``sources``, ``executors`` and ``policies`` are tables of named components whose ``type``
   selects the spec dataclass from the registry of their package.
 
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autoscaler.errors import ConfigError
-from policies.markers import Seconds, Secret
+from policies.markers import InvalidField, Seconds, Secret
 from policies.scaling import ScaleBehavior
 
 # --- settings grouped by concern --------------------------------------------------------
@@ -175,7 +177,7 @@ class ForecastSettings:
 
     def __post_init__(self) -> None:
         if self.clip < 0:
-            raise ValueError("clip must be >= 0 (0 turns outlier clipping off)")
+            raise InvalidField("clip", "must be >= 0 (0 turns outlier clipping off)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,9 @@ class _Loader:
                 self.problem(sub, "unknown key")
         try:
             return cls(**values)
+        except InvalidField as exc:
+            self.problem(f"{path}.{exc.key}" if path else exc.key, exc.message)
+            return cls()
         except (TypeError, ValueError) as exc:
             self.problem(path, str(exc))
             return cls()

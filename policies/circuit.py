@@ -22,7 +22,7 @@ from typing import Any, Literal
 from policies.base import Context
 from policies.decisions import hold
 from policies.evidence import num, read
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Decision, TripBreaker
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -51,9 +51,11 @@ class CircuitSpec:
 
     def __post_init__(self) -> None:
         if not self.breaker:
-            raise ValueError("breaker needs a name")
-        if self.failure_threshold < 1 or self.half_open_trials < 1:
-            raise ValueError("failure_threshold and half_open_trials must be at least 1")
+            raise InvalidField("breaker", "needs a name")
+        if self.failure_threshold < 1:
+            raise InvalidField("failure_threshold", "must be at least 1")
+        if self.half_open_trials < 1:
+            raise InvalidField("half_open_trials", "must be at least 1")
 
 
 @dataclass(slots=True)

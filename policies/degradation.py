@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from policies.base import Context
 from policies.decisions import hold
+from policies.markers import InvalidField
 from policies.types import Decision, Notify
 
 FULL, CPU_ONLY, CACHED_EMBEDDINGS, EMERGENCY = 1, 2, 3, 4
@@ -55,10 +56,11 @@ class DegradationSpec:
     """Targets the rule reports for (empty: every target)."""
 
     def __post_init__(self) -> None:
-        if not all(FULL <= v <= EMERGENCY for v in self.levels.values()):
-            raise ValueError("levels must be between 1 and 4")
+        for breaker, level in self.levels.items():
+            if not FULL <= level <= EMERGENCY:
+                raise InvalidField(f"levels.{breaker}", "must be between 1 and 4")
         if self.emergency_at < 0:
-            raise ValueError("emergency_at must be >= 0")
+            raise InvalidField("emergency_at", "must be >= 0")
 
 
 @dataclass(slots=True)

@@ -5,6 +5,9 @@ The config loader in ``autoscaler.config`` reads these annotations:
 - ``Seconds``: a duration; accepts ``"15s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` or a number.
 - ``Secret``: a credential; the file may only hold a ``"${ENV_VAR}"`` reference, or the
   sibling key ``<name>_file`` naming a file (Docker secrets). The value is never logged.
+
+A spec's ``__post_init__`` raises ``InvalidField`` when one key's value is out of range, so
+the loader reports it at that key's path; a plain ``ValueError`` is reported at the table.
 """
 
 from __future__ import annotations
@@ -37,6 +40,22 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class InvalidField(ValueError):
+    """The value of one key of a spec is invalid.
+
+    ``key`` is spelled as in TOML (``for``, not ``for_``) and may go deeper into the value
+    (``per_target.api``); ``message`` says what is wrong without repeating the key.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(key, message)
+        self.key = key
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
 
 
 Seconds = Annotated[float, "seconds"]

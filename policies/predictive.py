@@ -21,7 +21,7 @@ from typing import Any, Literal
 from policies.base import Context
 from policies.decisions import clamp, fresh, hold, preamble, scale, stale
 from policies.evidence import forecast_at, num, read
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.tracking import desired_replicas
 from policies.types import Decision
 
@@ -58,11 +58,11 @@ class PredictiveSpec:
 
     def __post_init__(self) -> None:
         if self.mode == "track" and not (math.isfinite(self.target) and self.target > 0):
-            raise ValueError("track mode needs a positive target")
+            raise InvalidField("target", "must be positive in track mode")
         if self.scale_up_step < 1:
-            raise ValueError("scale_up_step must be at least 1")
+            raise InvalidField("scale_up_step", "must be at least 1")
         if not 0 <= self.tolerance < 1:
-            raise ValueError("tolerance must be in [0, 1)")
+            raise InvalidField("tolerance", "must be in [0, 1)")
 
 
 @dataclass(slots=True)

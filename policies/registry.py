@@ -2,7 +2,8 @@
 
 The config loader parses ``[policies.NAME]`` into the spec dataclass named by ``type``
 (unknown keys and bad values are errors with their key path; a spec's ``__post_init__``
-raises ``ValueError`` for inconsistent values), then calls the factory.
+raises ``InvalidField`` for a value out of range, reported at its key's path, or
+``ValueError`` for keys that contradict each other), then calls the factory.
 """
 
 from __future__ import annotations

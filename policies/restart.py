@@ -22,7 +22,7 @@ from typing import Any, Literal
 from policies.base import Context
 from policies.decisions import hold
 from policies.evidence import read
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Decision, Notify, Restart
 
 
@@ -48,10 +48,12 @@ class RestartSpec:
     """Targets the rule applies to (empty: every target)."""
 
     def __post_init__(self) -> None:
-        if self.failures < 1 or self.max_attempts < 1:
-            raise ValueError("failures and max_attempts must be at least 1")
+        if self.failures < 1:
+            raise InvalidField("failures", "must be at least 1")
+        if self.max_attempts < 1:
+            raise InvalidField("max_attempts", "must be at least 1")
         if not self.backoff or min(self.backoff) < 0:
-            raise ValueError("backoff needs at least one non-negative delay")
+            raise InvalidField("backoff", "needs at least one non-negative delay")
         if not self.signal and not self.alerts:
             raise ValueError("set a signal, alerts, or both")
 

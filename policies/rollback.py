@@ -17,7 +17,7 @@ from typing import Any, Literal
 from policies.base import Context
 from policies.decisions import hold
 from policies.evidence import held_for, read
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Decision, Notify, Rollback
 
 
@@ -51,9 +51,9 @@ class RollbackSpec:
 
     def __post_init__(self) -> None:
         if not self.breaches:
-            raise ValueError("at least one breach is needed")
+            raise InvalidField("breaches", "needs at least one breach")
         if self.window <= 0:
-            raise ValueError("window must be > 0")
+            raise InvalidField("window", "must be > 0")
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from itertools import pairwise
 from typing import Any
 
 from policies.base import Bounds
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Decision, Scale
 
 
@@ -51,8 +51,10 @@ class ScaleBehavior:
     """Seconds over which ``max_scale_down`` is counted."""
 
     def __post_init__(self) -> None:
-        if min(self.max_scale_up, self.max_scale_down) < 0:
-            raise ValueError("max_scale_up and max_scale_down must be >= 0")
+        if self.max_scale_up < 0:
+            raise InvalidField("max_scale_up", "must be >= 0")
+        if self.max_scale_down < 0:
+            raise InvalidField("max_scale_down", "must be >= 0")
 
 
 _DEFAULT_BEHAVIOR = ScaleBehavior()

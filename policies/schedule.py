@@ -22,7 +22,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from policies.base import Context
 from policies.decisions import clamp, hold, preamble, scale
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Decision
 
 
@@ -40,9 +40,14 @@ class ScheduleWindow:
     """Name used in reasons (default: the cron expression)."""
 
     def __post_init__(self) -> None:
-        if self.duration <= 0 or self.min_replicas < 0:
-            raise ValueError("duration must be > 0 and min_replicas >= 0")
-        CronTrigger.from_crontab(self.cron, timezone="UTC")  # raises ValueError when invalid
+        if self.duration <= 0:
+            raise InvalidField("duration", "must be > 0")
+        if self.min_replicas < 0:
+            raise InvalidField("min_replicas", "must be >= 0")
+        try:
+            CronTrigger.from_crontab(self.cron, timezone="UTC")
+        except ValueError as exc:
+            raise InvalidField("cron", str(exc)) from exc
 
     @property
     def label(self) -> str:
@@ -64,7 +69,7 @@ class ScheduleSpec:
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+            raise InvalidField("timezone", f"unknown time zone {self.timezone!r}") from exc
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 from policies.base import Context
 from policies.decisions import clamp, fresh, hold, preamble, scale, stale
 from policies.evidence import held_for, num, read
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Decision
 
 
@@ -49,11 +49,15 @@ class StepSpec:
 
     def __post_init__(self) -> None:
         if self.below > self.above:
-            raise ValueError(f"below ({self.below:g}) must not exceed above ({self.above:g})")
-        if self.scale_up_step < 1 or self.scale_down_step < 1:
-            raise ValueError("scale_up_step and scale_down_step must be at least 1")
-        if self.fallback_replicas < 0 or self.fallback_after < 1:
-            raise ValueError("fallback_replicas must be >= 0 and fallback_after >= 1")
+            raise InvalidField("below", f"{self.below:g} must not exceed above ({self.above:g})")
+        if self.scale_up_step < 1:
+            raise InvalidField("scale_up_step", "must be at least 1")
+        if self.scale_down_step < 1:
+            raise InvalidField("scale_down_step", "must be at least 1")
+        if self.fallback_replicas < 0:
+            raise InvalidField("fallback_replicas", "must be >= 0")
+        if self.fallback_after < 1:
+            raise InvalidField("fallback_after", "must be at least 1")
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from policies.base import Context
 from policies.decisions import clamp, fresh, hold, preamble, scale, stale
 from policies.evidence import read
+from policies.markers import InvalidField
 from policies.types import Decision
 
 
@@ -36,9 +37,11 @@ class MetricTarget:
     """Overrides of ``target`` for named targets, e.g. ``{ gpu_worker = 0.85 }``."""
 
     def __post_init__(self) -> None:
-        values = [self.target, *self.per_target.values()]
-        if not all(math.isfinite(v) and v > 0 for v in values):
-            raise ValueError(f"target values of {self.signal} must be positive")
+        if not (math.isfinite(self.target) and self.target > 0):
+            raise InvalidField("target", "must be positive")
+        for name, value in self.per_target.items():
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidField(f"per_target.{name}", "must be positive")
 
     def target_for(self, target: str) -> float:
         """The target value for the named autoscaler target."""
@@ -62,11 +65,13 @@ class TrackingSpec:
 
     def __post_init__(self) -> None:
         if not self.metrics:
-            raise ValueError("at least one metric is needed")
+            raise InvalidField("metrics", "needs at least one metric")
         if not 0 <= self.tolerance < 1:
-            raise ValueError("tolerance must be in [0, 1)")
-        if self.fallback_replicas < 0 or self.fallback_after < 1:
-            raise ValueError("fallback_replicas must be >= 0 and fallback_after >= 1")
+            raise InvalidField("tolerance", "must be in [0, 1)")
+        if self.fallback_replicas < 0:
+            raise InvalidField("fallback_replicas", "must be >= 0")
+        if self.fallback_after < 1:
+            raise InvalidField("fallback_after", "must be at least 1")
 
 
 def desired_replicas(

@@ -48,6 +48,33 @@ def test_missing_secret_file_names_key_and_path_without_traceback(tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+def test_a_value_a_spec_rejects_is_reported_at_its_key_path_and_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[forecasting]\nclip = -1\n\n"
+        '[targets.api]\nexecutor = "rec"\n\n'
+        '[executors.rec]\ntype = "recording"\n\n'
+        '[policies.cpu]\ntype = "target_tracking"\ntolerance = 1.5\n'
+    )
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 2
+    assert "forecasting.clip: must be >= 0 (0 turns outlier clipping off)" in result.stderr
+    assert "policies.cpu.tolerance: must be in [0, 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_relation_between_keys_is_reported_at_the_table() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"policies": {"r": {"type": "restart", "signal": ""}}})
+    assert err.value.problems == ["policies.r: set a signal, alerts, or both"]
+
+
+def test_a_bad_value_is_not_reported_again_by_the_check_of_its_spec() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"policies": {"b": {"type": "circuit_breaker", "failure_threshold": "5"}}})
+    assert err.value.problems == ["policies.b.failure_threshold: expected an integer, got '5'"]
+
+
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[service\n")

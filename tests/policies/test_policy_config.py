@@ -67,10 +67,22 @@ def _signals(spec: object) -> list[str]:
 @pytest.mark.parametrize(
     ("table", "path"),
     [
-        ({"type": "step", "above": 1, "below": 5}, "policies.bad"),
-        ({"type": "predictive", "mode": "track"}, "policies.bad"),
-        ({"type": "schedule", "windows": [{"cron": "99 * * * *"}]}, "policies.bad.windows[0]"),
+        ({"type": "step", "above": 1, "below": 5}, "policies.bad.below"),
+        ({"type": "step", "scale_down_step": 0}, "policies.bad.scale_down_step"),
+        ({"type": "predictive", "mode": "track"}, "policies.bad.target"),
+        (
+            {"type": "schedule", "windows": [{"cron": "99 * * * *"}]},
+            "policies.bad.windows[0].cron",
+        ),
+        ({"type": "schedule", "timezone": "Mars/Olympus"}, "policies.bad.timezone"),
+        (
+            {"type": "target_tracking", "metrics": [{"per_target": {"api": -1.0}}]},
+            "policies.bad.metrics[0].per_target.api",
+        ),
+        ({"type": "degradation", "levels": {"gpu": 7}}, "policies.bad.levels.gpu"),
+        ({"type": "circuit_breaker", "half_open_trials": 0}, "policies.bad.half_open_trials"),
         ({"type": "restart", "backoff": ["soon"]}, "policies.bad.backoff[0]"),
+        ({"type": "restart", "signal": "", "alerts": []}, "policies.bad"),
         (
             {"type": "rollback", "breaches": [{"signal": "x", "for": "2q"}]},
             "policies.bad.breaches[0].for",
