@@ -110,6 +110,8 @@ class Cluster:
 
     The driver sets ``now`` before each tick (executors take no time argument)."""
 
+    in_memory = True  # states() never waits: the engine awaits it in place
+
     def __init__(self, *, target: str, startup_delay: float, replicas: int, now: float) -> None:
         self.name = EXECUTOR
         self.target = target

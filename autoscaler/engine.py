@@ -19,9 +19,9 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from autoscaler.bus import ActionBus, Sleep
 from autoscaler.config import Settings, TargetSettings
@@ -87,6 +87,41 @@ class Memory(dict[str, Any]):
     def clear(self) -> None:
         self.dirty = self.dirty or bool(self)
         super().clear()
+
+
+T = TypeVar("T")
+
+
+def in_memory(component: object) -> bool:
+    """A source or executor that answers from memory and never waits (the replay source,
+    the recording executor) says so with ``in_memory = True``."""
+    return getattr(component, "in_memory", False) is True
+
+
+async def settle(
+    calls: Sequence[tuple[Awaitable[T], bool]], limit: float
+) -> list[T | BaseException]:
+    """Await every call, each under ``limit`` seconds, concurrently; a failure comes back as its
+    exception (``gather(..., return_exceptions=True)``). A call marked in-memory is awaited
+    in place: a task and a timer per call cost more than the call (most of a replay pass)."""
+    out: list[T | BaseException | None] = [None] * len(calls)
+    waiting: list[tuple[int, Awaitable[T]]] = []
+    for i, (call, direct) in enumerate(calls):
+        if not direct:
+            waiting.append((i, call))
+            continue
+        try:
+            out[i] = await call
+        except Exception as exc:
+            out[i] = exc
+    if waiting:
+        results = await asyncio.gather(
+            *(asyncio.wait_for(call, timeout=limit) for _, call in waiting),
+            return_exceptions=True,
+        )
+        for (i, _), res in zip(waiting, results, strict=True):
+            out[i] = res
+    return out  # type: ignore[return-value]  # every slot was filled
 
 
 @runtime_checkable
@@ -265,12 +300,10 @@ class Engine:
             return TickReport(now, duration, decisions, outcomes, source_errors, holds)
 
     async def _collect(self, now: float) -> dict[str, str]:
-        timeout = self.settings.service.tick_timeout
-
-        async def one(src: Source) -> Sequence[Sample]:
-            return await asyncio.wait_for(src.collect(now), timeout=timeout)
-
-        results = await asyncio.gather(*(one(s) for s in self.sources), return_exceptions=True)
+        results = await settle(
+            [(src.collect(now), in_memory(src)) for src in self.sources],
+            self.settings.service.tick_timeout,
+        )
         errors: dict[str, str] = {}
         failed_keys: set[tuple[str, str]] = set()
         for src, res in zip(self.sources, results, strict=True):
@@ -340,13 +373,12 @@ class Engine:
             if t.executor in self.executors:
                 by_executor.setdefault(t.executor, []).append(name)
         names = list(by_executor)
-        timeout = self.settings.bus.executor_timeout
-        results = await asyncio.gather(
-            *(
-                asyncio.wait_for(self.executors[n].states(by_executor[n]), timeout=timeout)
+        results = await settle(
+            [
+                (self.executors[n].states(by_executor[n]), in_memory(self.executors[n]))
                 for n in names
-            ),
-            return_exceptions=True,
+            ],
+            self.settings.bus.executor_timeout,
         )
         states: dict[str, TargetState] = {}
         for name, res in zip(names, results, strict=True):

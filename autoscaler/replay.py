@@ -329,6 +329,8 @@ class ReplaySource:
     """A pull source over recorded series: at ``now`` it reports, for every series, the
     latest sample at or before ``now`` (as an instant query would), once."""
 
+    in_memory = True  # the engine awaits it in place (no task, no timeout)
+
     def __init__(self, series: Sequence[Series], name: str = "replay") -> None:
         self.name = name
         keys = [(s.target, s.signal) for s in series]

@@ -30,6 +30,8 @@ class RecordingSpec:
 class RecordingExecutor:
     """Keeps replicas in memory; every call is recorded in ``calls``."""
 
+    in_memory = True  # states() never waits: the engine awaits it in place
+
     def __init__(self, name: str = "recording", spec: RecordingSpec | None = None) -> None:
         self.name = name
         self.spec = spec or RecordingSpec()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from autoscaler.config import Settings
-from autoscaler.engine import Engine
+from autoscaler.engine import Engine, settle
 from autoscaler.errors import ExecutorError, SourceError
 from autoscaler.journal import MemoryStore
 from autoscaler.metrics import make_metrics
@@ -119,6 +121,59 @@ async def test_failing_source_holds_its_targets_and_the_pass_goes_on(
     src.fail = None
     report = await engine.tick(15.0)
     assert report.ok and len(rec.calls) == 1
+
+
+class HungSource:
+    """A networked source whose server never answers."""
+
+    name = "hung"
+
+    async def collect(self, now: float) -> list[Any]:
+        await asyncio.sleep(3600)
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_hung_source_times_out_while_an_in_memory_source_answers_in_place(
+    settings_factory: SettingsFactory,
+) -> None:
+    settings = settings_factory()
+    settings = replace(settings, service=replace(settings.service, tick_timeout=0.05))
+    src = MemorySource()
+    src.set("api", "queue_length", 10.0)
+    engine = build_engine(
+        settings,
+        dry_run=False,
+        state_store=MemoryStore(),
+        executors={"rec": RecordingExecutor("rec")},
+        sources=[HungSource(), src],
+        metrics=make_metrics(),
+    )
+    report = await engine.tick(0.0)
+    assert report.source_errors == {"hung": "timed out"}
+    assert engine.source_up == {"hung": False, "memory": True}
+    assert [o.status for o in report.outcomes] == ["done"]  # the in-memory sample was used
+
+
+async def test_settle_returns_results_and_failures_in_call_order() -> None:
+    async def ok(v: int) -> int:
+        return v
+
+    async def bad() -> int:
+        raise SourceError("down")
+
+    async def slow() -> int:
+        await asyncio.sleep(3600)
+        return 0
+
+    out = await settle(
+        [(ok(1), True), (slow(), False), (bad(), True), (ok(4), False), (bad(), False)], 0.05
+    )
+    assert out[0] == 1 and out[3] == 4
+    assert isinstance(out[1], TimeoutError)
+    assert isinstance(out[2], SourceError) and isinstance(out[4], SourceError)
 
 
 async def test_values_from_a_source_that_just_failed_count_as_stale(

@@ -51,6 +51,8 @@ class EventSource(Protocol):
 class MemorySource:
     """A pull source whose values a test or driver sets directly."""
 
+    in_memory = True
+
     def __init__(self, name: str = "memory") -> None:
         self.name = name
         self.values: dict[tuple[str, str], tuple[float, float | None]] = {}
@@ -84,6 +86,8 @@ class StaticSpec:
 
 class StaticSource:
     """Reports the same values at every tick."""
+
+    in_memory = True
 
     def __init__(self, name: str, spec: StaticSpec) -> None:
         self.name = name
