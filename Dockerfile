@@ -32,16 +32,18 @@ COPY deploy/ca/ /tmp/build-ca/
 RUN python3 -m venv /opt/autoscaler
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a source change reuses this layer:
-# the empty package directories make a wheel with no modules but the full dependency list.
-COPY pyproject.toml README.md ./
+# the empty package directories make a wheel with no modules but the full dependency list
+# (and an empty README.md stands in for the real one, so editing the docs keeps it too).
+COPY pyproject.toml ./
 RUN set -eu; \
     if [ -z "${PIP_CERT:-}" ] && [ -f /tmp/build-ca/ca-certificates.crt ]; then \
         PIP_CERT=/tmp/build-ca/ca-certificates.crt; fi; \
     if [ -n "${PIP_CERT:-}" ]; then export PIP_CERT SSL_CERT_FILE="$PIP_CERT"; else unset PIP_CERT; fi; \
-    mkdir -p autoscaler policies forecasting remediation; \
+    mkdir -p autoscaler policies forecasting remediation; : > README.md; \
     /opt/autoscaler/bin/pip install . ; \
     /opt/autoscaler/bin/pip uninstall -y autoscaler; \
-    rm -rf autoscaler policies forecasting remediation build ./*.egg-info
+    rm -rf autoscaler policies forecasting remediation build ./*.egg-info README.md
+COPY README.md ./
 COPY autoscaler ./autoscaler
 COPY policies ./policies
 COPY forecasting ./forecasting
