@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from autoscaler.backtest import CapacitySpec, engine_settings
+from autoscaler.backtest import CapacitySpec, engine_settings, policy_sets
 from autoscaler.config import load
 from autoscaler.replay import read_metrics, read_value_csv
-from policies.registry import POLICY_TYPES
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-NEEDED = {"target_tracking", "predictive"}
 
 
-@pytest.mark.skipif(not NEEDED <= POLICY_TYPES.keys(), reason="scaling rules not on this branch")
 def test_replay_example_config_is_valid() -> None:
     settings = load(EXAMPLES / "replay.toml")
     assert set(settings.targets) == {"api", "search"}
@@ -26,7 +23,6 @@ def test_replay_example_config_is_valid() -> None:
     }
 
 
-@pytest.mark.skipif(not NEEDED <= POLICY_TYPES.keys(), reason="scaling rules not on this branch")
 def test_backtest_example_config_builds_an_engine_config() -> None:
     user = tomllib.loads((EXAMPLES / "backtest.toml").read_text(encoding="utf-8"))
     spec = CapacitySpec(capacity_per_replica=500.0, interval=60.0)
@@ -34,8 +30,18 @@ def test_backtest_example_config_builds_an_engine_config() -> None:
     assert {c.type for c in settings.policies.values()} == {"predictive"}
 
 
-def test_bundled_demand_trace_reads_and_covers_two_weeks() -> None:
-    times, values = read_value_csv(EXAMPLES / "data" / "nyc_taxi_2w.csv")
+def test_bursty_example_narrows_the_interval_of_the_built_in_predictive_policy() -> None:
+    user = tomllib.loads((EXAMPLES / "bursty.toml").read_text(encoding="utf-8"))
+    spec = CapacitySpec(capacity_per_replica=5.0, interval=60.0, max_replicas=500)
+    built_in = policy_sets(spec)["predictive"]
+    settings = engine_settings(spec, built_in, history=2 * 86400.0, user=user)
+    assert settings.forecasting.coverage == 0.8
+    assert {c.type for c in settings.policies.values()} == {"predictive"}
+
+
+@pytest.mark.parametrize("name", ["nyc_taxi_2w.csv", "tweets_amzn_2w.csv"])
+def test_bundled_demand_trace_reads_and_covers_two_weeks(name: str) -> None:
+    times, values = read_value_csv(EXAMPLES / "data" / name)
     assert 13 * 86400 < times[-1] - times[0] < 15 * 86400
     assert values.min() >= 0
     assert (
