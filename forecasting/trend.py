@@ -104,7 +104,8 @@ class RobustTrend(OnlineForecaster):
         x = (t - origin) / self.span_
         cols = [np.ones_like(x), x]
         if self.use_harmonics_:
-            w = 2.0 * np.pi * t / self.season
+            # times shared by every series ([1, k]) still need a column per series
+            w = 2.0 * np.pi * np.broadcast_to(t, x.shape) / self.season
             for k in range(1, self.harmonics + 1):
                 cols += [np.sin(k * w), np.cos(k * w)]
         return np.stack(cols, axis=-1)

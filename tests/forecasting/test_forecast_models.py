@@ -122,6 +122,23 @@ def test_robust_trend_recovers_a_ramp_despite_outliers() -> None:
     assert np.max(np.abs(mean[0] - truth)) < 1.5
 
 
+def test_robust_trend_with_harmonics_keeps_forecasting_after_each_update() -> None:
+    # A window of at least one season turns the time-of-day harmonics on; the update path
+    # evaluates them for all series at once (it used to fail on their shapes).
+    season = 48 * STEP
+    t = np.arange(200)
+    y = 50 + 10 * np.sin(2 * np.pi * t / 48)[None, :] + np.arange(3)[:, None]
+    model = RobustTrend(horizon=6, window=2 * season, season=season, refit_interval=0)
+    model.fit(y[:, :150], step=STEP)
+    assert model.use_harmonics_
+    for j in range(150, 200):
+        model.update(y[:, j])
+    mean, lower, upper = model.predict()
+    truth = 50 + 10 * np.sin(2 * np.pi * np.arange(200, 206) / 48)[None, :] + np.arange(3)[:, None]
+    assert np.all(np.isfinite(mean)) and np.all(lower <= mean) and np.all(mean <= upper)
+    assert np.max(np.abs(mean - truth)) < 1.0
+
+
 def test_robust_trend_without_outliers_matches_scikit_learn_ridge() -> None:
     rng = np.random.default_rng(6)
     y = 7 - 0.3 * np.arange(40) + rng.normal(0, 1.0, 40)
