@@ -97,7 +97,14 @@ class RobustTrend(OnlineForecaster):
         self.last_ = np.full(n, np.nan)
         self.refit_steps_ = max(1, round(self.refit_interval / self.step_))
         groups = max(1, min(self.refit_steps_, n // _GROUP))
-        self._offset = (np.arange(n) % groups) * (self.refit_steps_ // groups)
+        offset = (np.arange(n) % groups) * (self.refit_steps_ // groups)
+        # series i is refitted when (updates + i's offset) % refit_steps == 0: staggered,
+        # flat cost; the rows due at each phase of the cycle, worked out once
+        due = (-offset) % self.refit_steps_
+        self._due = {int(k): np.flatnonzero(due == k) for k in np.unique(due)}
+        self._steps = np.arange(self.horizon + 1, dtype=np.float64)
+        self._decay = np.zeros((n, self.horizon))  # rho ** h, changes only at a refit
+        self._ahead = np.full((n, self.horizon), np.nan)  # the trend at the path's times
 
     def _features(self, t: FloatArray, origin: FloatArray) -> FloatArray:
         """Design rows for times ``t`` [..., k] relative to ``origin`` [..., 1]."""
@@ -121,13 +128,13 @@ class RobustTrend(OnlineForecaster):
         self.pos_ = (self.pos_ + 1) % self.size_
         valid = np.isfinite(y)
         self.last_ = np.where(valid, y, self.last_)
-        # series i is refitted when (updates + i) % refit_steps == 0: staggered, flat cost
-        rows = np.flatnonzero((self.updates_ + self._offset) % self.refit_steps_ == 0)
-        if rows.size:
+        rows = self._due.get(self.updates_ % self.refit_steps_)
+        if rows is not None:
             self._refit(rows)
-        now = np.array([self.time_])
-        f_now = self._trend(slice(None), now)[:, 0]
-        r = y - f_now
+        # the trend now and at the path's times, in one evaluation
+        trend = self._trend(slice(None), self.time_ + self.step_ * self._steps)
+        self._ahead = trend[:, 1:]
+        r = y - trend[:, 0]
         # a missing sample lets the residual decay as the AR(1) model expects
         self.resid_ = np.where(np.isfinite(r), r, self.rho_ * self.resid_)
 
@@ -150,6 +157,7 @@ class RobustTrend(OnlineForecaster):
         if not enough.any():
             self.coef_[rows] = coef
             self.rho_[rows] = 0.0
+            self._decay[rows] = 0.0
             return
         w = mask.astype(np.float64)
         cut = np.full((len(rows), 1), np.inf)
@@ -180,12 +188,9 @@ class RobustTrend(OnlineForecaster):
         # the lag-1 correlation was measured at the thinned spacing: back to one step
         rho = np.clip(np.where(enough, rho, 0.0), 0.0, 0.99) ** (1.0 / stride)
         self.rho_[rows] = rho if self.anchor is None else self.anchor
+        self._decay[rows] = self.rho_[rows, None] ** self._steps[None, 1:]
 
     def _path(self) -> FloatArray:
-        ahead = self.time_ + self.step_ * np.arange(1, self.horizon + 1)
-        trend = self._trend(slice(None), ahead)
-        decay = self.rho_[:, None] ** np.arange(1, self.horizon + 1)[None, :]
-        path = trend + decay * self.resid_[:, None]
+        path = self._ahead + self._decay * self.resid_[:, None]
         # too little data for a regression: the last value (persistence)
-        fallback = np.repeat(self.last_[:, None], self.horizon, axis=1)
-        return np.where(np.isfinite(path), path, fallback)
+        return np.where(np.isfinite(path), path, self.last_[:, None])
