@@ -63,6 +63,14 @@ class PredictiveSpec:
             raise InvalidField("scale_up_step", "must be at least 1")
         if not 0 <= self.tolerance < 1:
             raise InvalidField("tolerance", "must be in [0, 1)")
+        if self.lead_time < 0:
+            raise InvalidField("lead_time", "must be >= 0 (0: the target's startup_delay)")
+        if self.max_age <= 0:
+            raise InvalidField("max_age", "must be > 0")
+        if self.fallback_replicas < 0:
+            raise InvalidField("fallback_replicas", "must be >= 0")
+        if self.fallback_after < 1:
+            raise InvalidField("fallback_after", "must be at least 1")
 
 
 @dataclass(slots=True)

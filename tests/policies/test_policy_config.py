@@ -70,6 +70,10 @@ def _signals(spec: object) -> list[str]:
         ({"type": "step", "above": 1, "below": 5}, "policies.bad.below"),
         ({"type": "step", "scale_down_step": 0}, "policies.bad.scale_down_step"),
         ({"type": "predictive", "mode": "track"}, "policies.bad.target"),
+        ({"type": "predictive", "lead_time": -5}, "policies.bad.lead_time"),
+        ({"type": "predictive", "max_age": 0}, "policies.bad.max_age"),
+        ({"type": "predictive", "fallback_replicas": -1}, "policies.bad.fallback_replicas"),
+        ({"type": "predictive", "fallback_after": 0}, "policies.bad.fallback_after"),
         (
             {"type": "schedule", "windows": [{"cron": "99 * * * *"}]},
             "policies.bad.windows[0].cron",
