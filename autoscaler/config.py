@@ -30,7 +30,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from autoscaler.errors import ConfigError
 from policies.markers import InvalidField, Seconds, Secret
@@ -446,6 +446,20 @@ def from_mapping(
     if loader.problems:
         raise ConfigError(loader.problems)
     return settings
+
+
+T = TypeVar("T")
+
+
+def table_of(cls: type[T], data: Mapping[str, Any], path: str) -> T:
+    """One settings dataclass from a TOML-shaped mapping that did not come from the config
+    file (a service's labels). Raises ``ConfigError`` listing every problem, each under
+    ``path``."""
+    loader = _Loader({}, Path.cwd())
+    value: T = loader.dataclass_(cls, dict(data), path)
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return value
 
 
 def _cross_check(s: Settings, loader: _Loader) -> None:

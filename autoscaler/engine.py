@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from autoscaler.bus import ActionBus, Sleep
-from autoscaler.config import Settings, TargetSettings
+from autoscaler.config import Settings, TargetSettings, table_of
+from autoscaler.errors import ConfigError
 from autoscaler.forecasts import ForecastProvider, TargetForecasts, make_provider
 from autoscaler.journal import JournalRecord, StateStore
 from autoscaler.metrics import Metrics
@@ -124,6 +125,29 @@ async def settle(
     return out  # type: ignore[return-value]  # every slot was filled
 
 
+def _nest(flat: Mapping[str, str]) -> dict[str, Any]:
+    """``{"behavior.max_scale_up": "2"}`` → ``{"behavior": {"max_scale_up": 2}}``: label
+    text as TOML would have typed it (whole numbers, numbers, else text)."""
+    out: dict[str, Any] = {}
+    for path, text in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        value: Any = text.strip()
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        node[leaf] = value
+    return out
+
+
 @runtime_checkable
 class Persistent(Protocol):
     """An executor with state of its own to persist with the journal (breaker board)."""
@@ -138,6 +162,9 @@ class Discovered(Protocol):
     min_replicas: int
     max_replicas: int
     policy: str
+    settings: Mapping[str, str]
+    """More target settings by key path (``startup_delay``, ``behavior.scale_down_window``),
+    as text: from a service's labels."""
 
 
 @runtime_checkable
@@ -220,6 +247,8 @@ class Engine:
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _discovering: dict[str, Discovering] = field(init=False, default_factory=dict)
     _persistent: dict[str, Persistent] = field(init=False, default_factory=dict)
+    _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
+    """Discovered targets' settings with the labels they came from: parsed once."""
     """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
 
     def __post_init__(self) -> None:
@@ -358,14 +387,44 @@ class Engine:
             for target, d in found.items():
                 if target in self.settings.targets:
                     continue
-                self.targets[target] = TargetSettings(
-                    executor=name,
-                    service=d.service,
-                    min_replicas=d.min_replicas,
-                    max_replicas=d.max_replicas,
-                )
+                self.targets[target] = self._discovered(target, name, d)
                 if d.policy:
                     self.target_policies[target] = {p.strip() for p in d.policy.split(",")}
+
+    def _discovered(self, target: str, executor: str, d: Discovered) -> TargetSettings:
+        """A discovered target's settings, its labelled settings checked as config is; with
+        a bad one the labels are ignored (logged once per change) and defaults apply."""
+        key = (
+            executor,
+            d.service,
+            d.min_replicas,
+            d.max_replicas,
+            tuple(sorted(d.settings.items())),
+        )
+        hit = self._labelled.get(target)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        base = {
+            "executor": executor,
+            "service": d.service,
+            "min_replicas": d.min_replicas,
+            "max_replicas": d.max_replicas,
+        }
+        try:
+            clash = sorted(k for k in d.settings if k in base)
+            if clash:
+                raise ConfigError([f"{k}: set by the executor, not a label" for k in clash])
+            tset = table_of(TargetSettings, {**_nest(d.settings), **base}, "")
+        except ConfigError as exc:
+            log.warning(
+                "ignoring the settings labels of discovered target %s: %s",
+                target,
+                "; ".join(exc.problems),
+            )
+            self.metrics.errors.labels("discovery").inc()
+            tset = TargetSettings(**base)  # type: ignore[arg-type]
+        self._labelled[target] = (key, tset)
+        return tset
 
     async def _states(self) -> dict[str, TargetState]:
         by_executor: dict[str, list[str]] = {}

@@ -6,7 +6,10 @@ built while dockerd is down.
 
 Only services that opted in are touched: the label ``<prefix>.enable=true``. The labels
 ``<prefix>.min`` / ``<prefix>.max`` override the replica bounds given in config, and
-``<prefix>.policy`` names the policy a discovered service wants.
+``<prefix>.policy`` names the policy a discovered service wants. Any other
+``<prefix>.<key>`` label is a target setting of a discovered service, spelled as in a
+``[targets.NAME]`` table (``<prefix>.startup_delay=90s``,
+``<prefix>.behavior.scale_down_window=10m``): the engine checks them like config.
 
 Writes use the optimistic-concurrency protocol of the Engine API: read the service, send
 the full spec back with the ``Version.Index`` that was read. A write that lost a race answers
@@ -78,6 +81,8 @@ class DiscoveredTarget:
     min_replicas: int
     max_replicas: int
     policy: str = ""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """The other ``<prefix>.<key>`` labels, by key: target settings the engine reads."""
 
 
 class _Conflict(Exception):
@@ -361,8 +366,14 @@ class SwarmExecutor:
             name = svc["Spec"]["Name"]
             labels = self._labels(svc)
             lo, hi = self._bounds_of(name, labels)
-            policy = labels.get(f"{self.spec.label_prefix}.policy", "")
-            out[name] = DiscoveredTarget(name, lo, hi, policy)
+            p = f"{self.spec.label_prefix}."
+            policy = labels.get(f"{p}policy", "")
+            settings = {
+                k[len(p) :]: v
+                for k, v in labels.items()
+                if k.startswith(p) and k[len(p) :] not in _OWN_LABELS
+            }
+            out[name] = DiscoveredTarget(name, lo, hi, policy, settings)
         return out
 
     async def aclose(self) -> None:
@@ -376,6 +387,9 @@ def _explain(exc: docker.errors.APIError) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return str(text or exc)
+
+
+_OWN_LABELS = frozenset({"enable", "min", "max", "policy"})
 
 
 def _int_label(labels: Mapping[str, str], key: str, default: int) -> int:

@@ -18,6 +18,7 @@ from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
 from policies.types import Action, Scale
 from remediation.recording import RecordingExecutor
+from remediation.swarm import DiscoveredTarget
 
 SettingsFactory = Callable[..., Settings]
 
@@ -452,3 +453,69 @@ async def test_an_executors_own_state_is_persisted_and_restored(
     assert ex.seen == 1 and store.state["executor:rec"] == {"seen": 1}
     _, _, again = start()  # a restarted service on the same store
     assert again.seen == 1
+
+
+class LabelledExecutor(RecordingExecutor):
+    """A recording executor that also discovers services, as the swarm one does from labels."""
+
+    def __init__(self, found: dict[str, DiscoveredTarget]) -> None:
+        super().__init__("rec")
+        self.found = found
+
+    async def discover(self) -> dict[str, DiscoveredTarget]:
+        return self.found
+
+
+def discovering_engine(
+    settings: Settings, found: dict[str, DiscoveredTarget]
+) -> tuple[Engine, LabelledExecutor]:
+    ex = LabelledExecutor(found)
+    engine = build_engine(
+        settings,
+        dry_run=False,
+        state_store=MemoryStore(),
+        executors={"rec": ex},
+        sources=[MemorySource()],
+        metrics=make_metrics(),
+    )
+    return engine, ex
+
+
+async def test_discovered_targets_take_startup_delay_and_behaviour_from_their_labels(
+    settings_factory: SettingsFactory,
+) -> None:
+    labels = {"startup_delay": "90s", "behavior.scale_down_window": "10m"}
+    labels["behavior.max_scale_up"] = "2"
+    found = {"web": DiscoveredTarget("web", 1, 6, "", labels)}
+    engine, _ = discovering_engine(settings_factory(), found)
+    await engine.tick(0.0)
+    web = engine.targets["web"]
+    assert (web.executor, web.min_replicas, web.max_replicas) == ("rec", 1, 6)
+    assert web.startup_delay == 90.0
+    assert web.behavior.scale_down_window == 600.0 and web.behavior.max_scale_up == 2
+    assert web.behavior.scale_up_window == 0.0  # unlabelled fields keep their defaults
+    await engine.tick(15.0)
+    assert engine.targets["web"] is web  # parsed once while the labels stay the same
+
+
+async def test_bad_settings_labels_are_ignored_with_a_warning_and_the_target_still_runs(
+    settings_factory: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    found = {
+        "web": DiscoveredTarget("web", 1, 6, "", {"startup_delay": "soon"}),
+        "api2": DiscoveredTarget("api2", 1, 6, "", {"min_replicas": "3"}),
+        "db": DiscoveredTarget("db", 2, 4, "", {"colour": "blue"}),
+    }
+    engine, _ = discovering_engine(settings_factory(), found)
+    with caplog.at_level("WARNING"):
+        report = await engine.tick(0.0)
+        await engine.tick(15.0)
+    assert engine.targets["web"].startup_delay == 60.0  # the default
+    assert engine.targets["api2"].min_replicas == 1  # the executor's bound, not the label
+    assert engine.targets["db"].min_replicas == 2
+    warned = [r.getMessage() for r in caplog.records if "settings labels" in r.getMessage()]
+    assert len(warned) == 3  # once per target, not once per pass
+    assert any("startup_delay: expected a duration" in w for w in warned)
+    assert any("min_replicas: set by the executor" in w for w in warned)
+    assert any("colour: unknown key" in w for w in warned)
+    assert report.ok

@@ -337,12 +337,19 @@ async def test_actions_the_swarm_does_not_handle_are_refused(swarm: None) -> Non
     await ex.aclose()
 
 
-async def test_discovery_finds_opted_in_services_with_label_bounds_and_policy(
+async def test_discovery_finds_opted_in_services_with_label_bounds_policy_and_settings(
     make_service: ServiceFactory,
 ) -> None:
     labelled = make_service(
         replicas=1,
-        labels={"autoscaler.enable": "true", "autoscaler.max": "7", "autoscaler.policy": "queue"},
+        labels={
+            "autoscaler.enable": "true",
+            "autoscaler.max": "7",
+            "autoscaler.policy": "queue",
+            "autoscaler.startup_delay": "90s",
+            "autoscaler.behavior.scale_down_window": "10m",
+            "com.example.team": "search",
+        },
     )
     bad_label = make_service(
         replicas=1, labels={"autoscaler.enable": "TRUE", "autoscaler.min": "two"}
@@ -354,6 +361,10 @@ async def test_discovery_finds_opted_in_services_with_label_bounds_and_policy(
         assert found[labelled].min_replicas == 2  # config default
         assert found[labelled].max_replicas == 7  # label overrides
         assert found[labelled].policy == "queue"
+        assert found[labelled].settings == {  # the rest of its own labels, as settings
+            "startup_delay": "90s",
+            "behavior.scale_down_window": "10m",
+        }
         assert (found[bad_label].min_replicas, found[bad_label].max_replicas) == (2, 5)
         assert plain not in found
     finally:
