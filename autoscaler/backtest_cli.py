@@ -21,8 +21,9 @@ from autoscaler.backtest import (
 )
 from autoscaler.cli import EXIT_USAGE
 from autoscaler.config import parse_duration, read_toml
+from autoscaler.dataset import parse_timestamp
 from autoscaler.errors import ConfigError
-from autoscaler.replay import InputError, Progress, parse_time, read_value_csv
+from autoscaler.replay import InputError, Progress, read_value_csv
 from autoscaler.report import text_table
 
 
@@ -35,7 +36,7 @@ def _duration(text: str) -> float:
 
 def _time(text: str) -> float:
     try:
-        return parse_time(text)
+        return parse_timestamp(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected unix seconds or ISO-8601, got {text!r}"

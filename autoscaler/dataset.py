@@ -9,8 +9,10 @@ Two formats:
   "step", "signals": {SIGNAL: {"source", "query", "target_label", "targets",
   "data": <Prometheus query_range data: {"resultType": "matrix", "result": [...]}>}}}``.
 
-Readers return ``Sample`` lists sorted by time; bad input raises ``DatasetError`` naming
-the file, line and problem.
+``autoscaler.replay.read_metrics`` reads both (and Prometheus ``query_range`` answers) into
+series; ``read_record_json`` here turns a dump into ``Sample`` lists sorted by time, and bad
+input raises ``DatasetError`` naming the file and problem. ``parse_timestamp`` is the one
+reader of times in recorded files and on command lines.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ class DatasetError(AutoscalerError):
 
 
 def parse_timestamp(text: str) -> float:
-    """Unix seconds from ``"1700000000.5"`` or an ISO-8601 time."""
+    """Unix seconds from ``"1700000000.5"`` or an ISO-8601 time (``2014-07-01 00:00:00``,
+    ``...Z``, ``...+02:00``; without an offset it is UTC). Raises ``ValueError``."""
+    text = text.strip()
     try:
         value = float(text)
     except ValueError:
         try:
-            dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"not unix seconds or ISO-8601: {text[:40]!r}") from None
         if dt.tzinfo is None:
@@ -74,51 +78,6 @@ def write_long_csv(path: str | Path, samples: Iterable[Sample]) -> int:
     return n
 
 
-def read_long_csv(path: str | Path) -> list[Sample]:
-    """Samples of a long CSV (``timestamp,target,signal,value``), sorted by time."""
-    p = Path(path)
-    try:
-        f = p.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    out: list[Sample] = []
-    with f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise DatasetError(f"{p}: empty file, expected the header {','.join(HEADER)}")
-            cols = [h.strip().lower() for h in header]
-            if cols != list(HEADER):
-                raise DatasetError(
-                    f"{p}:1: expected the header {','.join(HEADER)}, got {','.join(header)[:80]}"
-                )
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != 4:
-                    raise DatasetError(f"{p}:{line}: expected 4 columns, got {len(row)}")
-                ts, target, signal, value = row
-                if not target or not signal:
-                    raise DatasetError(f"{p}:{line}: empty target or signal")
-                try:
-                    at = parse_timestamp(ts)
-                except ValueError as exc:
-                    raise DatasetError(f"{p}:{line}: timestamp {exc}") from None
-                try:
-                    v = float(value)
-                except ValueError:
-                    raise DatasetError(
-                        f"{p}:{line}: value is not a number: {value[:40]!r}"
-                    ) from None
-                out.append(Sample(target, signal, v, at))
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{p}:{reader.line_num}: not valid CSV: {exc}") from None
-    out.sort(key=lambda s: s.at)
-    return out
-
-
 def read_record_json(path: str | Path) -> list[Sample]:
     """Samples of a JSON dump written by ``autoscaler record --format json``."""
     p = Path(path)
@@ -147,14 +106,3 @@ def read_record_json(path: str | Path) -> list[Sample]:
             raise DatasetError(f"{p}: signals.{signal}: {exc}") from None
     out.sort(key=lambda s: s.at)
     return out
-
-
-def read_dataset(path: str | Path) -> list[Sample]:
-    """Samples of either format, chosen by content (a JSON object or a CSV header)."""
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            head = f.read(64).lstrip()
-    except OSError as exc:
-        raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    return read_record_json(p) if head.startswith(b"{") else read_long_csv(p)

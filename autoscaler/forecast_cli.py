@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import math
 import sys
 import time
@@ -37,6 +36,7 @@ from numpy.typing import NDArray
 
 from autoscaler.cli import EXIT_USAGE
 from autoscaler.config import parse_duration
+from autoscaler.dataset import parse_timestamp
 from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
 from forecasting.errors import ForecastError
@@ -115,21 +115,6 @@ def _horizon(text: str) -> float:
     if seconds <= 0:
         raise InputError("--horizon must be greater than zero")
     return seconds
-
-
-def parse_timestamp(text: str) -> float:
-    """Unix seconds or ISO-8601 (a naive time is UTC). Raises ``ValueError``."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.UTC)
-        return stamp.timestamp()
-    if not math.isfinite(value):
-        raise ValueError("not a finite time")
-    return value
 
 
 def _value(text: str) -> float:

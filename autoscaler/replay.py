@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib
 import json
 import math
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from autoscaler.config import Settings
+from autoscaler.dataset import DatasetError, parse_timestamp, read_record_json
 from autoscaler.engine import TickReport
 from autoscaler.errors import AutoscalerError
 from autoscaler.journal import JournalRecord, MemoryStore
@@ -71,22 +71,6 @@ class Series:
     signal: str
     times: FloatArray
     values: FloatArray
-
-
-def parse_time(text: str) -> float:
-    """Epoch seconds from unix seconds or ISO-8601 (``2014-07-01 00:00:00``, ``...Z``,
-    ``...+02:00``); a time without an offset is UTC. Raises ``ValueError``."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return dt.timestamp()
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
 
 
 def parse_value(text: str) -> float:
@@ -212,7 +196,7 @@ def _header(reader: Any, p: Path, needed: Sequence[str]) -> dict[str, int]:
 
 def _time_at(text: str, p: Path, line: int) -> float:
     try:
-        return parse_time(text)
+        return parse_timestamp(text)
     except ValueError:
         raise InputError(
             p, line, f"timestamp {text.strip()!r} is neither unix seconds nor ISO-8601"
@@ -283,14 +267,8 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
 def _read_record_dump(p: Path) -> list[Series]:
     """An ``autoscaler record --format json`` dump, read by the dataset module."""
     try:
-        dataset: Any = importlib.import_module("autoscaler.dataset")
-    except ImportError:
-        raise InputError(
-            p, None, "reading autoscaler-record dumps needs autoscaler.dataset"
-        ) from None
-    try:
-        samples: list[Sample] = dataset.read_record_json(p)
-    except dataset.DatasetError as exc:
+        samples = read_record_json(p)
+    except DatasetError as exc:
         raise InputError(p, None, str(exc).removeprefix(f"{p}: ")) from None
     builders: dict[tuple[str, str], _Builder] = {}
     for smp in samples:  # sorted by time
