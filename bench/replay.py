@@ -8,7 +8,7 @@ The whole replay driver runs: reading from memory, the engine pass, the recorder
 timeline. Prints ticks, target-ticks per second and wall time; ``--profile`` adds the
 top functions by own time (cProfile) so a slow part can be named.
 
-    .venv/bin/python bench/replay.py [--days 30] [--targets 10] [--profile]
+    .venv/bin/python bench/replay.py [--days 30] [--targets 10] [--model auto] [--profile]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def load_series(targets: int, days: float) -> list[Series]:
     return out
 
 
-def settings(targets: int) -> Any:
+def settings(targets: int, model: str = "auto") -> Any:
     if "target_tracking" in POLICY_TYPES and "predictive" in POLICY_TYPES:
         policies: dict[str, Any] = {
             "track": {
@@ -73,6 +73,7 @@ def settings(targets: int) -> Any:
     return from_mapping(
         {
             "service": {"interval": "15s", "journal_holds": "changes"},
+            "forecasting": {"model": model},
             "bus": {"cooldown": "1m"},
             "signals": {"requests": {"max_age": "10m", "forecast": True, "window": "6h"}},
             "targets": {
@@ -85,9 +86,9 @@ def settings(targets: int) -> Any:
     )
 
 
-async def run(targets: int, days: float) -> None:
+async def run(targets: int, days: float, model: str = "auto") -> None:
     series = load_series(targets, days)
-    s = settings(targets)
+    s = settings(targets, model)
     started = time.perf_counter()
     result = await replay(s, series)
     wall = time.perf_counter() - started
@@ -105,16 +106,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--targets", type=int, default=10)
+    ap.add_argument("--model", default="auto", help="[forecasting] model (default: auto)")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        asyncio.run(run(args.targets, args.days))
+        asyncio.run(run(args.targets, args.days, args.model))
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     else:
-        asyncio.run(run(args.targets, args.days))
+        asyncio.run(run(args.targets, args.days, args.model))
 
 
 if __name__ == "__main__":
