@@ -247,9 +247,9 @@ class Engine:
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _discovering: dict[str, Discovering] = field(init=False, default_factory=dict)
     _persistent: dict[str, Persistent] = field(init=False, default_factory=dict)
+    """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
     _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
     """Discovered targets' settings with the labels they came from: parsed once."""
-    """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
 
     def __post_init__(self) -> None:
         s = self.settings
