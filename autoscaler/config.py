@@ -474,15 +474,46 @@ def _cross_check(s: Settings, loader: _Loader) -> None:
             loader.problem(f"{path}.max_replicas", "must be >= min_replicas")
         if t.executor and t.executor not in s.executors:
             loader.problem(f"{path}.executor", f"no executor named {t.executor!r}")
+    policy_types = registries()["policies"]
     for name, comp in s.policies.items():
         for i, target in enumerate(getattr(comp.spec, "targets", ())):
             if target not in s.targets:
                 loader.problem(f"policies.{name}.targets[{i}]", f"no target named {target!r}")
+        if getattr(policy_types.get(comp.type), "forecasts", False):
+            _check_forecast_rule(s, loader, f"policies.{name}", comp.spec)
     for i, ex in enumerate(s.bus.notify):
         if ex not in s.executors:
             loader.problem(f"bus.notify[{i}]", f"no executor named {ex!r}")
     if s.bus.breakers and s.bus.breakers not in s.executors:
         loader.problem("bus.breakers", f"no executor named {s.bus.breakers!r}")
+
+
+def _check_forecast_rule(s: Settings, loader: _Loader, path: str, spec: Any) -> None:
+    """A rule that reads forecasts holds forever (journalling why) when its signal is not
+    forecast or the horizon ends before its lead time: say so before it runs."""
+    signal = spec.signal
+    if not s.signal(signal).forecast:
+        loader.problem(
+            f"{path}.signal",
+            f"{signal!r} is not forecast: set forecast = true in [signals.{signal}]",
+        )
+        return
+    horizon = s.forecasting.horizon
+    if spec.lead_time > 0:
+        if spec.lead_time > horizon:
+            loader.problem(
+                f"{path}.lead_time",
+                f"{spec.lead_time:g} s is beyond forecasting.horizon ({horizon:g} s)",
+            )
+        return
+    for target in spec.targets or s.targets:
+        t = s.targets.get(target)
+        if t is not None and t.startup_delay > horizon:
+            loader.problem(
+                f"targets.{target}.startup_delay",
+                f"{t.startup_delay:g} s, the lead time of {path}, is beyond"
+                f" forecasting.horizon ({horizon:g} s): raise the horizon",
+            )
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class PolicyType:
     scales: bool = False
     """True for rules whose decisions are scale votes (their decisions go to
     ``combine_scale``); remediation rules act directly."""
+    forecasts: bool = False
+    """True for rules that read the forecast of their spec's ``signal`` at each target's
+    lead time (``lead_time``, else the target's ``startup_delay``): config checks that the
+    signal is forecast and that the forecasting horizon reaches that far."""
 
 
 def _factory(cls: Any) -> Callable[[str, Any], Policy]:
@@ -45,7 +49,9 @@ def _factory(cls: Any) -> Callable[[str, Any], Policy]:
 POLICY_TYPES: dict[str, PolicyType] = {
     "step": PolicyType(StepSpec, _factory(StepPolicy), scales=True),
     "target_tracking": PolicyType(TrackingSpec, _factory(TrackingPolicy), scales=True),
-    "predictive": PolicyType(PredictiveSpec, _factory(PredictivePolicy), scales=True),
+    "predictive": PolicyType(
+        PredictiveSpec, _factory(PredictivePolicy), scales=True, forecasts=True
+    ),
     "schedule": PolicyType(ScheduleSpec, _factory(SchedulePolicy), scales=True),
     "restart": PolicyType(RestartSpec, _factory(RestartPolicy)),
     "rollback": PolicyType(RollbackSpec, _factory(RollbackPolicy)),

@@ -75,6 +75,44 @@ def test_a_bad_value_is_not_reported_again_by_the_check_of_its_spec() -> None:
     assert err.value.problems == ["policies.b.failure_threshold: expected an integer, got '5'"]
 
 
+def predictive_doc(**rule: object) -> dict[str, object]:
+    return {
+        "forecasting": {"horizon": "5m"},
+        "signals": {"queue_length": {"forecast": True}, "cpu": {}},
+        "targets": {
+            "api": {"executor": "rec", "startup_delay": "2m"},
+            "gpu": {"executor": "rec", "startup_delay": "10m"},
+        },
+        "executors": {"rec": {"type": "recording"}},
+        "policies": {"ahead": {"type": "predictive", "signal": "queue_length", **rule}},
+    }
+
+
+def test_a_forecast_rule_on_a_signal_without_forecasts_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping(predictive_doc(signal="cpu", targets=["api"]))
+    assert err.value.problems == [
+        "policies.ahead.signal: 'cpu' is not forecast: set forecast = true in [signals.cpu]"
+    ]
+
+
+def test_a_forecast_rule_must_not_look_beyond_the_horizon() -> None:
+    from_mapping(predictive_doc(targets=["api"]))  # 2 min ahead, 5 min forecast: fine
+    with pytest.raises(ConfigError) as err:
+        from_mapping(predictive_doc())  # also applies to gpu: its start-up takes 10 min
+    assert err.value.problems == [
+        (
+            "targets.gpu.startup_delay: 600 s, the lead time of policies.ahead, is beyond"
+            " forecasting.horizon (300 s): raise the horizon"
+        )
+    ]
+    with pytest.raises(ConfigError) as err:
+        from_mapping(predictive_doc(lead_time="6m"))
+    assert err.value.problems == [
+        "policies.ahead.lead_time: 360 s is beyond forecasting.horizon (300 s)"
+    ]
+
+
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[service\n")
