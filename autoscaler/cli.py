@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import logging
 import math
 import os
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autoscaler import __version__
-from autoscaler.config import Settings, load
+from autoscaler.config import Settings, load, signal_warnings
 from autoscaler.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class CommandModule(Protocol):
 
     def run(self, args: argparse.Namespace) -> int: ...
 
+
+log = logging.getLogger(__name__)
 
 # Subcommands implemented in their own modules, imported when the parser is built.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -61,6 +64,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(s.targets)} targets, {len(s.sources)} sources, "
         f"{len(s.executors)} executors, {len(s.policies)} policies)"
     )
+    for warning in signal_warnings(s):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -123,6 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_USAGE
     configure(args.log_level or settings.service.log_level, settings.service.log_format)
+    for warning in signal_warnings(settings):
+        log.warning("config: %s", warning)
 
     async def serve() -> None:
         engine = build_engine(settings, dry_run=True if args.dry_run else None)

@@ -516,6 +516,43 @@ def _check_forecast_rule(s: Settings, loader: _Loader, path: str, spec: Any) -> 
             )
 
 
+def signal_warnings(s: Settings) -> list[str]:
+    """Signals that policies read but no configured source produces (a misspelt name holds
+    its rule on every pass), with their key paths. Nothing when there are no sources:
+    replays and backtests bring their own series."""
+    if not s.sources:
+        return []
+    source_types = registries()["sources"]
+    produced: set[str] = set()
+    for comp in s.sources.values():
+        produced.update(source_types[comp.type].signals(comp.spec))
+    out = []
+    for name, comp in s.policies.items():
+        for path, signal in _signal_fields(comp.spec, f"policies.{name}"):
+            if signal not in produced:
+                known = ", ".join(sorted(produced)) or "none"
+                out.append(f"{path}: no source produces {signal!r} (produced: {known})")
+    return out
+
+
+def _signal_fields(value: Any, path: str) -> list[tuple[str, str]]:
+    """Every non-empty ``signal`` field in a spec, nested specs and lists included."""
+    out: list[tuple[str, str]] = []
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            sub = f"{path}.{_toml_key(f.name)}"
+            if f.name == "signal" and isinstance(item, str):
+                if item:
+                    out.append((sub, item))
+            else:
+                out.extend(_signal_fields(item, sub))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            out.extend(_signal_fields(item, f"{path}[{i}]"))
+    return out
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The tables of a TOML file; ``ConfigError`` when it cannot be read or parsed."""
     p = Path(path)

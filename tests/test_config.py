@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscaler.config import from_mapping, load, parse_duration
+from autoscaler.config import from_mapping, load, parse_duration, signal_warnings
 from autoscaler.errors import ConfigError
 from policies.markers import Secret
 
@@ -27,6 +27,7 @@ def test_reference_config_passes_check() -> None:
     result = run_cli("check", "config.toml")
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+    assert result.stderr == ""  # every signal a rule reads is produced by its demo source
 
 
 def test_unknown_key_and_bad_duration_exit_2_naming_both_paths(tmp_path: Path) -> None:
@@ -111,6 +112,52 @@ def test_a_forecast_rule_must_not_look_beyond_the_horizon() -> None:
     assert err.value.problems == [
         "policies.ahead.lead_time: 360 s is beyond forecasting.horizon (300 s)"
     ]
+
+
+SOURCES_AND_RULES = """
+[sources.prom]
+type = "prometheus"
+queries = { queue_length = "sum by (service) (queue)", p95_latency_ms = "..." }
+[sources.health]
+type = "probe"
+[targets.api]
+executor = "rec"
+[executors.rec]
+type = "recording"
+[policies.cpu]
+type = "target_tracking"
+metrics = [{ signal = "queue_length", target = 5 }, { signal = "queue_lenght", target = 5 }]
+[policies.bad_deploys]
+type = "rollback"
+breaches = [{ signal = "error_rate", above = 0.05 }]
+[policies.restart]
+type = "restart"
+signal = "probe_failures"
+"""
+
+
+def test_check_warns_of_signals_no_source_produces_and_still_passes(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SOURCES_AND_RULES)
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    produced = "p95_latency_ms, probe_failures, probe_latency_ms, probe_up, queue_length"
+    assert warnings == [
+        f"warning: {path}: no source produces {signal!r} (produced: {produced})"
+        for path, signal in [
+            ("policies.cpu.metrics[1].signal", "queue_lenght"),
+            ("policies.bad_deploys.breaches[0].signal", "error_rate"),
+        ]
+    ]
+
+
+def test_without_sources_signals_are_not_checked() -> None:
+    # replays and backtests bring their own series
+    settings = from_mapping(
+        {"policies": {"q": {"type": "step", "signal": "anything", "above": 5, "below": 1}}}
+    )
+    assert signal_warnings(settings) == []
 
 
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +23,33 @@ class SourceType:
 
     spec: type[Any]
     build: Callable[[str, Any], Source]
+    signals: Callable[[Any], Collection[str]]
+    """The signals a source with this spec produces (what config check compares policies'
+    signals with)."""
+
+
+def _fixed(*names: str) -> Callable[[Any], Collection[str]]:
+    return lambda _spec: names
 
 
 SOURCE_TYPES: dict[str, SourceType] = {
-    "static": SourceType(StaticSpec, lambda name, spec: StaticSource(name, spec)),
-    "prometheus": SourceType(prometheus.PrometheusSpec, prometheus.build),
-    "probe": SourceType(probe.ProbeSpec, probe.build),
-    "alertmanager": SourceType(alertmanager.AlertmanagerSpec, alertmanager.build),
-    "nvml": SourceType(nvml.NvmlSpec, nvml.build),
+    "static": SourceType(
+        StaticSpec,
+        lambda name, spec: StaticSource(name, spec),
+        lambda spec: {sig for values in spec.values.values() for sig in values},
+    ),
+    "prometheus": SourceType(
+        prometheus.PrometheusSpec, prometheus.build, lambda spec: list(spec.queries)
+    ),
+    "probe": SourceType(
+        probe.ProbeSpec, probe.build, _fixed("probe_up", "probe_failures", "probe_latency_ms")
+    ),
+    "alertmanager": SourceType(
+        alertmanager.AlertmanagerSpec, alertmanager.build, _fixed("alerts_firing")
+    ),
+    "nvml": SourceType(
+        nvml.NvmlSpec, nvml.build, _fixed("gpu_utilization", "gpu_memory_used_ratio")
+    ),
 }
 
 __all__ = ["SOURCE_TYPES", "EventSource", "MemorySource", "Sample", "Source", "SourceType"]
