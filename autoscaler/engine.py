@@ -19,9 +19,12 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
 
 from autoscaler.bus import ActionBus, Sleep
 from autoscaler.config import Settings, TargetSettings, table_of
@@ -123,6 +126,26 @@ async def settle(
         for (i, _), res in zip(waiting, results, strict=True):
             out[i] = res
     return out  # type: ignore[return-value]  # every slot was filled
+
+
+def horizon_steps(settings: Settings) -> int:
+    """Ticks ahead that forecasts reach."""
+    return max(1, math.ceil(settings.forecasting.horizon / settings.service.interval))
+
+
+def forecast_inputs(
+    store: WindowStore, settings: Settings
+) -> Iterator[tuple[str, list[str], NDArray[np.float64]]]:
+    """What the forecaster is given in a pass: each forecast signal with the targets that
+    have samples of it and their windows ``[targets, ticks]``."""
+    for signal, st in settings.signals.items():
+        if not st.forecast:
+            continue
+        targets = store.targets(signal)
+        if not targets:
+            continue
+        _, history = store.matrix(signal, targets, st.window)
+        yield signal, targets, history
 
 
 def _nest(flat: Mapping[str, str]) -> dict[str, Any]:
@@ -454,18 +477,12 @@ class Engine:
         """Forecasts by signal, then target."""
         out: dict[str, Mapping[str, Forecast]] = {}
         step = self.settings.service.interval
-        horizon_steps = max(1, math.ceil(self.settings.forecasting.horizon / step))
-        for signal, st in self.settings.signals.items():
-            if not st.forecast:
-                continue
-            targets = self.store.targets(signal)
-            if not targets:
-                continue
-            _, history = self.store.matrix(signal, targets, st.window)
+        steps = horizon_steps(self.settings)
+        for signal, targets, history in forecast_inputs(self.store, self.settings):
             assert self.forecaster is not None
             try:
                 out[signal] = self.forecaster.forecast(
-                    signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
+                    signal, targets, history, step=step, horizon_steps=steps, now=now
                 )
             except Exception:
                 self.metrics.errors.labels("forecast").inc()

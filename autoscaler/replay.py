@@ -24,6 +24,7 @@ import asyncio
 import csv
 import json
 import math
+import os
 import sys
 import time
 from array import array
@@ -36,6 +37,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from autoscaler.ahead import ForecastsAhead
 from autoscaler.config import Settings
 from autoscaler.dataset import DatasetError, parse_timestamp, read_record_json
 from autoscaler.engine import TickReport
@@ -345,6 +347,9 @@ class ReplaySource:
 
 # --- the driver -------------------------------------------------------------------------
 
+AHEAD_MIN_TICKS = 10_000
+"""Replays shorter than this forecast in process: starting the worker takes about a second."""
+
 
 async def _no_sleep(_: float) -> None:
     return None
@@ -491,9 +496,12 @@ async def replay(
     speed: float | None = None,
     progress: Progress | None = None,
     on_tick: TickHook | None = None,
+    forecast_ahead: bool | None = None,
 ) -> ReplayResult:
     """Drive the engine over the recording; ``speed`` = virtual seconds per real second
-    (``None``: as fast as possible)."""
+    (``None``: as fast as possible). ``forecast_ahead``: compute the forecasts in a second
+    process while the engine runs (``autoscaler.ahead``); ``None`` does so for long replays
+    at full speed with forecasting on, on a machine with two cores or more."""
     if not series:
         raise InputError("(metrics)", None, "no series to replay")
     interval = settings.service.interval
@@ -512,8 +520,16 @@ async def replay(
         inline_commit=True,
         sleep=_no_sleep,
     )
+    if forecast_ahead is None:
+        forecast_ahead = (
+            speed is None
+            and len(ticks) >= AHEAD_MIN_TICKS
+            and any(st.forecast for st in settings.signals.values())
+            and (os.cpu_count() or 1) >= 2
+        )
+    ahead = ForecastsAhead(settings, series, ticks) if forecast_ahead else None
     lead = {t: ts.startup_delay for t, ts in settings.targets.items()}
-    tap = ForecastTap(engine.forecaster, lead)
+    tap = ForecastTap(ahead or engine.forecaster, lead)
     engine.forecaster = tap
     signals = sorted({s.signal for s in series})
     targets = list(settings.targets)
@@ -523,23 +539,31 @@ async def replay(
     started = time.perf_counter()
     if progress is not None:
         progress.total = max(1, len(ticks))
-    for i, now in enumerate(ticks.tolist()):
-        if speed is not None:
-            due = started + (now - float(ticks[0])) / speed
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        report = await engine.tick(now)
-        for j, target in enumerate(targets):
-            ex = owner[j]
-            if ex is not None:
-                replicas[i, j] = ex.replicas.get(target, -1)
-            for k, sig in enumerate(signals):
-                observations[k, i, j] = engine.store.observation(target, sig, now).value
-        if on_tick is not None:
-            on_tick(now, report)
-        if progress is not None:
-            progress.update(i + 1)
+    if ahead is not None:
+        ahead.start()
+    try:
+        for i, now in enumerate(ticks.tolist()):
+            if speed is not None:
+                due = started + (now - float(ticks[0])) / speed
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            report = await engine.tick(now)
+            if ahead is not None and ahead.failure is not None:
+                raise ahead.failure
+            for j, target in enumerate(targets):
+                ex = owner[j]
+                if ex is not None:
+                    replicas[i, j] = ex.replicas.get(target, -1)
+                for k, sig in enumerate(signals):
+                    observations[k, i, j] = engine.store.observation(target, sig, now).value
+            if on_tick is not None:
+                on_tick(now, report)
+            if progress is not None:
+                progress.update(i + 1)
+    finally:
+        if ahead is not None:
+            ahead.close()
     wall = time.perf_counter() - started
     return ReplayResult(
         ticks=ticks,
