@@ -442,7 +442,7 @@ def from_mapping(
         executors=comps.get("executors", {}),
         policies=comps.get("policies", {}),
     )
-    _cross_check(settings, loader)
+    _cross_check(settings, loader, regs["policies"])
     if loader.problems:
         raise ConfigError(loader.problems)
     return settings
@@ -462,7 +462,7 @@ def table_of(cls: type[T], data: Mapping[str, Any], path: str) -> T:
     return value
 
 
-def _cross_check(s: Settings, loader: _Loader) -> None:
+def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) -> None:
     """Relations between tables that no single field can check."""
     if s.service.interval <= 0:
         loader.problem("service.interval", "must be greater than zero")
@@ -474,7 +474,6 @@ def _cross_check(s: Settings, loader: _Loader) -> None:
             loader.problem(f"{path}.max_replicas", "must be >= min_replicas")
         if t.executor and t.executor not in s.executors:
             loader.problem(f"{path}.executor", f"no executor named {t.executor!r}")
-    policy_types = registries()["policies"]
     for name, comp in s.policies.items():
         for i, target in enumerate(getattr(comp.spec, "targets", ())):
             if target not in s.targets:
