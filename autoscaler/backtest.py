@@ -34,6 +34,7 @@ Scores over the span from the first to the last tick, each tick standing for the
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,9 +43,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from autoscaler.ahead import ForecastsAhead
 from autoscaler.config import Settings, from_mapping
 from autoscaler.journal import MemoryStore
-from autoscaler.replay import ForecastTap, ForecastTrace, Progress, tick_grid
+from autoscaler.replay import (
+    AHEAD_MIN_TICKS,
+    ForecastTap,
+    ForecastTrace,
+    Progress,
+    Series,
+    tick_grid,
+)
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
 from policies.registry import POLICY_TYPES
@@ -304,7 +313,13 @@ async def run_engine(
         inline_commit=True,
         sleep=_no_sleep,
     )
-    tap = ForecastTap(engine.forecaster, {TARGET: spec.startup_delay})
+    # Demand is recorded, not modelled: when it is the only forecast signal, its forecasts
+    # do not depend on the loop and are made ahead in a second process (as in a replay).
+    forecast = {sig for sig, st in settings.signals.items() if st.forecast}
+    ahead = None
+    if forecast == {"demand"} and len(ticks) >= AHEAD_MIN_TICKS and (os.cpu_count() or 1) >= 2:
+        ahead = ForecastsAhead(settings, [Series(TARGET, "demand", ticks, demand)], ticks)
+    tap = ForecastTap(ahead or engine.forecaster, {TARGET: spec.startup_delay})
     engine.forecaster = tap
     n = len(ticks)
     desired = np.zeros(n, dtype=np.int64)
@@ -313,20 +328,28 @@ async def run_engine(
     latency = np.zeros(n)
     backlog = 0.0
     cap = spec.capacity_per_replica
-    for k, now in enumerate(ticks.tolist()):
-        cluster.advance(now)
-        d = float(demand[k])
-        sig = capacity_signals(
-            demand=d, desired=cluster.desired, ready=cluster.ready, backlog=backlog, spec=spec
-        )
-        for signal, value in sig.items():
-            source.set(TARGET, signal, value)
-        queue[k], latency[k] = backlog, sig["p95_latency_ms"]
-        await engine.tick(now)
-        desired[k], ready[k] = cluster.desired, cluster.ready
-        backlog = max(0.0, backlog + (d - cluster.ready * cap) * spec.interval)
-        if progress is not None:
-            progress.update(done_before + k + 1)
+    if ahead is not None:
+        ahead.start()
+    try:
+        for k, now in enumerate(ticks.tolist()):
+            cluster.advance(now)
+            d = float(demand[k])
+            sig = capacity_signals(
+                demand=d, desired=cluster.desired, ready=cluster.ready, backlog=backlog, spec=spec
+            )
+            for signal, value in sig.items():
+                source.set(TARGET, signal, value)
+            queue[k], latency[k] = backlog, sig["p95_latency_ms"]
+            await engine.tick(now)
+            if ahead is not None and ahead.failure is not None:
+                raise ahead.failure
+            desired[k], ready[k] = cluster.desired, cluster.ready
+            backlog = max(0.0, backlog + (d - cluster.ready * cap) * spec.interval)
+            if progress is not None:
+                progress.update(done_before + k + 1)
+    finally:
+        if ahead is not None:
+            ahead.close()
     return Run(
         name,
         desired,
@@ -472,9 +495,11 @@ async def backtest(
     runs: dict[str, Run] = {}
     if progress is not None:
         progress.total = 2 * len(ticks)
+    # The reactive baseline reads no forecast: its engine makes none.
+    no_forecast = {"signals": {"demand": {"forecast": False}}}
     for i, name in enumerate(("predictive", "reactive")):
         settings = engine_settings(
-            spec, sets[name], history=history, user=user if name == "predictive" else None
+            spec, sets[name], history=history, user=user if name == "predictive" else no_forecast
         )
         runs[name] = await run_engine(
             name, settings, ticks, demand, spec, progress=progress, done_before=i * len(ticks)

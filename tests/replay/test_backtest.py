@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import autoscaler.backtest as backtest_module
 from autoscaler.backtest import (
     CapacitySpec,
     Cluster,
@@ -17,8 +18,10 @@ from autoscaler.backtest import (
     score,
 )
 from autoscaler.cli import main
+from autoscaler.replay import read_value_csv
 from policies.registry import POLICY_TYPES
 
+EXAMPLES = Path(__file__).parents[2] / "examples"
 T0 = 1_700_001_000.0  # a multiple of 15 s, so ticks fall on the samples
 SPEC = CapacitySpec(
     capacity_per_replica=100.0,
@@ -144,3 +147,25 @@ def test_backtest_command_writes_scores_timeline_and_report(tmp_path: Path) -> N
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("<svg") >= 5 and "<script" not in page
     assert "demand forecast 60 s ahead, with interval" in page
+
+
+async def test_forecasts_made_ahead_give_the_same_backtest(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two days of the taxi trace: demand is recorded, so the predictive engine's forecasts
+    # can be made in a second process; the result must not change
+    times, values = read_value_csv(EXAMPLES / "data" / "nyc_taxi_2w.csv")
+    keep = times < times[0] + 2 * 86400
+    spec = CapacitySpec(capacity_per_replica=500.0, interval=60.0, max_replicas=200)
+    results = {}
+    for ahead, threshold in (("ahead", 0), ("inline", 10**9)):
+        monkeypatch.setattr(backtest_module, "AHEAD_MIN_TICKS", threshold)
+        results[ahead] = await backtest(times[keep], values[keep], spec, history=86400.0)
+    a, b = results["ahead"], results["inline"]
+    assert a.scores == b.scores
+    for name in ("predictive", "reactive"):
+        np.testing.assert_array_equal(a.runs[name].desired, b.runs[name].desired)
+        np.testing.assert_array_equal(a.runs[name].ready, b.runs[name].ready)
+    fa, fb = a.runs["predictive"].forecast, b.runs["predictive"].forecast
+    assert fa is not None and fb is not None and len(fb.mean) > 0.9 * len(b.ticks)
+    for field in ("issued", "mean", "lower", "upper"):
+        np.testing.assert_array_equal(getattr(fa, field), getattr(fb, field))
+    assert b.runs["reactive"].forecast is None  # the baseline reads none, so makes none
