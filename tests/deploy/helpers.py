@@ -59,12 +59,6 @@ def need_docker() -> None:
         unavailable(f"no dockerd on /var/run/docker.sock and none could be started: {exc}")
 
 
-def need_cli() -> None:
-    """The image's entry point is autoscaler.cli:main; branches without it cannot run it."""
-    if not (REPO / "autoscaler" / "cli.py").exists():
-        pytest.skip("autoscaler/cli.py is not on this branch (no `autoscaler` entry point)")
-
-
 def ensure_base_image(image: str = "autoscaler-base:bookworm") -> str:
     """The debootstrap base image, built when missing (needs root and debootstrap)."""
     probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)

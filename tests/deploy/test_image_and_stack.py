@@ -18,7 +18,6 @@ from tests.deploy.helpers import (
     DEPLOY,
     REPO,
     ensure_base_image,
-    need_cli,
     need_docker,
     sh,
     unavailable,
@@ -50,7 +49,6 @@ def wait_for(what: str, check: object, *, limit: float) -> None:
 @pytest.fixture(scope="module")
 def image() -> str:
     need_docker()
-    need_cli()
     base = ensure_base_image()
     env_cmd = ["env", f"BASE_IMAGE={base}", str(DEPLOY / "build-image.sh"), IMAGE]
     sh(*env_cmd, timeout=1200)

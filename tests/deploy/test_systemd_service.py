@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import REPO, ensure_base_image, need_cli, need_docker, sh, unavailable
+from tests.deploy.helpers import REPO, ensure_base_image, need_docker, sh, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,6 @@ def wait_for(what: str, check: Callable[[], bool], *, limit: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.5)
-
-
-def need_notify_wiring() -> None:
-    """Type=notify needs READY=1: skip until the live driver sends it."""
-    sources = [REPO / "autoscaler" / name for name in ("cli.py", "live.py", "service.py")]
-    if not any(p.exists() and "sdnotify" in p.read_text() for p in sources):
-        pytest.skip("the live driver does not use autoscaler.sdnotify yet (no READY=1)")
 
 
 def source_tar() -> bytes:
@@ -84,8 +77,6 @@ class Box:
 @pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
     need_docker()
-    need_cli()
-    need_notify_wiring()
     base = ensure_base_image()
     dockerfile = (
         f"FROM {base}\n"

@@ -19,7 +19,6 @@ from autoscaler.backtest import (
 )
 from autoscaler.cli import main
 from autoscaler.replay import read_value_csv
-from policies.registry import POLICY_TYPES
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 T0 = 1_700_001_000.0  # a multiple of 15 s, so ticks fall on the samples
@@ -62,9 +61,6 @@ async def test_oracle_requests_a_start_up_delay_ahead_and_never_violates() -> No
     assert run.ready[k] == 2 and run.ready[k + 4] == 6
 
 
-@pytest.mark.skipif(
-    "target_tracking" not in POLICY_TYPES, reason="the target_tracking rule is not on this branch"
-)
 async def test_reactive_baseline_scores_match_a_hand_computation() -> None:
     result = await backtest(TIMES, VALUES, SPEC)
     reactive = result.scores["reactive"]
