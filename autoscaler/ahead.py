@@ -15,6 +15,7 @@ that does not match what the engine asks for is an error, never a silent differe
 from __future__ import annotations
 
 import multiprocessing
+import os
 import traceback
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -33,6 +34,9 @@ from forecasting.types import Forecast
 CHUNK = 64
 """Ticks per message: a pipe round trip per tick would cost more than it saves."""
 
+MIN_TICKS = 10_000
+"""Shorter runs forecast in process: starting the worker takes about a second."""
+
 T = TypeVar("T")
 
 Entry = tuple[tuple[str, ...], Mapping[str, Forecast]] | str
@@ -41,6 +45,11 @@ Entry = tuple[tuple[str, ...], Mapping[str, Forecast]] | str
 
 class AheadError(AutoscalerError):
     """The forecast worker failed or fell out of step with the engine."""
+
+
+def worth_it(ticks: int) -> bool:
+    """Whether a run of ``ticks`` gains from a worker: long enough, and a second core."""
+    return ticks >= MIN_TICKS and (os.cpu_count() or 1) >= 2
 
 
 def _run(
@@ -114,7 +123,7 @@ class ForecastsAhead:
         self._entries: dict[str, Entry] = {}
         self.failure: AheadError | None = None
         """Set when the stream failed or fell out of step: the engine swallows a
-        forecaster's exceptions (it holds and goes on), so the driver checks this."""
+        forecaster's exceptions (it holds and goes on), so the driver calls ``check``."""
 
     def start(self) -> None:
         # fork: the worker starts at once with the series it needs already in memory, and
@@ -142,6 +151,11 @@ class ForecastsAhead:
                 self._process.terminate()
                 self._process.join()
             self._process = None
+
+    def check(self) -> None:
+        """Raise the stream's failure, if any (after each engine pass)."""
+        if self.failure is not None:
+            raise self.failure
 
     def _read(self) -> Iterator[tuple[float, dict[str, Entry]]]:
         assert self._conn is not None

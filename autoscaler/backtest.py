@@ -34,7 +34,6 @@ Scores over the span from the first to the last tick, each tick standing for the
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,10 +43,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from autoscaler.ahead import ForecastsAhead
+from autoscaler.ahead import worth_it as ahead_worth_it
 from autoscaler.config import Settings, from_mapping
 from autoscaler.journal import MemoryStore
 from autoscaler.replay import (
-    AHEAD_MIN_TICKS,
     ForecastTap,
     ForecastTrace,
     Progress,
@@ -317,7 +316,7 @@ async def run_engine(
     # do not depend on the loop and are made ahead in a second process (as in a replay).
     forecast = {sig for sig, st in settings.signals.items() if st.forecast}
     ahead = None
-    if forecast == {"demand"} and len(ticks) >= AHEAD_MIN_TICKS and (os.cpu_count() or 1) >= 2:
+    if forecast == {"demand"} and ahead_worth_it(len(ticks)):
         ahead = ForecastsAhead(settings, [Series(TARGET, "demand", ticks, demand)], ticks)
     tap = ForecastTap(ahead or engine.forecaster, {TARGET: spec.startup_delay})
     engine.forecaster = tap
@@ -341,8 +340,8 @@ async def run_engine(
                 source.set(TARGET, signal, value)
             queue[k], latency[k] = backlog, sig["p95_latency_ms"]
             await engine.tick(now)
-            if ahead is not None and ahead.failure is not None:
-                raise ahead.failure
+            if ahead is not None:
+                ahead.check()
             desired[k], ready[k] = cluster.desired, cluster.ready
             backlog = max(0.0, backlog + (d - cluster.ready * cap) * spec.interval)
             if progress is not None:

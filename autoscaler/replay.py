@@ -24,7 +24,6 @@ import asyncio
 import csv
 import json
 import math
-import os
 import sys
 import time
 from array import array
@@ -38,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from autoscaler.ahead import ForecastsAhead
+from autoscaler.ahead import worth_it as ahead_worth_it
 from autoscaler.config import Settings
 from autoscaler.dataset import DatasetError, parse_timestamp, read_record_json
 from autoscaler.engine import TickReport
@@ -347,9 +347,6 @@ class ReplaySource:
 
 # --- the driver -------------------------------------------------------------------------
 
-AHEAD_MIN_TICKS = 10_000
-"""Replays shorter than this forecast in process: starting the worker takes about a second."""
-
 
 async def _no_sleep(_: float) -> None:
     return None
@@ -523,9 +520,8 @@ async def replay(
     if forecast_ahead is None:
         forecast_ahead = (
             speed is None
-            and len(ticks) >= AHEAD_MIN_TICKS
             and any(st.forecast for st in settings.signals.values())
-            and (os.cpu_count() or 1) >= 2
+            and ahead_worth_it(len(ticks))
         )
     ahead = ForecastsAhead(settings, series, ticks) if forecast_ahead else None
     lead = {t: ts.startup_delay for t, ts in settings.targets.items()}
@@ -549,8 +545,8 @@ async def replay(
                 if delay > 0:
                     await asyncio.sleep(delay)
             report = await engine.tick(now)
-            if ahead is not None and ahead.failure is not None:
-                raise ahead.failure
+            if ahead is not None:
+                ahead.check()
             for j, target in enumerate(targets):
                 ex = owner[j]
                 if ex is not None:

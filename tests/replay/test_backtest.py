@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import autoscaler.backtest as backtest_module
+import autoscaler.ahead as ahead_module
 from autoscaler.backtest import (
     CapacitySpec,
     Cluster,
@@ -153,7 +153,7 @@ async def test_forecasts_made_ahead_give_the_same_backtest(monkeypatch: pytest.M
     spec = CapacitySpec(capacity_per_replica=500.0, interval=60.0, max_replicas=200)
     results = {}
     for ahead, threshold in (("ahead", 0), ("inline", 10**9)):
-        monkeypatch.setattr(backtest_module, "AHEAD_MIN_TICKS", threshold)
+        monkeypatch.setattr(ahead_module, "MIN_TICKS", threshold)
         results[ahead] = await backtest(times[keep], values[keep], spec, history=86400.0)
     a, b = results["ahead"], results["inline"]
     assert a.scores == b.scores
