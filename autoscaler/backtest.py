@@ -309,7 +309,7 @@ async def run_engine(
         executors={EXECUTOR: cluster},
         sources=[source],
         event_sources=[],
-        inline_commit=True,
+        in_place=True,
         sleep=_no_sleep,
     )
     # Demand is recorded, not modelled: when it is the only forecast signal, its forecasts

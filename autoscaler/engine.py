@@ -240,9 +240,11 @@ class Engine:
     forecaster: ForecastProvider | None = None
     """Forecasts for forecast-enabled signals; ``[forecasting]``'s models when None."""
     dry_run: bool = False
-    inline_commit: bool = False
-    """Commit journal and state on the loop, not in a worker thread: for in-memory stores
-    (replay, backtest), where the thread hop costs more than the commit itself."""
+    in_place: bool = False
+    """Forecast and commit on the loop, not in a worker thread: for replays and backtests,
+    where nothing else waits on the loop and the thread hop costs more than the work. Live,
+    both go to a thread, so a long refit (the first pass after a start, a new target) never
+    stalls health checks, webhooks or the watchdog."""
     sleep: Sleep = asyncio.sleep
     """The action bus's retry sleep; replays pass a no-op so virtual time never waits."""
     store: WindowStore = field(init=False)
@@ -334,7 +336,10 @@ class Engine:
             events = self._drain_events(now)
             await self._discover()
             states = await self._states()
-            forecasts = self._forecasts(now)
+            if self.in_place:
+                forecasts = self._forecasts(now)
+            else:
+                forecasts = await asyncio.to_thread(self._forecasts, now)
             decisions = self._evaluate(now, states, forecasts, events)
             actions = [d.action for d in decisions if d.action is not None]
             outcomes = await self.bus.submit(actions, now)
@@ -474,7 +479,8 @@ class Engine:
         return states
 
     def _forecasts(self, now: float) -> dict[str, Mapping[str, Forecast]]:
-        """Forecasts by signal, then target."""
+        """Forecasts by signal, then target. Live it runs in a worker thread while the pass
+        holds the lock: nothing else reads or writes the window store or the forecaster."""
         out: dict[str, Mapping[str, Forecast]] = {}
         step = self.settings.service.interval
         steps = horizon_steps(self.settings)
@@ -659,7 +665,7 @@ class Engine:
             if self._executor_state.get(name) != text:
                 self._executor_state[name] = text
                 state[f"executor:{name}"] = saved
-        if self.inline_commit:
+        if self.in_place:
             self.state_store.commit(records, state)
         else:
             await asyncio.to_thread(self.state_store.commit, records, state)

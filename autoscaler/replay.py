@@ -514,7 +514,7 @@ async def replay(
         executors=dict[str, Executor](executors),
         sources=[ReplaySource(series)],
         event_sources=[],
-        inline_commit=True,
+        in_place=True,
         sleep=_no_sleep,
     )
     if forecast_ahead is None:

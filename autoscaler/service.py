@@ -60,7 +60,7 @@ def build_engine(
     executors: Mapping[str, Executor] | None = None,
     sources: list[Source] | None = None,
     event_sources: list[EventSource] | None = None,
-    inline_commit: bool = False,
+    in_place: bool = False,
     sleep: Sleep | None = None,
 ) -> Engine:
     """An engine for ``settings``; any part can be replaced (tests, replay).
@@ -83,7 +83,7 @@ def build_engine(
         metrics=metrics or make_metrics(),
         event_sources=event_sources,
         dry_run=settings.service.dry_run if dry_run is None else dry_run,
-        inline_commit=inline_commit,
+        in_place=in_place,
         sleep=asyncio.sleep if sleep is None else sleep,
     )
     bind_executors(engine)

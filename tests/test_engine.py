@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -519,3 +520,45 @@ async def test_bad_settings_labels_are_ignored_with_a_warning_and_the_target_sti
     assert any("min_replicas: set by the executor" in w for w in warned)
     assert any("colour: unknown key" in w for w in warned)
     assert report.ok
+
+
+class _GatedForecaster:
+    """Forecasts only once the event loop has run while it waits: it proves the forecast
+    half of a live pass leaves the loop free (a slow refit must not stall /healthz)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[int] = []
+
+    def forecast(self, signal: str, targets: Any, history: Any, **_: Any) -> dict[str, Any]:
+        self.threads.append(threading.get_ident())
+        self.started.set()
+        if not self.release.wait(timeout=5):
+            raise RuntimeError("the loop was blocked while forecasting")
+        return {}
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+async def test_a_live_pass_forecasts_off_the_loop_and_a_replay_in_place(
+    settings_factory: SettingsFactory, in_place: bool
+) -> None:
+    s = settings_factory(signals={"queue_length": {"max_age": "60s", "forecast": True}})
+    gate = _GatedForecaster()
+    engine, src, _, _ = engine_for(s)
+    engine.forecaster = gate
+    engine.in_place = in_place
+    src.set("api", "queue_length", 1.0)
+    if in_place:
+        gate.release.set()  # on the loop nothing else could release it
+        await engine.tick(0.0)
+        assert gate.threads == [threading.get_ident()]
+        return
+    pass_ = asyncio.create_task(engine.tick(0.0))
+    # this coroutine resumes only if the loop is free while the pass forecasts
+    assert await asyncio.to_thread(gate.started.wait, 5)
+    gate.release.set()
+    report = await pass_
+    assert engine.metrics.errors.labels("forecast")._value.get() == 0
+    assert gate.threads and gate.threads[0] != threading.get_ident()
+    assert report.decisions
