@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import traceback
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -48,8 +49,12 @@ class AheadError(AutoscalerError):
 
 
 def worth_it(ticks: int) -> bool:
-    """Whether a run of ``ticks`` gains from a worker: long enough, and a second core."""
-    return ticks >= MIN_TICKS and (os.cpu_count() or 1) >= 2
+    """Whether a run of ``ticks`` gains from a worker, and may start one: long enough, a
+    second core, and no other thread. The worker is forked, and a fork copies only the
+    calling thread: a lock another thread held (logging's, an allocator's) would stay held
+    in the worker forever (Python 3.12 warns of it). A replay run from such a process
+    forecasts in process instead: slower, the same decisions."""
+    return ticks >= MIN_TICKS and (os.cpu_count() or 1) >= 2 and threading.active_count() == 1
 
 
 def _run(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +78,23 @@ def test_a_stream_out_of_step_is_an_error_not_a_difference(example) -> None:
     ahead._stream = iter([(90.0, entries), (120.0, entries)])
     ahead.forecast("requests_per_second", ["api"], history, now=120.0, **kw)
     assert "forecasts for 90.0 arrived where 120.0 was asked for" in str(ahead.failure)
+
+
+def test_a_worker_is_forked_only_from_a_process_with_one_thread() -> None:
+    # alone (a fresh interpreter, two cores): long runs fork a worker, short ones do not
+    code = (
+        "import os; os.cpu_count = lambda: 2\n"
+        "from autoscaler.ahead import worth_it\n"
+        "print(worth_it(10**6), worth_it(10))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+    # beside another thread a fork could copy a lock held for good: forecast in process
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not ahead_module.worth_it(10**6)
+    finally:
+        stop.set()
+        other.join()
