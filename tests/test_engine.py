@@ -559,6 +559,9 @@ async def test_a_live_pass_forecasts_off_the_loop_and_a_replay_in_place(
     assert await asyncio.to_thread(gate.started.wait, 5)
     gate.release.set()
     report = await pass_
-    assert engine.metrics.errors.labels("forecast")._value.get() == 0
+    errors = engine.metrics.registry.get_sample_value(
+        "autoscaler_component_errors_total", {"component": "forecast"}
+    )
+    assert not errors
     assert gate.threads and gate.threads[0] != threading.get_ident()
     assert report.decisions
