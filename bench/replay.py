@@ -3,12 +3,15 @@
 Real demand: the eight NAB Twitter-volume series (5-minute counts, ~55 days) plus two
 AWS CloudWatch CPU series, one per target, as the forecast signal ``requests`` (kept for
 10 minutes, so the 5-minute samples never go stale). Every target has a target-tracking
-rule and a predictive rule on ``requests`` (a ``step`` rule when those are not available).
+rule and a predictive rule on ``requests``.
 The whole replay driver runs: reading from memory, the engine pass, the recorder, the
 timeline. Prints ticks, target-ticks per second and wall time; ``--profile`` adds the
 top functions by own time (cProfile) so a slow part can be named.
 
-    .venv/bin/python bench/replay.py [--days 30] [--targets 10] [--model auto] [--profile]
+    .venv/bin/python bench/replay.py [--days 30] [--targets 10] [--model auto|none]
+                                     [--rules both|tracking|none] [--profile]
+
+``--model none --rules none`` measures the floor: a pass that forecasts and decides nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import numpy as np
 
 from autoscaler.config import from_mapping
 from autoscaler.replay import Series, read_value_csv, replay
-from policies.registry import POLICY_TYPES
 
 DATA = Path("/work/shared/data/nab/data")
 FILES = [
@@ -53,29 +55,36 @@ def load_series(targets: int, days: float) -> list[Series]:
     return out
 
 
-def settings(targets: int, model: str = "auto") -> Any:
-    if "target_tracking" in POLICY_TYPES and "predictive" in POLICY_TYPES:
-        policies: dict[str, Any] = {
-            "track": {
-                "type": "target_tracking",
-                "metrics": [{"signal": "requests", "target": 20.0, "kind": "total"}],
-            },
-            "ahead": {
-                "type": "predictive",
-                "signal": "requests",
-                "mode": "track",
-                "target": 20.0,
-                "kind": "total",
-            },
-        }
-    else:
-        policies = {"step": {"type": "step", "signal": "requests", "above": 100, "below": 20}}
+RULES = {
+    "track": {
+        "type": "target_tracking",
+        "metrics": [{"signal": "requests", "target": 20.0, "kind": "total"}],
+    },
+    "ahead": {
+        "type": "predictive",
+        "signal": "requests",
+        "mode": "track",
+        "target": 20.0,
+        "kind": "total",
+    },
+}
+
+
+def settings(targets: int, model: str = "auto", rules: str = "both") -> Any:
+    """The benchmark's settings; ``rules`` "tracking" drops the predictive rule and
+    "none" both, and ``model`` "none" turns forecasting off: the floor of a pass."""
+    policies: dict[str, Any] = {
+        "both": RULES,
+        "tracking": {"track": RULES["track"]},
+        "none": {},
+    }[rules]
+    forecast = model != "none"
     return from_mapping(
         {
             "service": {"interval": "15s", "journal_holds": "changes"},
-            "forecasting": {"model": model},
+            "forecasting": {"model": model if forecast else "auto"},
             "bus": {"cooldown": "1m"},
-            "signals": {"requests": {"max_age": "10m", "forecast": True, "window": "6h"}},
+            "signals": {"requests": {"max_age": "10m", "forecast": forecast, "window": "6h"}},
             "targets": {
                 f"t{i}": {"executor": "rec", "min_replicas": 1, "max_replicas": 100}
                 for i in range(targets)
@@ -86,16 +95,16 @@ def settings(targets: int, model: str = "auto") -> Any:
     )
 
 
-async def run(targets: int, days: float, model: str = "auto") -> None:
+async def run(targets: int, days: float, model: str = "auto", rules: str = "both") -> None:
     series = load_series(targets, days)
-    s = settings(targets, model)
+    s = settings(targets, model, rules)
     started = time.perf_counter()
     result = await replay(s, series)
     wall = time.perf_counter() - started
     ticks = len(result.ticks)
     actions = sum(1 for r in result.records if r.kind != "hold")
-    print(f"policies: {', '.join(sorted(c.type for c in s.policies.values()))}")
-    print(f"forecasting model: {s.forecasting.model}")
+    print(f"policies: {', '.join(sorted(c.type for c in s.policies.values())) or 'none'}")
+    print(f"forecasting model: {model}")
     print(f"ticks: {ticks}  targets: {targets}  target-ticks: {ticks * targets}")
     print(f"actions journalled: {actions}")
     print(f"wall: {wall:.2f} s  ->  {ticks * targets / wall:,.0f} target-ticks/s")
@@ -106,17 +115,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--targets", type=int, default=10)
-    ap.add_argument("--model", default="auto", help="[forecasting] model (default: auto)")
+    ap.add_argument(
+        "--model", default="auto", help="[forecasting] model (default: auto; none: no forecasts)"
+    )
+    ap.add_argument(
+        "--rules",
+        choices=("both", "tracking", "none"),
+        default="both",
+        help="rules per target: target tracking + predictive (default), tracking only, none",
+    )
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        asyncio.run(run(args.targets, args.days, args.model))
+        asyncio.run(run(args.targets, args.days, args.model, args.rules))
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     else:
-        asyncio.run(run(args.targets, args.days, args.model))
+        asyncio.run(run(args.targets, args.days, args.model, args.rules))
 
 
 if __name__ == "__main__":
