@@ -308,6 +308,7 @@ class Engine:
             if isinstance(saved, dict):
                 ex.restore(saved)
         self.bus.paused = bool(state.get("service:paused", False))
+        self.metrics.paused.set(1.0 if self.bus.paused else 0.0)
         self._plans.clear()  # they hold the memories replaced below
         for key, value in state.items():
             if key.startswith("published:") and isinstance(value, str):

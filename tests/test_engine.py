@@ -282,6 +282,19 @@ async def test_paused_bus_journals_decisions_without_executing(
     assert store.state["service:paused"] is True
 
 
+async def test_a_restarted_engine_stays_paused_and_its_gauge_says_so(
+    settings_factory: SettingsFactory,
+) -> None:
+    store = MemoryStore()
+    engine_for(settings_factory(), store=store)[0].set_paused(True)
+    again, src, rec, _ = engine_for(settings_factory(), store=store)
+    # the paused alert and dashboard read the gauge: it must not say "running"
+    assert again.metrics.registry.get_sample_value("autoscaler_paused") == 1.0
+    src.set("api", "queue_length", 10.0)
+    await again.tick(0.0)
+    assert rec.calls == [] and statuses(store) == ["skipped-paused"]
+
+
 async def test_global_rate_limit_caps_actions_per_minute(
     settings_factory: SettingsFactory,
 ) -> None:
