@@ -2,11 +2,14 @@
 
 The engine calls ``forecast`` every tick for every forecast-enabled signal with the
 history of all its targets on the tick grid. The provider keeps the fitted model of each
-signal between calls: when the targets are the same and exactly one new column arrived
-(``now`` advanced by one ``step``), it feeds that column to the model (an O(n) update);
-otherwise (first call, a missed tick, targets added or removed, a new step or horizon) it
-refits from the history it was given. Called twice for the same ``now``, it returns the
-same forecasts without updating.
+signal between calls and tells calls apart by their tick on that grid, ``round(now /
+step)``, as the window store does (a live pass starts a few milliseconds after its
+scheduled time, never exactly on it). When the targets are the same and the tick moved on
+by one, it feeds the new column to the model (an O(n) update); by a few (missed ticks, whose
+columns the store left NaN), it feeds each of the new columns in turn; otherwise (first
+call, targets added or removed, a new step or horizon, a clock that went back, a gap longer
+than the window) it refits from the history it was given. Called again within the same
+tick it updates nothing and answers the same forecasts, timed from the new ``now``.
 
 A target gets a ``Forecast`` only when it has enough data (``min_history`` valid samples,
 the last one not older than ``max_gap``); the others are simply absent from the result.
@@ -50,8 +53,9 @@ class ForecastProvider(Protocol):
     ) -> Mapping[str, Forecast]:
         """Forecasts of ``signal`` for the ``targets`` that have enough data.
 
-        ``history`` is ``[len(targets), T]`` on the tick grid, its last column at ``now``,
-        NaN where missing. Forecast times are ``now + step * (1..horizon_steps)``.
+        ``history`` is ``[len(targets), T]`` on the tick grid, its last column at the grid
+        time nearest ``now`` (``round(now / step) * step``), NaN where missing. Forecast
+        times are ``now + step * (1..horizon_steps)``.
         """
         ...
 
@@ -61,6 +65,8 @@ class _SignalState:
     targets: tuple[str, ...]
     step: float
     horizon_steps: int
+    tick: int
+    """``round(now / step)`` of the call the model has seen up to."""
     now: float
     model: OnlineForecaster
     result: Mapping[str, Forecast]
@@ -122,22 +128,33 @@ class OnlineProvider:
         if not targets or hist.shape[1] == 0:
             self._states.pop(signal, None)
             return {}
+        tick = round(now / step)
         state = self._states.get(signal)
-        same = (
+        new = hist.shape[1]  # columns the model has not seen: all of them, unless...
+        if (
             state is not None
             and state.targets == targets
             and state.step == step
             and state.horizon_steps == horizon_steps
-        )
-        if same and state is not None and abs(now - state.now) <= 1e-6 * step:
+        ):
+            new = tick - state.tick
+        if state is not None and new == 0:
+            if now != state.now:  # a second pass in the same tick (a webhook's wake-up)
+                state.result = self._result(
+                    state.model, targets, now=now, step=step, horizon_steps=horizon_steps
+                )
+                state.now = now
             return state.result
-        if same and state is not None and abs(now - (state.now + step)) <= 1e-6 * step:
-            model = state.model.update(hist[:, -1])
+        if state is not None and 0 < new < hist.shape[1]:
+            model = state.model
+            for j in range(hist.shape[1] - new, hist.shape[1]):
+                model.update(hist[:, j])
         else:
-            model = self._model(horizon_steps).fit(hist, step=step, end=now)
+            # the history's last column is at the tick's grid time, not at ``now``
+            model = self._model(horizon_steps).fit(hist, step=step, end=tick * step)
             self.refits += 1
         result = self._result(model, targets, now=now, step=step, horizon_steps=horizon_steps)
-        self._states[signal] = _SignalState(targets, step, horizon_steps, now, model, result)
+        self._states[signal] = _SignalState(targets, step, horizon_steps, tick, now, model, result)
         return result
 
     def _model(self, horizon_steps: int) -> OnlineForecaster:

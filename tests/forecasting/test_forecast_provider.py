@@ -60,19 +60,53 @@ def test_one_new_column_is_an_online_update_that_matches_a_full_refit() -> None:
     np.testing.assert_allclose(np.stack([out[t].mean for t in "abc"]), mean, rtol=1e-9)
 
 
-def test_a_missed_tick_or_changed_targets_refit_from_history() -> None:
+def test_changed_targets_a_new_horizon_or_a_clock_gone_back_refit_from_history() -> None:
     y = history(2, 300)
     provider = OnlineProvider(ForecastSettings())
     kw = {"step": STEP, "horizon_steps": 4}
     provider.forecast("s", ["a", "b"], y[:, :200], now=NOW, **kw)
     provider.forecast("s", ["a", "b"], y[:, 1:201], now=NOW + STEP, **kw)
     assert provider.refits == 1
-    provider.forecast("s", ["a", "b"], y[:, 3:203], now=NOW + 3 * STEP, **kw)  # missed two
-    assert provider.refits == 2
-    out = provider.forecast("s", ["b"], y[1:, 4:204], now=NOW + 4 * STEP, **kw)
-    assert provider.refits == 3 and set(out) == {"b"}
-    provider.forecast("s", ["b"], y[1:, 4:204], now=NOW + 4 * STEP, step=STEP, horizon_steps=6)
-    assert provider.refits == 4  # a new horizon
+    out = provider.forecast("s", ["b"], y[1:, 2:202], now=NOW + 2 * STEP, **kw)
+    assert provider.refits == 2 and set(out) == {"b"}
+    provider.forecast("s", ["b"], y[1:, 2:202], now=NOW + 2 * STEP, step=STEP, horizon_steps=6)
+    assert provider.refits == 3  # a new horizon
+    provider.forecast("s", ["b"], y[1:, 1:201], now=NOW + STEP, step=STEP, horizon_steps=6)
+    assert provider.refits == 4  # the clock went back a tick
+    provider.forecast("s", ["b"], y[1:, 100:300], now=NOW + 300 * STEP, step=STEP, horizon_steps=6)
+    assert provider.refits == 5  # a gap longer than the window: nothing to catch up from
+
+
+def test_missed_ticks_are_caught_up_column_by_column_not_refitted() -> None:
+    # the store leaves a missed tick's column NaN; the provider feeds it, then the new one
+    y = history(2, 260)
+    y[:, 210:212] = np.nan
+    kw = {"step": STEP, "horizon_steps": 4}
+    every, skipping = (OnlineProvider(ForecastSettings()) for _ in range(2))
+    for j in range(199, 260):
+        now = NOW + STEP * j
+        a = every.forecast("s", ["a", "b"], y[:, j - 199 : j + 1], now=now, **kw)
+        if j not in (210, 211):  # two passes missed
+            b = skipping.forecast("s", ["a", "b"], y[:, j - 199 : j + 1], now=now, **kw)
+    assert every.refits == skipping.refits == 1
+    for t in "ab":
+        np.testing.assert_array_equal(a[t].mean, b[t].mean)
+        np.testing.assert_array_equal(a[t].upper, b[t].upper)
+
+
+def test_passes_a_few_milliseconds_off_the_grid_update_and_do_not_refit() -> None:
+    # a live pass starts when its timer fires, a little after the scheduled time
+    y = history(2, 260)
+    kw = {"step": STEP, "horizon_steps": 4}
+    exact, late = (OnlineProvider(ForecastSettings()) for _ in range(2))
+    jitter = np.random.default_rng(1).uniform(0.0, 0.008, 260)
+    for j in range(199, 260):
+        a = exact.forecast("s", ["a", "b"], y[:, j - 199 : j + 1], now=NOW + STEP * j, **kw)
+        now = NOW + STEP * j + jitter[j]
+        b = late.forecast("s", ["a", "b"], y[:, j - 199 : j + 1], now=now, **kw)
+    assert late.refits == 1
+    np.testing.assert_array_equal(a["a"].mean, b["a"].mean)
+    np.testing.assert_allclose(b["a"].times, now + STEP * np.arange(1, 5))  # timed from now
 
 
 def test_signals_keep_separate_state() -> None:
@@ -89,6 +123,12 @@ def test_the_same_tick_twice_returns_the_same_forecasts() -> None:
     first = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW)
     again = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW)
     assert again["x"] is first["x"] and provider.refits == 1
+    # a second pass later in the same tick (a webhook's wake-up): same model, new timing
+    assert round((NOW + 1.0) / STEP) == round(NOW / STEP)
+    later = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW + 1.0)
+    assert provider.refits == 1
+    np.testing.assert_array_equal(later["x"].mean, first["x"].mean)
+    np.testing.assert_allclose(later["x"].times, first["x"].times + 1.0)
 
 
 def test_targets_without_enough_data_get_no_forecast() -> None:
