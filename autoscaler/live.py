@@ -1,5 +1,10 @@
 """The live driver: an APScheduler interval job calling ``engine.tick(clock())``.
 
+Passes run on the tick grid (multiples of ``service.interval`` since the epoch, as the
+window store files samples), a few milliseconds after each grid time; the first pass runs
+at once. A pass scheduled half-way between grid times would, with the timer's jitter, land
+on alternate grid slots and leave gaps in every window.
+
 Root tasks live in one ``asyncio.TaskGroup``; SIGTERM/SIGINT set a stop event; shutdown
 lets an in-flight pass finish within ``service.shutdown_timeout`` and closes the journal.
 A failed pass never stops the loop: it is logged and counted, and the next one runs on time.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -84,10 +90,22 @@ class LiveDriver:
         finally:
             self._running = None
 
-    def wake(self) -> None:
-        """Run the next pass now (webhook intake calls this)."""
-        if self._scheduler is not None:
-            self._scheduler.modify_job("tick", next_run_time=_now_dt())
+    async def _first(self) -> None:
+        """The first pass, at once; then a pass at every grid time."""
+        await self._job()
+        if self._scheduler is None:
+            return  # stopping
+        interval = self.settings.service.interval
+        self._scheduler.add_job(
+            self._job,
+            "interval",
+            id="tick",
+            seconds=interval,
+            start_date=datetime.fromtimestamp(grid_after(time.time(), interval), UTC),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or ``stop_event``."""
@@ -117,16 +135,7 @@ class LiveDriver:
             self.port = sockets[0].getsockname()[1] if sockets else http.port
             log.info("http listening", extra={"host": http.host, "port": self.port})
         scheduler = AsyncIOScheduler()
-        scheduler.add_job(
-            self._job,
-            "interval",
-            id="tick",
-            seconds=self.settings.service.interval,
-            coalesce=True,
-            max_instances=1,
-            next_run_time=_now_dt(),
-            misfire_grace_time=None,
-        )
+        scheduler.add_job(self._first, id="first", misfire_grace_time=None)  # at once
         self._scheduler = scheduler
         scheduler.start()
         try:
@@ -164,5 +173,6 @@ class LiveDriver:
             self.engine.state_store.close()
 
 
-def _now_dt() -> datetime:
-    return datetime.now(UTC)
+def grid_after(t: float, interval: float) -> float:
+    """The first tick-grid time strictly after ``t``."""
+    return (math.floor(t / interval) + 1) * interval
