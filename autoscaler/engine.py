@@ -50,6 +50,9 @@ from remediation.base import Executor, Outcome
 
 log = logging.getLogger(__name__)
 
+UNSAVED_MAX = 100_000
+"""Journal records kept while commits fail (about 100 MB at worst); older ones are dropped."""
+
 # Hold reasons carry live values ("queue_length 3 is within [1, 5]"); "changes" sampling
 # compares them with the numbers masked, so a hold is journalled when its kind changes, not
 # at every pass of a moving value.
@@ -275,6 +278,9 @@ class Engine:
     """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
     _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
     """Discovered targets' settings with the labels they came from: parsed once."""
+    _unsaved_records: list[JournalRecord] = field(init=False, default_factory=list)
+    _unsaved_state: dict[str, Any] = field(init=False, default_factory=dict)
+    """What a failed commit could not write: committed with the next pass."""
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -666,8 +672,31 @@ class Engine:
             if self._executor_state.get(name) != text:
                 self._executor_state[name] = text
                 state[f"executor:{name}"] = saved
-        if self.in_place:
-            self.state_store.commit(records, state)
-        else:
-            await asyncio.to_thread(self.state_store.commit, records, state)
+        await self._commit(records, state)
         return holds
+
+    async def _commit(self, records: list[JournalRecord], state: dict[str, Any]) -> None:
+        """Commit, with whatever an earlier failed commit left. A failure (a locked or full
+        disk) keeps both for the next pass, newer state over older: the pass has acted, and
+        a cooldown it started must survive a restart. Records beyond ``UNSAVED_MAX`` are
+        dropped oldest first, counted, so a disk that stays full cannot exhaust memory."""
+        if self._unsaved_records or self._unsaved_state:
+            records = [*self._unsaved_records, *records]
+            state = {**self._unsaved_state, **state}
+        try:
+            if self.in_place:
+                self.state_store.commit(records, state)
+            else:
+                await asyncio.to_thread(self.state_store.commit, records, state)
+        except Exception:
+            self.metrics.errors.labels("journal").inc()
+            lost = max(0, len(records) - UNSAVED_MAX)
+            log.exception(
+                "journal commit failed: %d records and %d state keys kept for the next pass%s",
+                len(records) - lost,
+                len(state),
+                f", {lost} oldest records dropped" if lost else "",
+            )
+            self._unsaved_records, self._unsaved_state = records[lost:], state
+            return
+        self._unsaved_records, self._unsaved_state = [], {}

@@ -165,10 +165,13 @@ class SQLiteStore:
                 if self.retention > 0 and newest - self._pruned_at >= _PRUNE_EVERY:
                     self._db.execute("DELETE FROM journal WHERE at < ?", (newest - self.retention,))
                     self._pruned_at = newest
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # a failed COMMIT (SQLITE_BUSY) leaves the transaction open: without the
+                # rollback every later BEGIN would fail; some errors roll back by themselves
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def query(
         self, *, since: float | None = None, target: str | None = None, limit: int = 1000

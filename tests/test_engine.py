@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, settle
 from autoscaler.errors import ExecutorError, SourceError
-from autoscaler.journal import MemoryStore
+from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
@@ -578,3 +580,42 @@ async def test_a_live_pass_forecasts_off_the_loop_and_a_replay_in_place(
     assert not errors
     assert gate.threads and gate.threads[0] != threading.get_ident()
     assert report.decisions
+
+
+class _DiskFullOnce(SQLiteStore):
+    """A real SQLite journal whose next commit fails, as on a full or locked disk."""
+
+    fail_next = True
+
+    def commit(self, records: Any, state: Any) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise sqlite3.OperationalError("database or disk is full")
+        super().commit(records, state)
+
+
+async def test_a_failed_commit_is_written_with_the_next_pass_and_the_cooldown_survives(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    s = settings_factory(bus={"cooldown": "1h"})
+    store = _DiskFullOnce(tmp_path / "state.db")
+    engine, src, rec, _ = engine_for(s, store=store)  # type: ignore[arg-type]
+    src.set("api", "queue_length", 10.0)
+    first = await engine.tick(1000.0)  # acts, then cannot write: the pass still completes
+    assert [o.status for o in first.outcomes] == ["done"] and len(rec.calls) == 1
+    errors = engine.metrics.registry.get_sample_value(
+        "autoscaler_component_errors_total", {"component": "journal"}
+    )
+    assert errors == 1
+    await engine.tick(1015.0)
+    store.close()
+    reopened = SQLiteStore(tmp_path / "state.db")
+    journal = [(r["at"], r["status"]) for r in reopened.query() if r["kind"] == "scale"]
+    assert journal == [(1000.0, "done"), (1015.0, "skipped-cooldown")]
+    assert any(k.startswith("cooldown:api") for k in reopened.load_state())
+    # a restart half a minute later still honours the hour-long cooldown
+    again, src2, rec2, _ = engine_for(s, store=reopened)  # type: ignore[arg-type]
+    src2.set("api", "queue_length", 10.0)
+    report = await again.tick(1030.0)
+    assert [o.status for o in report.outcomes] == ["skipped-cooldown"] and rec2.calls == []
+    reopened.close()

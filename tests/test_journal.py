@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,33 @@ def test_sqlite_journal_rows_past_the_retention_are_deleted_hourly(tmp_path: Pat
     keep.commit([rec(10_000_000)], {})
     assert len(keep.query()) == 2
     keep.close()
+
+
+class _BusyOnCommit:
+    """The store's connection, whose next COMMIT fails as SQLITE_BUSY does (sqlite3 raises
+    "database is locked" and leaves the transaction open)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.busy = db, True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.busy:
+            self.busy = False
+            raise sqlite3.OperationalError("database is locked")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_a_commit_that_fails_is_rolled_back_and_the_next_one_succeeds(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "j.db")
+    real = store._db
+    store._db = _BusyOnCommit(real)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        store.commit([rec(1.0)], {"cooldown:api": 1.0})
+    assert not real.in_transaction  # else every later BEGIN fails
+    store.commit([rec(2.0)], {"cooldown:api": 2.0})
+    assert [r["at"] for r in store.query()] == [2.0]
+    assert store.load_state() == {"cooldown:api": 2.0}
+    store.close()
