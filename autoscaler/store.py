@@ -223,6 +223,7 @@ class WindowStore:
         self.last_tick = k if prev is None else max(k, prev)
         for s in self._series.values():
             n = len(s.rows)
+            self._forget_future(s, n, now)
             if prev is not None and k > prev + 1:
                 for gap in range(max(prev + 1, k - s.slots), k):
                     c = gap % s.slots
@@ -233,6 +234,19 @@ class WindowStore:
             values = np.where(fresh, s.last_value[:n], np.nan)
             s.ring[:n, col] = values
             s.ring[:n, col + s.slots] = values
+
+    def _forget_future(self, s: _Series, n: int, now: float) -> None:
+        """Drop samples stamped more than one interval after ``now``: the clock went back
+        (an NTP step). Kept, they would count as fresh (``now - at`` is negative) while
+        every newer sample was refused as late; forgotten, the next samples are taken."""
+        ahead = s.last_at[:n] > now + self.interval  # NaN (no sample) compares False
+        if ahead.any():
+            s.last_at[:n][ahead] = np.nan
+            s.last_value[:n][ahead] = np.nan
+        ahead = s.raw_at[:n] > now + self.interval
+        if ahead.any():  # a counter's rate needs two samples again
+            s.raw_at[:n][ahead] = np.nan
+            s.raw_value[:n][ahead] = np.nan
 
     def observation(self, target: str, signal: str, now: float) -> Observation:
         """Latest value of a target's signal; NaN and stale when missing or too old."""

@@ -32,6 +32,27 @@ def test_observation_is_stale_after_max_age() -> None:
     assert store.observation("api", "q", 161).stale
 
 
+def test_after_the_clock_steps_back_old_samples_are_not_fresh_and_new_ones_are_taken() -> None:
+    store = WindowStore(
+        interval=15,
+        signals={"q": SignalSettings(max_age=60), "n": SignalSettings(kind="counter")},
+    )
+    for t, v in [(985.0, 50.0), (1000.0, 50.0)]:
+        store.ingest([Sample("api", "q", v, t), Sample("api", "n", 10 * t, t)])
+        store.advance(t)
+    # an NTP step of five minutes back: the pass's samples look older than the stored ones
+    store.ingest([Sample("api", "q", 0.0, 700.0), Sample("api", "n", 7020.0, 700.0)])
+    store.advance(700.0)
+    obs = store.observation("api", "q", 700.0)
+    assert obs.stale  # the value of "the future" is not used as if fresh
+    for t in (715.0, 730.0):  # the next passes are taken again (the counter needs two)
+        store.ingest([Sample("api", "q", 0.0, t), Sample("api", "n", 10 * t, t)])
+        store.advance(t)
+    assert store.observation("api", "q", 730.0).usable
+    assert store.observation("api", "q", 730.0).value == 0.0
+    assert store.observation("api", "n", 730.0).value == 10.0
+
+
 def test_missing_series_is_stale_nan() -> None:
     obs = WindowStore(interval=15).observation("api", "q", 0)
     assert obs.stale and math.isnan(obs.value)
