@@ -4,6 +4,9 @@ For each action, in order: paused? → duplicate (same idempotency key within th
 window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
 → dry-run? → executor breaker open? → call with a timeout, retrying temporary failures with
 jittered exponential backoff. Gating is sequential and cheap; the calls run concurrently.
+An action that no executor carried out leaves no cooldown or dedupe key, so the next pass
+tries again; a notice that reached some of its notifiers counts as sent (a notifier that
+failed shows in ``autoscaler_actions_total{status="failed"}``; it is not resent).
 
 A dry-run marks cooldowns and dedupe keys exactly as a real call would, so a dry-run
 journal shows the same decisions as a live one. Every piece of state that changes
@@ -144,6 +147,12 @@ class ActionBus:
             )
             for (i, _, _), outcome in zip(calls, results, strict=True):
                 outcomes[i] = outcome
+            # an action no executor carried out leaves no cooldown, so the next pass may try
+            # again; one that reached any (a notice fanned out) is not sent to all again
+            reached = {id(o.action) for o in results if o.status == "done"}
+            for action in {id(a): a for _, a, _ in calls}.values():
+                if id(action) not in reached:
+                    self._unmark(action)
         if self.metrics is not None:
             for (kind, status), n in Counter((o.action.kind, o.status) for o in outcomes).items():
                 self.metrics.actions.labels(kind, status).inc(n)
@@ -173,7 +182,8 @@ class ActionBus:
         self._dirty[f"dedupe:{action.key}"] = now
 
     def _unmark(self, action: Action) -> None:
-        """A failed call leaves no cooldown: the next pass may try again (breaker permitting)."""
+        """Undo ``_mark`` for an action that failed everywhere: the next pass may try again
+        (breaker permitting)."""
         ckey = f"{action.target}:{action.cooldown_kind}"
         if self.cooldowns.pop(ckey, None) is not None:
             self._dirty[f"cooldown:{ckey}"] = None
@@ -183,7 +193,6 @@ class ActionBus:
     async def _call(self, action: Action, name: str, now: float) -> Outcome:
         breaker = self.breakers[name]
         if not breaker.allow(now):
-            self._unmark(action)
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
         executor = self.executors[name]
         delay = self.settings.retry_backoff
@@ -202,7 +211,6 @@ class ActionBus:
                     delay *= 2
                     continue
                 breaker.record_failure(now)
-                self._unmark(action)
                 log.warning(
                     "action failed",
                     extra={
@@ -216,7 +224,6 @@ class ActionBus:
                 return Outcome(action, "failed", f"{kind}: {msg}", now, name)
             except Exception as exc:  # an executor bug must not kill the pass
                 breaker.record_failure(now)
-                self._unmark(action)
                 log.exception("executor %s raised", name)
                 return Outcome(action, "failed", f"executor error: {exc!r}", now, name)
             breaker.record_success(now)

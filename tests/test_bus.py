@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from autoscaler.bus import ActionBus
 from autoscaler.config import BusSettings
 from policies.types import Action, Notify, Restart, Scale, TripBreaker
+from remediation.base import ExecutorError
 from remediation.recording import RecordingExecutor
 
 actions = st.lists(
@@ -122,6 +123,49 @@ def test_notify_fans_out_to_every_notifier_and_breakers_need_a_publisher() -> No
         ("", "skipped-no-executor"),
     ]
     assert len(a.calls) == len(b.calls) == 1
+
+
+class _Down(RecordingExecutor):
+    """A notifier whose API refuses every call (a permanent error: no retries)."""
+
+    down = True
+
+    async def execute(self, action: Action) -> str:
+        self.calls.append(action)
+        if self.down:
+            raise ExecutorError("401 unauthorized")
+        return "sent"
+
+
+def test_a_notice_that_reached_one_notifier_is_not_sent_to_all_again() -> None:
+    slack, pd = RecordingExecutor("slack"), _Down("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("slack", "pd"), dedupe_window=600),
+        executors={"slack": slack, "pd": pd},
+        route=lambda x: [],
+    )
+    page = Notify(target="api", severity="P1", summary="restarts exhausted", dedup_key="k")
+    statuses = [
+        [(o.executor, o.status) for o in asyncio.run(bus.submit([page], now))]
+        for now in (0.0, 15.0, 30.0)
+    ]
+    assert statuses[0] == [("slack", "done"), ("pd", "failed")]
+    assert statuses[1] == statuses[2] == [("", "skipped-cooldown")]
+    assert len(slack.calls) == 1  # one message per alert, not one per pass
+
+
+def test_an_action_that_failed_everywhere_is_tried_again_next_pass() -> None:
+    pd = _Down("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("pd",), dedupe_window=600),
+        executors={"pd": pd},
+        route=lambda x: [],
+    )
+    page = Notify(target="api", severity="P1", summary="restarts exhausted", dedup_key="k")
+    first = asyncio.run(bus.submit([page], 0.0))
+    pd.down = False
+    second = asyncio.run(bus.submit([page], 15.0))
+    assert [o.status for o in first + second] == ["failed", "done"]
 
 
 def test_duplicate_action_within_the_dedupe_window_is_skipped() -> None:
