@@ -161,18 +161,21 @@ class ActionBus:
     def _gate(self, action: Action, now: float) -> tuple[OutcomeStatus | None, str]:
         if self.paused:
             return "skipped-paused", "action execution is paused"
-        ckey = f"{action.target}:{action.cooldown_kind}"
-        until = self.cooldowns.get(ckey, 0.0)
-        if until > now:
-            return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
-        seen = self.dedupe.get(action.key)
-        if seen is not None and now - seen < self.settings.dedupe_window:
-            return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
+        if action.paced:
+            ckey = f"{action.target}:{action.cooldown_kind}"
+            until = self.cooldowns.get(ckey, 0.0)
+            if until > now:
+                return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
+            seen = self.dedupe.get(action.key)
+            if seen is not None and now - seen < self.settings.dedupe_window:
+                return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
         if len(self._executed) >= self.settings.rate_limit:
             return "skipped-rate-limit", f"{self.settings.rate_limit} actions in the last minute"
         return None, ""
 
     def _mark(self, action: Action, now: float) -> None:
+        if not action.paced:
+            return
         ckey = f"{action.target}:{action.cooldown_kind}"
         cooldown = self.cooldown_for(action)
         if cooldown > 0:
@@ -184,6 +187,8 @@ class ActionBus:
     def _unmark(self, action: Action) -> None:
         """Undo ``_mark`` for an action that failed everywhere: the next pass may try again
         (breaker permitting)."""
+        if not action.paced:
+            return
         ckey = f"{action.target}:{action.cooldown_kind}"
         if self.cooldowns.pop(ckey, None) is not None:
             self._dirty[f"cooldown:{ckey}"] = None

@@ -633,7 +633,11 @@ class Engine:
                 continue
             self._last_hold.pop((d.policy, d.target), None)
             for o in by_action.get(id(d.action), []):
-                if isinstance(d.action, TripBreaker) and o.status in ("done", "dry-run"):
+                if isinstance(d.action, TripBreaker) and (
+                    o.status in ("done", "dry-run")
+                    # with no publishing executor the journal is where breakers are published
+                    or (o.status == "skipped-no-executor" and not self.settings.bus.breakers)
+                ):
                     self.breakers[d.action.target] = d.action.state
                     published[f"published:{d.action.target}"] = d.action.state
                 records.append(

@@ -8,8 +8,11 @@ sample (a later ``Observation.at``) counts once, as a success or a failure:
     half_open --(half_open_trials consecutive successes)--> closed;  a failure --> open
 
 Each transition emits a ``TripBreaker`` action (its ``target`` is the breaker's name) so
-the service can publish the state; other evaluations are holds. Stale or missing samples
-count as neither. The state lives in ``ctx.memory``.
+the service can publish the state; other evaluations are holds, except while the published
+state (``ctx.breakers``) differs from the rule's: then the rule sends its state again, so
+a publish that failed or was skipped is repaired on the next pass. Stale or missing
+samples count as neither. The state lives in ``ctx.memory``; a rule should watch one
+target (``targets``), since every target it watches drives the same breaker.
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ class CircuitPolicy:
     targets: Sequence[str] = field(default=())
 
     def evaluate(self, ctx: Context) -> Sequence[Decision]:
+        out = self._transition(ctx)
+        state = ctx.memory.get("state", "closed")
+        published = ctx.breakers.get(self.spec.breaker, "closed")
+        if published == state or any(d.action is not None for d in out):
+            return out
+        reason = (
+            f"breaker {self.spec.breaker} is {state} but {published} is published: "
+            f"publish {state} again"
+        )
+        inputs = {**out[0].inputs, "published": published} if out else {}
+        action = TripBreaker(target=self.spec.breaker, state=state)
+        return [Decision(self.name, ctx.target, ctx.now, action, reason, inputs)]
+
+    def _transition(self, ctx: Context) -> Sequence[Decision]:
         spec, mem = self.spec, ctx.memory
         state: BreakerState = mem.get("state", "closed")
         since = float(mem.get("since", ctx.now))

@@ -86,6 +86,10 @@ class Action:
     """Something to do to the world. Subclasses set ``kind``."""
 
     kind: ClassVar[str] = "action"
+    paced: ClassVar[bool] = True
+    """Subject to the bus's cooldowns and dedupe window. A state sync (``TripBreaker``) is
+    not: its rule sends one whenever the published state differs from its own, and a
+    cooldown would hold the published state wrong."""
     target: str
 
     @property
@@ -147,6 +151,7 @@ class TripBreaker(Action):
     """Move the named circuit breaker (``target`` is its name) to ``state``."""
 
     kind: ClassVar[str] = "trip_breaker"
+    paced: ClassVar[bool] = False
     state: Literal["closed", "open", "half_open"] = "open"
 
     def params(self) -> dict[str, Any]:

@@ -75,3 +75,37 @@ async def _get_json(app: web.Application, path: str) -> Any:
             return await resp.json()
     finally:
         await server.close()
+
+
+async def test_the_published_breaker_follows_the_rule_through_a_long_bus_cooldown() -> None:
+    # the runbook's bus: a 5-minute default cooldown and dedupe window; a breaker that opens,
+    # half-opens 30 s later and closes after 3 good samples must be published at each step
+    doc = {**DOC, "bus": {**DOC["bus"], "cooldown": "5m", "dedupe_window": "5m"}}
+    src = MemorySource()
+    engine = build_engine(from_mapping(doc), state_store=MemoryStore(), sources=[src])
+    published = []
+    for i in range(12):
+        src.set("vector-db", "vector_store_up", 0.0 if i < 3 else 1.0)
+        await engine.tick(100.0 + 10 * i)
+        published.append(engine.breakers.get("vector_store", "closed"))
+    assert published[2] == "open"
+    assert "half_open" in published
+    assert published[-1] == "closed"
+    board = engine.executors["board"]
+    assert board.states_by_name() == {"vector_store": "closed"}  # type: ignore[attr-defined]
+
+
+async def test_a_breaker_publish_that_failed_is_sent_again_next_pass() -> None:
+    src = MemorySource()
+    engine = build_engine(from_mapping(DOC), state_store=MemoryStore(), sources=[src])
+    engine.set_paused(True)  # the opening TripBreaker is skipped: nothing is published
+    for i in range(3):
+        src.set("vector-db", "vector_store_up", 0.0)
+        await engine.tick(100.0 + 10 * i)
+    assert engine.breakers == {}
+    engine.set_paused(False)
+    src.set("vector-db", "vector_store_up", 0.0)
+    report = await engine.tick(130.0)
+    assert engine.breakers == {"vector_store": "open"}
+    (republish,) = [d for d in report.decisions if d.action is not None and d.target == "vector-db"]
+    assert "is open but closed is published" in republish.reason

@@ -13,16 +13,22 @@ from policies.types import TripBreaker
 T0 = 1_000_000.0
 
 
-def _run(policy, samples, *, step=10.0):
-    """``samples``: health values (None = no fresh sample) at T0, T0 + step, ..."""
+def _run(policy, samples, *, step=10.0, published=None):
+    """``samples``: health values (None = no fresh sample) at T0, T0 + step, ...
+
+    Every TripBreaker is published, as the engine does when the bus carries it out;
+    ``published`` (a set of indices) restricts that to those passes."""
     memory: dict[str, object] = {}
+    breakers: dict[str, str] = {}
     out = []
     for i, v in enumerate(samples):
         now = T0 + step * i
         values = {} if v is None else {"vector_store_up": v}
-        (d,) = policy.evaluate(ctx(now, values=values, memory=memory))
+        (d,) = policy.evaluate(ctx(now, values=values, memory=memory, breakers=dict(breakers)))
         assert one_sentence(d.reason), d.reason
         assert journalable(d)
+        if isinstance(d.action, TripBreaker) and (published is None or i in published):
+            breakers[d.action.target] = d.action.state
         memory = json.loads(json.dumps(memory))
         out.append(d)
     return out
@@ -59,6 +65,15 @@ def test_a_failed_half_open_trial_reopens_the_breaker():
         (12, "half_open"),
         (15, "closed"),
     ]
+
+
+def test_a_state_that_was_not_published_is_sent_again_until_it_is():
+    # the opening at index 4 is skipped by the bus (cooldown, a failing publisher); it is
+    # sent again on the next passes until one is carried out (index 6)
+    run = _run(runbook.vector_store(), [0] * 7 + [1], step=5.0, published={6, 7})
+    assert _moves(run) == [(4, "open"), (5, "open"), (6, "open")]
+    assert "is open but closed is published" in run[5].reason
+    assert "stays open" in run[7].reason  # published: back to holding
 
 
 def test_missing_samples_count_as_neither_success_nor_failure():
