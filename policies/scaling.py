@@ -118,6 +118,11 @@ def combine_scale(
         return Decision("bounds", target, now, action, reason, limits, want)
     top = max(v for v, _ in votes)
     raw = _clamp(top, bounds)
+    if not any(float(t) <= now for t, _ in mem.get("votes") or ()):
+        # the first vote (a start with no saved memory, a new target, a clock gone back):
+        # the window opens with the current count, as the HPA's does, so a scale-in still
+        # waits the window out instead of following the very first sample
+        mem["votes"] = [[now, current]]
     _record_vote(mem, now, raw, keep=max(how.scale_down_window, how.scale_up_window))
     if not asked and bounds.min_replicas <= current <= bounds.max_replicas:
         return None  # the usual pass: every rule holds

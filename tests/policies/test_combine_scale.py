@@ -254,8 +254,28 @@ def test_a_vote_hovering_at_a_threshold_does_not_flap():
 
 def test_votes_from_the_future_do_not_pin_the_window_after_a_clock_step_back():
     memory: dict[str, object] = {"votes": [[T0 + 3600, 9]]}
-    d = combine_scale("api", [_scale("a", 3, 4)], bounds=BOUNDS, current=4, now=T0, memory=memory)
+    how = ScaleBehavior(scale_down_window=300, max_scale_up=0, max_scale_down=0)
+    kw = {"bounds": BOUNDS, "current": 4, "memory": memory, "behavior": how}
+    d = combine_scale("api", [_scale("a", 3, 4)], now=T0, **kw)
+    # the vote of 9 "from the future" does not hold it up: the window starts afresh, with
+    # the current count, and the scale-in to 3 waits it out
+    assert d is None or d.action is None
+    assert memory["votes"] == [[T0, 4], [T0, 3]]
+    d = combine_scale("api", [_scale("a", 3, 4)], now=T0 + 315, **kw)
     assert _replicas(d) == 3
+
+
+def test_a_first_vote_opens_the_window_with_the_current_count_as_the_hpa_does():
+    # a start with no saved memory, a newly discovered target: one quiet sample must not
+    # scale in at once; the 300 s scale-down window holds the current count first
+    memory: dict[str, object] = {}
+    how = ScaleBehavior(scale_down_window=300, max_scale_up=0, max_scale_down=0)
+    kw = {"bounds": BOUNDS, "current": 8, "memory": memory, "behavior": how}
+    held = combine_scale("api", [_scale("a", 3, 8)], now=T0, **kw)
+    assert held is not None and held.action is None
+    assert "held at 8 by the highest vote of the last 300 s" in held.reason
+    assert _replicas(combine_scale("api", [_scale("a", 3, 8)], now=T0 + 290, **kw)) is None
+    assert _replicas(combine_scale("api", [_scale("a", 3, 8)], now=T0 + 301, **kw)) == 3
 
 
 def test_a_queue_hovering_at_its_thresholds_never_flaps():
