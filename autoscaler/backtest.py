@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from autoscaler.ahead import ForecastsAhead
 from autoscaler.ahead import worth_it as ahead_worth_it
 from autoscaler.config import Settings, from_mapping
+from autoscaler.errors import ConfigError
 from autoscaler.journal import MemoryStore
 from autoscaler.replay import (
     ForecastTap,
@@ -461,6 +462,23 @@ def engine_settings(
     return from_mapping(doc)
 
 
+def _check_tables(user: Mapping[str, Any]) -> None:
+    """The tables of a ``--config`` that a backtest merges must be tables (of tables): a
+    clear error, not a TypeError, for ``[policies] x = 5`` or ``policies = [1]``."""
+    problems = []
+    for key in ("service", "bus", "forecasting", "signals", "policies"):
+        if key in user and not isinstance(user[key], Mapping):
+            problems.append(f"{key}: expected a table")
+    for key in ("signals", "policies"):
+        for name, table in (
+            (user.get(key) or {}).items() if isinstance(user.get(key), Mapping) else ()
+        ):
+            if not isinstance(table, Mapping):
+                problems.append(f"{key}.{name}: expected a table")
+    if problems:
+        raise ConfigError(problems)
+
+
 # --- the whole backtest -------------------------------------------------------------------
 
 
@@ -484,6 +502,8 @@ async def backtest(
     progress: Progress | None = None,
 ) -> BacktestResult:
     """Run the three policies over the demand series and score them."""
+    if user:
+        _check_tables(user)
     ticks = tick_grid(float(times[0]), float(times[-1]), spec.interval)
     if len(ticks) < 2:
         raise ValueError("the demand series spans less than two ticks")

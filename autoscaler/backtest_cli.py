@@ -23,7 +23,7 @@ from autoscaler.cli import EXIT_USAGE
 from autoscaler.config import parse_duration, read_toml
 from autoscaler.dataset import parse_timestamp
 from autoscaler.errors import ConfigError
-from autoscaler.replay import InputError, Progress, read_value_csv
+from autoscaler.replay import InputError, Progress, SpanError, read_value_csv
 from autoscaler.report import text_table
 
 
@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except SpanError as exc:
+        print(f"error: {args.demand}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: {out}: {exc.strerror or exc}", file=sys.stderr)

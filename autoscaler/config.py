@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from autoscaler.errors import ConfigError
+from forecasting.registry import MODEL_TYPES
 from policies.markers import InvalidField, Seconds, Secret
 from policies.scaling import ScaleBehavior
 
@@ -176,6 +177,12 @@ class ForecastSettings:
     outlier (its first sample only: a run in one direction is a level shift); 0: off."""
 
     def __post_init__(self) -> None:
+        if self.model not in MODEL_TYPES:
+            raise InvalidField(
+                "model", f"unknown model {self.model!r} (known: {', '.join(MODEL_TYPES)})"
+            )
+        if not 0 < self.coverage < 1:
+            raise InvalidField("coverage", "must lie between 0 and 1 (0.9: a 90 % interval)")
         if self.clip < 0:
             raise InvalidField("clip", "must be >= 0 (0 turns outlier clipping off)")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import html
 import json
 import math
 import sys
@@ -95,6 +96,8 @@ class _Builder:
 def _add(
     b: _Builder, *, path: Path, line: int | str, key: tuple[str, ...], at: float, value: float
 ) -> None:
+    if not math.isfinite(at) or abs(at) > MAX_TIME:
+        raise InputError(path, line, f"timestamp {at!r} is not a time (unix seconds expected)")
     if b.times and at <= b.times[-1]:
         what = "duplicate timestamp" if at == b.times[-1] else "timestamp out of order"
         raise InputError(
@@ -352,10 +355,29 @@ async def _no_sleep(_: float) -> None:
     return None
 
 
+MAX_TIME = 1e11
+"""Timestamps beyond this (the year 5138) are not unix seconds: milliseconds, a typo."""
+
+MAX_TICKS = 20_000_000
+"""Ticks a replay or backtest may run: a year of 1.6 s ticks. More is a stray timestamp
+(a typo in the year, milliseconds among seconds), not a recording."""
+
+
+class SpanError(AutoscalerError):
+    """The recording spans more ticks than a run may have."""
+
+
 def tick_grid(start: float, end: float, interval: float) -> FloatArray:
     """Tick times on the engine's grid (multiples of ``interval``) from ``start`` to ``end``."""
     first = math.ceil(start / interval - 1e-9)
     last = math.floor(end / interval + 1e-9)
+    if last - first + 1 > MAX_TICKS:
+        raise SpanError(
+            f"the recording runs from {_fmt_time(start)} to {_fmt_time(end)}: "
+            f"{last - first + 1:,} ticks of {interval:g} s, more than the {MAX_TICKS:,} a run "
+            "may have; look for a stray timestamp (a typo in the year, milliseconds), or "
+            "use a longer interval"
+        )
     return np.arange(first, last + 1, dtype=np.float64) * interval
 
 
@@ -698,7 +720,7 @@ def render_report(result: ReplayResult, settings: Settings, summary: Mapping[str
     x = result.ticks
     actions = action_rows(result.records)
     for j, target in enumerate(result.targets):
-        blocks.append(f"<h2>{target}</h2>")
+        blocks.append(f"<h2>{html.escape(target)}</h2>")
         reps = result.replicas[:, j].astype(np.float64)
         reps[reps < 0] = np.nan
         mine = [a for a in actions if a["target"] == target and a["kind"] == "scale"]

@@ -12,6 +12,7 @@ from autoscaler.cli import EXIT_USAGE, load_settings
 from autoscaler.replay import (
     InputError,
     Progress,
+    SpanError,
     read_metrics,
     render_report,
     replay,
@@ -96,15 +97,19 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     show = sys.stderr.isatty() if args.progress is None else args.progress
     progress = Progress(0, enabled=show)
-    result = asyncio.run(
-        replay(
-            settings,
-            series,
-            initial_replicas=args.initial_replicas,
-            speed=args.speed,
-            progress=progress,
+    try:
+        result = asyncio.run(
+            replay(
+                settings,
+                series,
+                initial_replicas=args.initial_replicas,
+                speed=args.speed,
+                progress=progress,
+            )
         )
-    )
+    except SpanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     summary = summarise(result, settings)
     write_actions(out / "actions.jsonl", result.records)
     write_journal(out / "journal.jsonl", result.records)

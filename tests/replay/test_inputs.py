@@ -48,6 +48,8 @@ def backtest_with(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str])
         ("15,api,q,1\nyesterday,api,q,2\n", 3, "neither unix seconds nor ISO-8601"),
         ("15,api,q,1\n30,api\n", 3, "expected 4 columns"),
         ("15,api,q,\n", 2, "'' is not a number"),
+        ("15,api,q,1\n1700000000000,api,q,2\n", 3, "is not a time (unix seconds expected)"),
+        ("15,api,q,1\ninf,api,q,2\n", 3, "neither unix seconds nor ISO-8601"),
     ],
 )
 def test_bad_rows_name_file_and_line(
@@ -152,6 +154,9 @@ def test_prometheus_dump_is_read_and_its_errors_located(tmp_path: Path) -> None:
         ("timestamp,value\n2014-07-01 00:00:00,-5\n", ":2: demand must be a finite number >= 0"),
         ("timestamp,value\n2014-07-01 00:00:00,five\n", ":2: value 'five' is not a number"),
         ("timestamp,value\n2014-07-01 00:00:00,5\n", "spans less than two ticks"),
+        ("timestamp,value\n1700000000,5\n1700000060000,6\n", ":3: timestamp 1700000060000"),
+        # a typo in the year: a century of 15 s ticks is not a recording
+        ("timestamp,value\n2024-07-01 00:00:00,5\n2124-07-01 00:00:00,6\n", "more than the"),
     ],
 )
 def test_bad_demand_files_exit_2_with_the_line(
@@ -180,3 +185,43 @@ def test_an_autoscaler_record_dump_is_read_as_series(tmp_path: Path) -> None:
     )
     (s,) = read_metrics([path])
     assert (s.target, s.signal, s.values.tolist()) == ("api", "queue_length", [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ('[forecasting]\nmodel = "bogus"\n', "forecasting.model: unknown model 'bogus'"),
+        ("[policies]\nx = 5\n", "policies.x: expected a table"),
+        ("policies = [1, 2]\n", "policies: expected a table"),
+        ("[signals]\ndemand = 3\n", "signals.demand: expected a table"),
+    ],
+)
+def test_a_bad_backtest_config_exits_2_with_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str, words: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(config, encoding="utf-8")
+    demand = tmp_path / "demand.csv"
+    demand.write_text("timestamp,value\n0,5\n60,6\n120,7\n", encoding="utf-8")
+    out = str(tmp_path / "o")
+    args = ["--demand", str(demand), "--capacity-per-replica", "10", "--out", out]
+    code = main(["backtest", *args, "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_target_names_are_escaped_in_the_replay_report(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        CONFIG.read_text(encoding="utf-8")
+        .replace("[targets.api]", '[targets."<b>api"]')
+        .replace('targets = ["api"]', 'targets = ["<b>api"]'),
+        encoding="utf-8",
+    )
+    metrics = tmp_path / "m.csv"
+    rows = "".join(f"{15 * k},<b>api,queue_length,1\n" for k in range(1, 5))
+    metrics.write_text(HEADER + rows, encoding="utf-8")
+    args = ["--config", str(cfg), "--metrics", str(metrics), "--out", str(tmp_path / "o")]
+    assert main(["replay", *args]) == 0
+    page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;api" in page and "<b>api" not in page
