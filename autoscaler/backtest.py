@@ -93,6 +93,9 @@ class CapacitySpec:
             raise ValueError("need 1 <= min replicas <= max replicas")
         if not self.interval > 0 or self.startup_delay < 0:
             raise ValueError("interval must be > 0 and startup delay >= 0")
+        price = self.price_per_replica_hour
+        if price is not None and not (math.isfinite(price) and price >= 0):
+            raise ValueError("price per replica-hour must be a finite number >= 0")
 
     @property
     def per_replica(self) -> float:

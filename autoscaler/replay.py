@@ -176,7 +176,7 @@ def read_value_csv(path: str | Path) -> tuple[FloatArray, FloatArray]:
 
 def _open(p: Path) -> IO[str]:
     try:
-        return p.open(encoding="utf-8", newline="")
+        return p.open(encoding="utf-8-sig", newline="")  # a spreadsheet's BOM is not a column
     except OSError as exc:
         raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from exc
 
@@ -230,7 +230,7 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
     """
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(p.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
@@ -293,7 +293,7 @@ def read_metrics(paths: Iterable[str | Path]) -> list[Series]:
         p = Path(path)
         try:
             with p.open("rb") as f:
-                head = f.read(64).lstrip()
+                head = f.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 BOM
         except OSError as exc:
             raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from exc
         found = read_prometheus_json(p) if head[:1] in (b"{", b"[") else read_long_csv(p)
@@ -386,8 +386,9 @@ def replay_executors(
 ) -> dict[str, RecordingExecutor]:
     """A ``RecordingExecutor`` in place of every configured executor (same names, so
     routing, notify lists and breakers are unchanged). Targets start at
-    ``initial_replicas``, else at the recording executor's configured replicas, else at
-    their ``min_replicas``."""
+    ``initial_replicas``; else, behind a ``recording`` executor, at its replicas (its
+    ``initial_replicas`` defaults to 2) brought within the target's bounds; else at their
+    ``min_replicas``."""
     out: dict[str, RecordingExecutor] = {}
     for name, comp in settings.executors.items():
         replicas = {
@@ -398,7 +399,9 @@ def replay_executors(
         if isinstance(comp.spec, RecordingSpec) and initial_replicas is None:
             spec = replace(comp.spec, path="")  # a replay writes its own outputs
             for t in replicas:
-                replicas[t] = spec.replicas.get(t, spec.initial_replicas)
+                ts = settings.targets[t]
+                start = spec.replicas.get(t, spec.initial_replicas)
+                replicas[t] = min(max(start, ts.min_replicas), ts.max_replicas)
         out[name] = RecordingExecutor(name, RecordingSpec(replicas=replicas))
     return out
 
@@ -656,7 +659,8 @@ def write_timeline(path: Path, result: ReplayResult) -> None:
         for i, now in enumerate(result.ticks.tolist()):
             for j, target in enumerate(result.targets):
                 obs = result.observations[:, i, j].tolist()
-                w.writerow([_num(now), target, int(result.replicas[i, j]), *map(_num, obs)])
+                when = str(int(now)) if now.is_integer() else repr(now)  # every digit
+                w.writerow([when, target, int(result.replicas[i, j]), *map(_num, obs)])
 
 
 def summarise(result: ReplayResult, settings: Settings) -> dict[str, Any]:

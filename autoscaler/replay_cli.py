@@ -67,10 +67,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--initial-replicas",
-        type=int,
+        type=_replicas,
         default=None,
         metavar="N",
-        help="replicas every target starts with (default: its min_replicas)",
+        help=(
+            "replicas every target starts with (default: its min_replicas; behind a "
+            "recording executor, that executor's replicas within the target's bounds)"
+        ),
     )
     p.add_argument(
         "--progress",
@@ -78,6 +81,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
+
+
+def _replicas(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:

@@ -225,3 +225,43 @@ def test_target_names_are_escaped_in_the_replay_report(tmp_path: Path) -> None:
     assert main(["replay", *args]) == 0
     page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
     assert "&lt;b&gt;api" in page and "<b>api" not in page
+
+
+def test_a_csv_or_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    csv_file = tmp_path / "m.csv"
+    csv_file.write_text("\ufeff" + HEADER + "15,api,q,1\n30,api,q,2\n", encoding="utf-8")
+    json_file = tmp_path / "m.json"
+    doc = '{"status":"success","data":{"resultType":"matrix","result":[{"metric":'
+    doc += '{"__name__":"r","target":"web"},"values":[[15,"1"],[30,"2"]]}]}}'
+    json_file.write_text("\ufeff" + doc, encoding="utf-8")
+    series = read_metrics([csv_file, json_file])
+    assert {(s.target, s.signal) for s in series} == {("api", "q"), ("web", "r")}
+    demand = tmp_path / "d.csv"
+    demand.write_text("\ufefftimestamp,value\n0,5\n60,6\n", encoding="utf-8")
+    assert read_value_csv(demand)[1].tolist() == [5.0, 6.0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["backtest", "--capacity-per-replica", "10", "--price-per-replica-hour", "nan"],
+        ["backtest", "--capacity-per-replica", "10", "--price-per-replica-hour", "-1"],
+        ["replay", "--config", str(CONFIG), "--initial-replicas", "-3"],
+    ],
+)
+def test_bad_numbers_on_the_command_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    data = tmp_path / "data.csv"
+    if args[0] == "backtest":
+        data.write_text("timestamp,value\n0,5\n60,6\n120,7\n", encoding="utf-8")
+        args = [*args, "--demand", str(data)]
+    else:
+        data.write_text(HEADER + "15,api,queue_length,1\n", encoding="utf-8")
+        args = [*args, "--metrics", str(data)]
+    try:
+        code = main([*args, "--out", str(tmp_path / "o")])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.strip()

@@ -178,3 +178,17 @@ def test_progress_bar_redraws_once_per_percent_and_ends_the_line() -> None:
     quiet = io.StringIO()
     Progress(10, enabled=False, stream=quiet).update(10)
     assert quiet.getvalue() == ""
+
+
+def test_timeline_timestamps_keep_every_digit_with_a_fractional_interval(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.read_text().replace('interval = "15s"', 'interval = "1500ms"'))
+    metrics = tmp_path / "m.csv"
+    start = 1_700_000_001.5
+    rows = "".join(f"{start + 1.5 * k!r},api,queue_length,1\n" for k in range(40))
+    metrics.write_text("timestamp,target,signal,value\n" + rows)
+    out = tmp_path / "o"
+    assert main(["replay", "--config", str(cfg), "--metrics", str(metrics), "--out", str(out)]) == 0
+    lines = (out / "timeline.csv").read_text().splitlines()[1:]
+    times = [float(line.split(",")[0]) for line in lines]
+    assert times == tick_grid(start, start + 1.5 * 39, 1.5).tolist()
