@@ -139,7 +139,8 @@ class Cluster:
         """Replicas whose start-up delay has passed by ``now`` become ready."""
         self.now = now
         k = 0
-        while k < len(self.pending) and self.pending[k] <= now + 1e-9:
+        # the slack absorbs float error in epoch seconds (an ulp is 2.4e-7 s at 1.7e9)
+        while k < len(self.pending) and self.pending[k] <= now + 1e-6:
             k += 1
         if k:
             self.ready += k
@@ -280,6 +281,7 @@ def _simulate(
         )
         queue[k], latency[k] = backlog, sig["p95_latency_ms"]
         cluster.set_replicas(decide(k))
+        cluster.advance(now)  # with no start-up delay a requested replica is ready at once
         desired[k], ready[k] = cluster.desired, cluster.ready
         backlog = max(
             0.0, backlog + (d - cluster.ready * spec.capacity_per_replica) * spec.interval
@@ -346,6 +348,7 @@ async def run_engine(
             await engine.tick(now)
             if ahead is not None:
                 ahead.check()
+            cluster.advance(now)  # with no start-up delay a requested replica is ready at once
             desired[k], ready[k] = cluster.desired, cluster.ready
             backlog = max(0.0, backlog + (d - cluster.ready * cap) * spec.interval)
             if progress is not None:

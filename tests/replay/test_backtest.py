@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -59,6 +60,21 @@ async def test_oracle_requests_a_start_up_delay_ahead_and_never_violates() -> No
     k = list(result.ticks).index(T0 + 540)
     assert run.desired[k - 1] == 2 and run.desired[k] == 6
     assert run.ready[k] == 2 and run.ready[k + 4] == 6
+
+
+@pytest.mark.parametrize(
+    ("interval", "delay", "step_at"),
+    [(15.0, 0.0, 300.0), (0.3, 0.9, 20.0)],  # 10 req/s, then 900 from T0 + step_at
+)
+async def test_the_oracle_is_a_lower_bound_with_no_or_a_fractional_start_up_delay(
+    interval: float, delay: float, step_at: float
+) -> None:
+    # with no delay a requested replica serves the tick it was asked for; with 0.3 s ticks
+    # it is ready exactly three ticks later, whatever the float error in epoch seconds
+    spec = dataclasses.replace(SPEC, interval=interval, startup_delay=delay)
+    times = np.array([T0 + 0.1, T0 + step_at, T0 + 2 * step_at])
+    result = await backtest(times, np.array([10.0, 900.0, 900.0]), spec, history=60.0)
+    assert result.scores["oracle"]["violation_minutes"] == 0
 
 
 async def test_reactive_baseline_scores_match_a_hand_computation() -> None:
