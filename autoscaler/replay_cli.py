@@ -102,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    unknown = sorted({s.target for s in series} - set(settings.targets))
+    if unknown:
+        names = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        print(
+            f"warning: {len(unknown)} recorded target(s) not in {args.config}, "
+            f"not replayed: {names}",
+            file=sys.stderr,
+        )
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except SpanError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if len(result.ticks) == 0:
+        interval = settings.service.interval
+        print(f"error: the recording covers no tick of the {interval:g} s grid", file=sys.stderr)
         return EXIT_USAGE
     summary = summarise(result, settings)
     write_actions(out / "actions.jsonl", result.records)

@@ -265,3 +265,12 @@ def test_bad_numbers_on_the_command_line_exit_2(
         code = int(exc.code or 0)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.strip()
+
+
+def test_targets_missing_from_the_config_are_named_and_no_tick_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = replay_with(tmp_path, HEADER + "15,api,q,1\n30,ghost,q,1\n", capsys)
+    assert code == 0 and "1 recorded target(s) not in" in err and "ghost" in err
+    code, err = replay_with(tmp_path, HEADER + "16,api,q,1\n", capsys)  # between two ticks
+    assert code == 2 and "covers no tick of the 15 s grid" in err
