@@ -35,7 +35,7 @@ from autoscaler.metrics import Metrics
 from autoscaler.sources.base import EventSource, Sample, Source
 from autoscaler.store import WindowStore
 from forecasting.types import Forecast
-from policies.base import Bounds, Context, Policy
+from policies.base import Bounds, Context, Policy, Retrying
 from policies.registry import POLICY_TYPES
 from policies.scaling import combine_scale
 from policies.types import (
@@ -278,6 +278,8 @@ class Engine:
     """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
     _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
     """Discovered targets' settings with the labels they came from: parsed once."""
+    _retrying: dict[str, Retrying] = field(init=False, default_factory=dict)
+    """Policies to tell of their actions that were not carried out, by name."""
     _unsaved_records: list[JournalRecord] = field(init=False, default_factory=list)
     _unsaved_state: dict[str, Any] = field(init=False, default_factory=dict)
     """What a failed commit could not write: committed with the next pass."""
@@ -287,6 +289,7 @@ class Engine:
         if self.forecaster is None:
             self.forecaster = make_provider(s.forecasting)
         self._scaling = {name for name, c in s.policies.items() if POLICY_TYPES[c.type].scales}
+        self._retrying = {p.name: p for p in self.policies if isinstance(p, Retrying)}
         self.store = WindowStore(interval=s.service.interval, signals=s.signals)
         self.targets = dict(s.targets)
         self.bus = ActionBus(
@@ -354,6 +357,7 @@ class Engine:
                 extra, self.followups = self.followups, []
                 decisions.extend(extra)
                 outcomes.extend(await self.bus.submit([d.action for d in extra if d.action], now))
+            self._not_carried_out(decisions, outcomes)
             holds = await self._journal(now, decisions, outcomes)
             duration = time.perf_counter() - started
             self.last_tick = now
@@ -362,6 +366,20 @@ class Engine:
             m.tick_duration.observe(duration)
             m.last_tick.set(now)
             return TickReport(now, duration, decisions, outcomes, source_errors, holds)
+
+    def _not_carried_out(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
+        """Tell the policies that keep "done" in their memory which of their actions the
+        bus skipped or that failed (``Retrying``)."""
+        if not self._retrying:
+            return
+        carried = {id(o.action) for o in outcomes if o.status in ("done", "dry-run")}
+        for d in decisions:
+            policy = self._retrying.get(d.policy)
+            if policy is None or d.action is None or id(d.action) in carried:
+                continue
+            memory = self._memory.get(f"{d.policy}:{d.target}")
+            if memory is not None:
+                policy.not_carried_out(memory, d.action)
 
     async def _collect(self, now: float) -> dict[str, str]:
         results = await settle(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from forecasting.types import Forecast
-from policies.types import Decision, Event, Observation, TargetState
+from policies.types import Action, Decision, Event, Observation, TargetState
 
 
 class History(Protocol):
@@ -72,3 +72,13 @@ class Policy(Protocol):
     def evaluate(self, ctx: Context) -> Sequence[Decision]:
         """Decisions for ``ctx.target`` (a hold is a decision with ``action=None``)."""
         ...
+
+
+@runtime_checkable
+class Retrying(Protocol):
+    """A policy whose memory records an action as taken when it decides it (a rollback is
+    once per deploy) and must forget that when the action was not carried out: skipped by
+    the bus (cooldown, pause, rate limit, breaker) or failed. The engine calls this after
+    the bus, with the memory of the decision's (policy, target)."""
+
+    def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None: ...

@@ -10,7 +10,7 @@ and a rollback is never itself rolled back. Stale data never triggers a rollback
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +18,7 @@ from policies.base import Context
 from policies.decisions import hold
 from policies.evidence import held_for, read
 from policies.markers import InvalidField, Seconds
-from policies.types import Decision, Notify, Rollback
+from policies.types import Action, Decision, Notify, Rollback
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,12 @@ class RollbackPolicy:
             reason = f"stale: {'; '.join(problems)}, not judging deploy {deploy}"
             return [hold(self.name, ctx, reason, inputs)]
         return [hold(self.name, ctx, f"deploy {deploy} is within its objectives", inputs)]
+
+    def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None:
+        """A rollback the bus skipped (the rollback cooldown after another deploy's, a
+        pause) or that failed is not the deploy's one rollback: judge the deploy again."""
+        if isinstance(action, Rollback) and memory.get("rolled_back") == action.deploy_id:
+            memory.pop("rolled_back")
 
     def _roll_back(
         self,

@@ -19,7 +19,7 @@ from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
-from policies.types import Action, Scale
+from policies.types import Action, Rollback, Scale, TargetState
 from remediation.recording import RecordingExecutor
 from remediation.swarm import DiscoveredTarget
 
@@ -619,3 +619,50 @@ async def test_a_failed_commit_is_written_with_the_next_pass_and_the_cooldown_su
     report = await again.tick(1030.0)
     assert [o.status for o in report.outcomes] == ["skipped-cooldown"] and rec2.calls == []
     reopened.close()
+
+
+class _Deploys(RecordingExecutor):
+    """A recording executor that reports a deploy and marks it rolled back when asked."""
+
+    def __init__(self) -> None:
+        super().__init__("rec")
+        self.deploy = TargetState("api", 2, 2, updated_at=1.0, deploy_id="A")
+
+    async def execute(self, action: Action) -> str:
+        if isinstance(action, Rollback):
+            self.deploy = replace(self.deploy, update_state="rollback_completed")
+        return await super().execute(action)
+
+    async def states(self, targets: Any) -> Any:
+        return {"api": self.deploy}
+
+
+async def test_a_rollback_the_bus_skipped_is_asked_for_again_once_it_may_run(
+    settings_factory: SettingsFactory,
+) -> None:
+    s = settings_factory(
+        signals={"error_rate": {"max_age": "60s"}},
+        bus={"cooldowns": {"rollback": "10m"}},
+        policies={
+            "rb": {
+                "type": "rollback",
+                "breaches": [{"signal": "error_rate", "above": 0.05, "for": "0s"}],
+                "targets": ["api"],
+            }
+        },
+    )
+    src, ex = MemorySource(), _Deploys()
+    engine = build_engine(
+        s, state_store=MemoryStore(), executors={"rec": ex}, sources=[src], metrics=make_metrics()
+    )
+    src.set("api", "error_rate", 0.2)
+
+    async def rollbacks(now: float) -> list[str]:
+        report = await engine.tick(now)
+        return [o.status for o in report.outcomes if isinstance(o.action, Rollback)]
+
+    assert await rollbacks(15.0) == ["done"]  # deploy A
+    ex.deploy = TargetState("api", 2, 2, updated_at=100.0, deploy_id="B")  # B is bad too
+    assert await rollbacks(115.0) == ["skipped-cooldown"]  # within A's rollback cooldown
+    assert await rollbacks(630.0) == ["done"]  # B was never rolled back: now it is
+    assert await rollbacks(645.0) == []  # and only once
