@@ -67,8 +67,16 @@ class RestartPolicy:
     targets: Sequence[str] = field(default=())
 
     def _firing(self, ctx: Context) -> list[str]:
-        """Alerts of the rule firing for the target; events update the remembered set."""
+        """Alerts of the rule firing for the target; events update the remembered set.
+
+        A resolve can be lost (the service stopped before the pass that would have read
+        it, a full event queue) and Alertmanager does not send it again: when the
+        Alertmanager source reports no alert firing for the target (``alerts_firing``
+        fresh and 0), what is remembered is forgotten."""
         firing: dict[str, str] = dict(ctx.memory.get("firing", {}))
+        count = ctx.observations.get("alerts_firing")
+        if firing and count is not None and not count.stale and count.value == 0:
+            firing = {}
         for ev in ctx.events:
             if ev.name not in self.spec.alerts or ev.target != ctx.target:
                 continue

@@ -121,6 +121,31 @@ def test_a_firing_alert_triggers_until_it_resolves():
     assert kinds == [(0, "Restart"), (3, "Restart"), (6, "Restart"), (10, None), (13, None)]
 
 
+def test_a_firing_alert_whose_resolve_was_lost_is_forgotten_when_none_is_firing():
+    # the resolve never arrives (the service stopped before reading it); the Alertmanager
+    # source's alerts_firing count says 0 from T0 + 10 on
+    spec = RestartSpec(signal="", alerts=("ApiDown",), backoff=(2,), max_attempts=5)
+    policy = RestartPolicy("restart", spec)
+    memory: dict[str, object] = {}
+    kinds = []
+    for s in (0, 3, 6, 10, 13, 16):
+        t = T0 + s
+        fired = [Event("ApiDown", "firing", "api", t, fingerprint="f1")] if s == 0 else []
+        values = {"alerts_firing": 1.0 if s < 10 else 0.0}
+        (d,) = policy.evaluate(ctx(t, values=values, memory=memory, events=fired))
+        memory = json.loads(json.dumps(memory))
+        kinds.append((s, type(d.action).__name__ if d.action else None))
+    assert kinds == [
+        (0, "Restart"),
+        (3, "Restart"),
+        (6, "Restart"),
+        (10, None),
+        (13, None),
+        (16, None),
+    ]
+    assert memory["firing"] == {}
+
+
 def test_restart_specs_need_a_trigger():
     with pytest.raises(ValueError):
         RestartSpec(signal="", alerts=())
