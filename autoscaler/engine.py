@@ -701,7 +701,8 @@ class Engine:
         """Commit, with whatever an earlier failed commit left. A failure (a locked or full
         disk) keeps both for the next pass, newer state over older: the pass has acted, and
         a cooldown it started must survive a restart. Records beyond ``UNSAVED_MAX`` are
-        dropped oldest first, counted, so a disk that stays full cannot exhaust memory."""
+        dropped oldest first (the log says how many), so a disk that stays full cannot
+        exhaust memory."""
         if self._unsaved_records or self._unsaved_state:
             records = [*self._unsaved_records, *records]
             state = {**self._unsaved_state, **state}

@@ -139,7 +139,7 @@ class OnlineProvider:
         ):
             new = tick - state.tick
         if state is not None and new == 0:
-            if now != state.now:  # a second pass in the same tick (a webhook's wake-up)
+            if now != state.now:  # a second pass in the tick (the first one after a start)
                 state.result = self._result(
                     state.model, targets, now=now, step=step, horizon_steps=horizon_steps
                 )

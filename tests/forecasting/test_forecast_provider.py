@@ -123,7 +123,8 @@ def test_the_same_tick_twice_returns_the_same_forecasts() -> None:
     first = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW)
     again = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW)
     assert again["x"] is first["x"] and provider.refits == 1
-    # a second pass later in the same tick (a webhook's wake-up): same model, new timing
+    # a second pass later in the same tick (the first after a start, then the first on the
+    # grid): same model, new timing
     assert round((NOW + 1.0) / STEP) == round(NOW / STEP)
     later = provider.forecast("s", ["x"], y, step=STEP, horizon_steps=3, now=NOW + 1.0)
     assert provider.refits == 1
