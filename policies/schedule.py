@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -72,6 +72,10 @@ class ScheduleSpec:
             raise InvalidField("timezone", f"unknown time zone {self.timezone!r}") from exc
 
 
+_DST_SHIFT = 3600.0
+"""The largest daylight-saving shift of any time zone (most are one hour)."""
+
+
 @dataclass(slots=True)
 class SchedulePolicy:
     """Minimum replicas on a schedule."""
@@ -88,12 +92,19 @@ class SchedulePolicy:
         ]
 
     def active(self, now: float) -> list[ScheduleWindow]:
-        """The windows active at ``now``: some start lies in ``[now - duration, now]``."""
+        """The windows active at ``now``: some start lies in ``[now - duration, now]``.
+
+        The search for starts begins an hour early: on the day clocks spring forward a
+        start in the skipped hour fires an hour late (APScheduler's rule), and a search from
+        ``now - duration`` in wall time would already be past it."""
         tz = ZoneInfo(self.spec.timezone)
         out = []
         for window, trigger in self._triggers:
-            since = datetime.fromtimestamp(now - window.duration, tz=UTC).astimezone(tz)
-            start = trigger.get_next_fire_time(None, since)
+            since = now - window.duration
+            t = datetime.fromtimestamp(since - _DST_SHIFT, tz=UTC).astimezone(tz)
+            start = trigger.get_next_fire_time(None, t)
+            while start is not None and start.timestamp() < since:
+                start = trigger.get_next_fire_time(start, start + timedelta(seconds=1))
             if start is not None and start.timestamp() <= now:
                 out.append(window)
         return out

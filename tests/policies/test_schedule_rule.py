@@ -88,3 +88,23 @@ def test_the_same_instant_is_judged_in_the_configured_zone():
 def test_invalid_schedules_are_rejected(make):
     with pytest.raises(ValueError):
         make()
+
+
+@pytest.mark.parametrize(
+    ("when", "active"),
+    [
+        ("2025-03-30T03:29", False),
+        ("2025-03-30T03:30", True),  # 02:30 does not exist that day: it fires at 03:30
+        ("2025-03-30T04:15", True),  # still inside its hour
+        ("2025-03-30T04:30", True),
+        ("2025-03-30T04:31", False),
+        ("2025-03-31T02:30", True),  # an ordinary day
+        ("2025-03-31T03:31", False),
+    ],
+)
+def test_a_window_starting_in_the_skipped_hour_lasts_its_whole_duration(when, active):
+    tz = ZoneInfo("Europe/Berlin")
+    window = ScheduleWindow("30 2 * * *", 3600, 6, "nightly")
+    policy = SchedulePolicy("batch", ScheduleSpec("Europe/Berlin", (window,)))
+    now = datetime.fromisoformat(when).replace(tzinfo=tz).timestamp()
+    assert bool(policy.active(now)) is active
