@@ -59,6 +59,10 @@ class CircuitSpec:
             raise InvalidField("failure_threshold", "must be at least 1")
         if self.half_open_trials < 1:
             raise InvalidField("half_open_trials", "must be at least 1")
+        if len(self.targets) > 1:
+            raise InvalidField(
+                "targets", "name one target: every target a rule watches drives the same breaker"
+            )
 
 
 @dataclass(slots=True)

@@ -85,6 +85,7 @@ def _signals(spec: object) -> list[str]:
         ),
         ({"type": "degradation", "levels": {"gpu": 7}}, "policies.bad.levels.gpu"),
         ({"type": "circuit_breaker", "half_open_trials": 0}, "policies.bad.half_open_trials"),
+        ({"type": "circuit_breaker", "targets": ["a", "b"]}, "policies.bad.targets"),
         ({"type": "restart", "backoff": ["soon"]}, "policies.bad.backoff[0]"),
         ({"type": "restart", "signal": "", "alerts": []}, "policies.bad"),
         (
