@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from autoscaler.config import ForecastSettings, from_mapping
-from autoscaler.errors import ForecastError
+from autoscaler.errors import ConfigError
 from autoscaler.forecasts import OnlineProvider, make_provider
 from forecasting import make_model
 
@@ -166,9 +166,9 @@ def test_unusable_calls_answer_without_raising(
         assert np.isfinite(f.mean).all() and np.isfinite(f.upper).all()
 
 
-def test_an_unknown_model_fails_at_start_up() -> None:
-    with pytest.raises(ForecastError):
-        make_provider(ForecastSettings(model="prophet"))
+def test_an_unknown_model_is_a_config_error_at_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"forecasting\.model: unknown model 'prophet'"):
+        from_mapping({"forecasting": {"model": "prophet"}})
 
 
 def test_the_reference_config_documents_every_forecasting_setting() -> None:
