@@ -266,6 +266,10 @@ class _Loader:
             return  # one message per key: a bad value is not reported again by cross-checks
         self.problems.append(f"{path}: {message}" if path else message)
 
+    def clean(self, path: str) -> bool:
+        """No problem at or under ``path`` (a table that failed to parse holds defaults)."""
+        return not any(p.startswith((f"{path}: ", f"{path}.", f"{path}[")) for p in self.problems)
+
     def dataclass_(self, cls: type[Any], data: object, path: str) -> Any:
         if not isinstance(data, dict):
             self.problem(path, f"expected a table, got {_show(data)}")
@@ -487,6 +491,16 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
                 loader.problem(f"policies.{name}.targets[{i}]", f"no target named {target!r}")
         if getattr(policy_types.get(comp.type), "forecasts", False):
             _check_forecast_rule(s, loader, f"policies.{name}", comp.spec)
+        if (
+            comp.type == "circuit_breaker"
+            and not comp.spec.targets
+            and loader.clean(f"policies.{name}")
+        ):
+            loader.problem(
+                f"policies.{name}.targets",
+                "name the one target whose signal drives the breaker (every target would"
+                " drive the same breaker, discovered ones included)",
+            )
     for i, ex in enumerate(s.bus.notify):
         if ex not in s.executors:
             loader.problem(f"bus.notify[{i}]", f"no executor named {ex!r}")

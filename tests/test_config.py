@@ -240,3 +240,11 @@ def test_bad_durations_are_refused(text: object) -> None:
 @given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["s", "m", "h"]))
 def test_duration_units_scale(n: int, unit: str) -> None:
     assert parse_duration(f"{n}{unit}") == n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_a_circuit_rule_must_name_its_one_target() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping(
+            {"targets": {"api": {}, "db": {}}, "policies": {"b": {"type": "circuit_breaker"}}}
+        )
+    assert [p.split(":")[0] for p in err.value.problems] == ["policies.b.targets"]
