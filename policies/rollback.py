@@ -77,6 +77,12 @@ class RollbackPolicy:
             return [hold(self.name, ctx, "no deploy has been seen for the target", inputs)]
         if state.update_state.startswith("rollback"):
             return [hold(self.name, ctx, f"deploy {deploy} is itself a rollback", inputs)]
+        restored = ctx.memory.get("restored_image")
+        if restored and state.image == restored and ctx.memory.get("rolled_back") != deploy:
+            # an orchestrator that reports no rollback state (Fly) shows our rollback as a
+            # new deploy of the previous image: rolling that back would restore the bad one
+            reason = f"deploy {deploy} runs {restored}, the image a rollback restored"
+            return [hold(self.name, ctx, f"{reason}: it is itself a rollback", inputs)]
         if ctx.memory.get("rolled_back") == deploy:
             return [hold(self.name, ctx, f"deploy {deploy} was already rolled back once", inputs)]
         age = ctx.now - state.updated_at
@@ -126,6 +132,8 @@ class RollbackPolicy:
         inputs: dict[str, Any],
     ) -> list[Decision]:
         ctx.memory["rolled_back"] = deploy
+        if ctx.state is not None and ctx.state.previous_image:
+            ctx.memory["restored_image"] = ctx.state.previous_image
         what = f"{b.signal} {value:g} > {b.above:g} for {b.for_:g} s"
         reason = f"{what}, {age:.0f} s after deploy {deploy}: roll back"
         summary = f"{ctx.target}: rolling back deploy {deploy} ({what})"

@@ -110,3 +110,36 @@ def test_stale_data_never_rolls_back():
     (d,) = _judge(DEPLOY + 150, "error_rate", 0.5, 150, stale=("error_rate",))
     assert d.is_hold
     assert d.reason.startswith("stale: error_rate is stale")
+
+
+def test_a_new_deploy_of_the_image_a_rollback_restored_is_not_rolled_back():
+    # Fly reports no rollback state: after rolling back d42 (api:2 -> api:1) the machines
+    # show a new deploy running api:1; if the breach goes on, that must not be undone
+    memory: dict[str, object] = {}
+    first = _judge(DEPLOY + 150, "error_rate", 0.2, 150, memory=memory)
+    assert isinstance(first[0].action, Rollback)
+    restored = TargetState(
+        "api",
+        4,
+        4,
+        image="api:1",
+        previous_image="api:2",
+        updated_at=DEPLOY + 160,
+        update_state="",
+        deploy_id="api@api:1",
+    )
+    (d,) = _judge(DEPLOY + 400, "error_rate", 0.2, 200, memory=memory, state=restored)
+    assert d.is_hold and "the image a rollback restored" in d.reason
+    # a genuinely new image is judged afresh
+    fresh = TargetState(
+        "api",
+        4,
+        4,
+        image="api:3",
+        previous_image="api:1",
+        updated_at=DEPLOY + 700,
+        update_state="completed",
+        deploy_id="d44",
+    )
+    later = _judge(DEPLOY + 900, "error_rate", 0.2, 150, memory=memory, state=fresh)
+    assert isinstance(later[0].action, Rollback)
