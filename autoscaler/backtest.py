@@ -473,14 +473,15 @@ def _check_tables(user: Mapping[str, Any]) -> None:
     clear error, not a TypeError, for ``[policies] x = 5`` or ``policies = [1]``."""
     problems = []
     for key in ("service", "bus", "forecasting", "signals", "policies"):
-        if key in user and not isinstance(user[key], Mapping):
+        value = user.get(key, {})
+        if not isinstance(value, Mapping):
             problems.append(f"{key}: expected a table")
-    for key in ("signals", "policies"):
-        for name, table in (
-            (user.get(key) or {}).items() if isinstance(user.get(key), Mapping) else ()
-        ):
-            if not isinstance(table, Mapping):
-                problems.append(f"{key}.{name}: expected a table")
+        elif key in ("signals", "policies"):
+            problems += [
+                f"{key}.{n}: expected a table"
+                for n, t in value.items()
+                if not isinstance(t, Mapping)
+            ]
     if problems:
         raise ConfigError(problems)
 
