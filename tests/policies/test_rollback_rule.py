@@ -11,13 +11,15 @@ from policies.types import Notify, Rollback, TargetState
 DEPLOY = 1_000_000.0
 
 
-def _state(deploy_id="d42", updated_at=DEPLOY, update_state="completed"):
+def _state(
+    deploy_id="d42", updated_at=DEPLOY, update_state="completed", image="api:2", previous="api:1"
+):
     return TargetState(
         "api",
         4,
         4,
-        image="api:2",
-        previous_image="api:1",
+        image=image,
+        previous_image=previous,
         updated_at=updated_at,
         update_state=update_state,
         deploy_id=deploy_id,
@@ -118,28 +120,10 @@ def test_a_new_deploy_of_the_image_a_rollback_restored_is_not_rolled_back():
     memory: dict[str, object] = {}
     first = _judge(DEPLOY + 150, "error_rate", 0.2, 150, memory=memory)
     assert isinstance(first[0].action, Rollback)
-    restored = TargetState(
-        "api",
-        4,
-        4,
-        image="api:1",
-        previous_image="api:2",
-        updated_at=DEPLOY + 160,
-        update_state="",
-        deploy_id="api@api:1",
-    )
+    restored = _state("api@api:1", DEPLOY + 160, "", image="api:1", previous="api:2")
     (d,) = _judge(DEPLOY + 400, "error_rate", 0.2, 200, memory=memory, state=restored)
     assert d.is_hold and "the image a rollback restored" in d.reason
     # a genuinely new image is judged afresh
-    fresh = TargetState(
-        "api",
-        4,
-        4,
-        image="api:3",
-        previous_image="api:1",
-        updated_at=DEPLOY + 700,
-        update_state="completed",
-        deploy_id="d44",
-    )
+    fresh = _state("d44", DEPLOY + 700, image="api:3", previous="api:1")
     later = _judge(DEPLOY + 900, "error_rate", 0.2, 150, memory=memory, state=fresh)
     assert isinstance(later[0].action, Rollback)
