@@ -540,6 +540,11 @@ async def backtest(
     return BacktestResult(ticks, demand, spec, runs, scores, sets)
 
 
+def ratio_text(value: float | None) -> str:
+    """A ratio of ``comparison`` for people: ``x0.5``, or ``n/a`` where the baseline is 0."""
+    return "n/a" if value is None else f"x{value:g}"
+
+
 def comparison(scores: Mapping[str, Mapping[str, float | int]]) -> dict[str, Any]:
     """Predictive against the reactive baseline and the oracle (the project's targets:
     at most half the violation minutes at no more than 110 % of the replica-hours, and
@@ -652,10 +657,10 @@ def render_report(result: BacktestResult, info: Mapping[str, Any]) -> str:
         ),
         rp.table(head, rows),
         (
-            '<p class="note">Predictive vs reactive: violation minutes ×'
-            f"{cmp['violation_ratio_vs_reactive']}, replica-hours ×"
-            f"{cmp['replica_hours_ratio_vs_reactive']}; replica-hours vs oracle ×"
-            f"{cmp['replica_hours_ratio_vs_oracle']}.</p>"
+            '<p class="note">Predictive vs reactive: violation minutes '
+            f"{ratio_text(cmp['violation_ratio_vs_reactive'])}, replica-hours "
+            f"{ratio_text(cmp['replica_hours_ratio_vs_reactive'])}; replica-hours vs oracle "
+            f"{ratio_text(cmp['replica_hours_ratio_vs_oracle'])}.</p>"
         ),
     ]
     demand = result.demand

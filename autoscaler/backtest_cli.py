@@ -14,6 +14,7 @@ import numpy as np
 from autoscaler.backtest import (
     CapacitySpec,
     backtest,
+    ratio_text,
     render_report,
     score_rows,
     summary,
@@ -173,11 +174,17 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.html").write_text(render_report(result, info), encoding="utf-8")
     head, rows = score_rows(result.scores)
     print(text_table(head, rows))
-    c = info["comparison"]
+    vio, cost, oracle = (
+        ratio_text(info["comparison"][k])
+        for k in (
+            "violation_ratio_vs_reactive",
+            "replica_hours_ratio_vs_reactive",
+            "replica_hours_ratio_vs_oracle",
+        )
+    )
     print(
-        f"\npredictive vs reactive: violation minutes x{c['violation_ratio_vs_reactive']}, "
-        f"replica-hours x{c['replica_hours_ratio_vs_reactive']}; "
-        f"vs oracle: replica-hours x{c['replica_hours_ratio_vs_oracle']}"
+        f"\npredictive vs reactive: violation minutes {vio}, replica-hours {cost}; "
+        f"vs oracle: replica-hours {oracle}"
     )
     print(f"report: {out / 'report.html'}")
     return 0

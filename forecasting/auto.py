@@ -45,6 +45,7 @@ class Auto(OnlineForecaster):
     """
 
     name = "auto"
+    skips_exactly = True
 
     def __init__(
         self,
@@ -102,6 +103,14 @@ class Auto(OnlineForecaster):
         else:
             self.fallback_ = Persistence(horizon=self.horizon, clip=None, intervals=False)
             self.fallback_.fit(np.empty((n, 0)), step=self.step_, end=self.time_)
+
+    def _idle(self, k: int) -> None:
+        # nothing is scored, so no choice changes
+        self.scorer_.skip(k)
+        for model in self.models_:
+            model._skip_empty(k)
+        if self.fallback_ not in self.models_:
+            self.fallback_._skip_empty(k)
 
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)

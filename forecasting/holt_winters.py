@@ -69,6 +69,7 @@ class HoltWinters(OnlineForecaster):
     """
 
     name = "holt-winters"
+    skips_exactly = True
 
     def __init__(
         self,
@@ -126,6 +127,14 @@ class HoltWinters(OnlineForecaster):
         period = self.season_steps_ * self.step_
         phase = np.mod(t, period) / period
         return np.minimum((phase * self.bins_).astype(np.int64), self.bins_ - 1)
+
+    def _idle(self, k: int) -> None:
+        # nothing is scored, so no choice changes; the level stays unset and sums zero
+        self.scorer_.skip(k)
+        if self.seasonal_ok_ and not self.season_on_:
+            first = 2 * self.season_steps_ - 1 - self.updates_  # the update that starts it
+            if first < k:
+                self._start_season(int(self._bin(self.time_ + (max(first, 0) + 1) * self.step_)))
 
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)

@@ -13,6 +13,10 @@ class Persistence(OnlineForecaster):
     """Every future value equals the last valid sample (carried across gaps)."""
 
     name = "persistence"
+    skips_exactly = True
+
+    def _idle(self, k: int) -> None:
+        pass
 
     def _start(self, n: int) -> None:
         self.last_ = np.full(n, np.nan)
@@ -34,6 +38,7 @@ class SeasonalNaive(OnlineForecaster):
     """
 
     name = "seasonal-naive"
+    skips_exactly = True
 
     def __init__(
         self, *, season: float = 86400.0, max_season_steps: int = 8064, **kwargs: Any
@@ -51,6 +56,9 @@ class SeasonalNaive(OnlineForecaster):
         self.last_ = np.full(n, np.nan)
         # ring position of "now + h - k·m", the same season phase as the step ahead
         self._ahead = np.arange(1, self.horizon + 1)
+
+    def _idle(self, k: int) -> None:
+        self.pos_ = (self.pos_ + k) % self.period_
 
     def _observe(self, y: FloatArray) -> None:
         self.buffer_[:, self.pos_] = y

@@ -74,6 +74,12 @@ class ResidualTracker:
         if rows.size:
             self._refresh(rows)
 
+    def skip(self, k: int) -> None:
+        """``k`` updates that scored nothing and issued no path, from the empty state."""
+        self.epos = (self.epos + k) % self.window
+        self.updates += k
+        self.pos = (self.pos + k) % self.horizon
+
     def push(self, path: FloatArray) -> None:
         """Remember the path [n, horizon] issued now."""
         self.paths[self.pos] = path
@@ -141,6 +147,10 @@ class CandidateScorer:
         self.s = self.s * decay + np.where(ok, self.lam * err, 0.0)
         self.w = self.w * decay + np.where(ok, self.lam, 0.0)
         self.count += ok[:, :, 0]
+
+    def skip(self, k: int) -> None:
+        """``k`` updates that scored nothing and issued no path, from the empty state."""
+        self.pos = (self.pos + k) % self.horizon
 
     def push(self, paths: FloatArray) -> None:
         """Remember the candidate paths [n, k, horizon] issued now."""

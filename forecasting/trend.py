@@ -55,6 +55,7 @@ class RobustTrend(OnlineForecaster):
     """
 
     name = "robust-trend"
+    skips_exactly = True
 
     def __init__(
         self,
@@ -122,6 +123,10 @@ class RobustTrend(OnlineForecaster):
         x = self._features(t[None, :], self.fit_time_[rows][:, None])
         fitted: FloatArray = np.einsum("nkp,np->nk", x, self.coef_[rows])
         return fitted
+
+    def _idle(self, k: int) -> None:
+        # refits on an empty window leave the coefficients NaN, as they start
+        self.pos_ = (self.pos_ + k) % self.size_
 
     def _observe(self, y: FloatArray) -> None:
         self.buffer_[:, self.pos_] = y

@@ -277,3 +277,67 @@ def test_unusable_arguments_raise_forecast_error() -> None:
         model.update([1.0, 2.0, 3.0])
     with pytest.raises(ForecastError):
         model.predict(3)
+
+
+def _same_state(a: object, b: object, path: str = "model") -> None:
+    """``a`` and ``b`` hold the same state, bit for bit (NaN where NaN)."""
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, path
+        if a.dtype.kind == "f":
+            assert np.array_equal(np.isnan(a), np.isnan(b)), path
+            assert a[~np.isnan(a)].tobytes() == b[~np.isnan(b)].tobytes(), path
+        else:
+            assert np.array_equal(a, b), path
+    elif isinstance(a, list | tuple):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, z) in enumerate(zip(a, b, strict=True)):
+            _same_state(x, z, f"{path}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path  # type: ignore[attr-defined]
+        for k in a:
+            _same_state(a[k], b[k], f"{path}[{k!r}]")  # type: ignore[index]
+    elif hasattr(a, "__dict__") and not isinstance(a, type):
+        assert type(a) is type(b), path
+        _same_state(vars(a), vars(b), path)
+    elif isinstance(a, float) and np.isnan(a):
+        assert isinstance(b, float) and np.isnan(b), path
+    else:
+        assert a == b and type(a) is type(b), f"{path}: {a!r} != {b!r}"
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_TYPES))
+@pytest.mark.parametrize("empty", [1, 5, 600, 1300])
+def test_a_fit_skips_the_empty_start_of_a_window_exactly(name: str, empty: int) -> None:
+    """A window that starts empty (600 columns cross two seasons of 288, when a seasonal
+    model switches its season on; 1300 fill the interval trackers' rings many times) fits
+    to the very state that updating on every column gives."""
+    y = daily(6.0, noise=1.0, seed=3)[None, :].repeat(3, axis=0)[:, : empty + 200]
+    y[:, :empty] = np.nan
+    y[1, empty] = np.inf  # not valid either: the skip ends at the first valid sample
+    y[2, : empty + 40] = np.nan  # a series that starts later still
+    t = y.shape[1]
+    end = 1_700_000_000.0 + (t - 1) * STEP
+    params = {"horizon": 6, "season": DAY} if name not in ("persistence",) else {"horizon": 6}
+    skipped = make_model(name, **params).fit(y, step=STEP, end=end)
+    stepped = make_model(name, **params).fit(np.empty((3, 0)), step=STEP, end=end - t * STEP)
+    for j in range(t):  # one update per column: no skip
+        stepped.update(y[:, j])
+    if stepped.tracker_ is not None:
+        stepped.tracker_.refresh()  # as the end of a fit does
+    _same_state(vars(skipped), vars(stepped))
+    for a, b in zip(skipped.predict(), stepped.predict(), strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_a_nonnegative_fit_counts_negative_samples_as_missing_when_it_skips() -> None:
+    y = np.full((2, 50), -1.0)
+    y[:, 40:] = 5.0
+    skipped = make_model("auto", horizon=3, nonnegative=True).fit(y, step=STEP, end=0.0)
+    stepped = make_model("auto", horizon=3, nonnegative=True).fit(
+        np.empty((2, 0)), step=STEP, end=-50 * STEP
+    )
+    for j in range(50):
+        stepped.update(y[:, j])
+    assert stepped.tracker_ is not None
+    stepped.tracker_.refresh()
+    _same_state(vars(skipped), vars(stepped))
