@@ -125,6 +125,8 @@ class FlyExecutor:
         self.bounds = dict(bounds or {})
         self.sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        self._rollbacks: dict[str, tuple[str, str, str]] = {}
+        """By app, the rollback begun last: ``(deploy_id, from image, to image)``."""
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -383,21 +385,29 @@ class FlyExecutor:
         return ""
 
     async def _rollback(self, action: Rollback) -> str:
+        """Every machine to the image before the deploy. The images are chosen once per
+        deploy: a retry of a rollback that failed part-way finishes it, where choosing again
+        would see the good image on most machines and take them back to the bad one."""
         app = self._app(action.target)
         group = await self._group(app)
         if not group:
             raise ExecutorError(f"{self.name}: {app} has no machines to roll back")
         await self._refuse_during_deploy(app, group, "rolling back")
-        current = _main_image(group)
-        if action.deploy_id and action.deploy_id != _deploy_id(app, group):
-            raise ExecutorError(
-                f"{self.name}: {app}: deploy {action.deploy_id!r} is no longer the latest; not "
-                "rolling back a deploy nobody judged"
-            )
-        source = next(m for m in group if m.get("config", {}).get("image") == current)
-        previous = await self._previous_image(app, source)
-        if not previous:
-            raise ExecutorError(f"{self.name}: {app} has no previous image to roll back to")
+        begun = self._rollbacks.get(app)
+        if begun is not None and action.deploy_id and begun[0] == action.deploy_id:
+            _, current, previous = begun
+        else:
+            current = _main_image(group)
+            if action.deploy_id and action.deploy_id != _deploy_id(app, group):
+                raise ExecutorError(
+                    f"{self.name}: {app}: deploy {action.deploy_id!r} is no longer the latest;"
+                    " not rolling back a deploy nobody judged"
+                )
+            source = next(m for m in group if m.get("config", {}).get("image") == current)
+            previous = await self._previous_image(app, source)
+            if not previous:
+                raise ExecutorError(f"{self.name}: {app} has no previous image to roll back to")
+            self._rollbacks[app] = (action.deploy_id, current, previous)
         updated: list[str] = []
         for m in group:
             machine = await self._request(

@@ -536,3 +536,30 @@ def test_started_machines_never_leave_their_bounds_whatever_the_decisions_and_fa
             await server.close()
 
     asyncio.run(scenario())
+
+
+async def test_a_retried_rollback_finishes_what_the_first_try_began(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """One machine's update fails part-way (503): the retry must take the rest to the good
+    image, not choose again (most machines now run the good image, the bad one would
+    look like the previous)."""
+    contract, server = fly
+    for _ in range(3):
+        contract.add_machine(image=V1)
+    contract.now += 60
+    contract.deploy(V2)
+    ex = executor(server, contract)
+    try:
+        deploy = (await ex.states(["api"]))["api"].deploy_id
+        last = sorted(contract.machines)[-1]
+        contract.fail_next(Failure(503, "hiccup", match=f"POST /v1/apps/{APP}/machines/{last}"))
+        with pytest.raises(ExecutorError) as err:
+            await ex.execute(Rollback("api", deploy_id=deploy))
+        assert err.value.temporary
+        assert await ex.execute(Rollback("api", deploy_id=deploy)) == (
+            f"rollback {V2} -> {V1} on 1 machines"
+        )
+        assert [m["config"]["image"] for m in contract.live()] == [V1, V1, V1]
+    finally:
+        await ex.aclose()
