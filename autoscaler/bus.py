@@ -3,7 +3,12 @@
 For each action, in order: paused? → duplicate (same idempotency key within the dedupe
 window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
 → dry-run? → executor breaker open? → call with a timeout, retrying temporary failures with
-jittered exponential backoff. Gating is sequential and cheap; the calls run concurrently.
+jittered exponential backoff (not those the executor already retried, and not before a
+``Retry-After`` the server gave). Only temporary failures count toward an executor's breaker:
+a permanent one (an unknown service, a bad request) is that action's, not the executor's.
+A notice's cooldown and dedupe are its own (by dedup key, trigger or resolve), and sending
+one clears its twin's, so a resolve is never held back by its trigger, nor the next trigger
+by the resolve. Gating is sequential and cheap; the calls run concurrently.
 An action that no executor carried out leaves no cooldown or dedupe key, so the next pass
 tries again; a notice that reached some of its notifiers counts as sent (a notifier that
 failed shows in ``autoscaler_actions_total{status="failed"}``; it is not resent).
@@ -20,6 +25,7 @@ import logging
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from autoscaler.config import BusSettings
@@ -58,6 +64,8 @@ class ActionBus:
         self._rng = rng or random.Random()
         self.cooldowns: dict[str, float] = {}
         self.dedupe: dict[str, float] = {}
+        self.not_before: dict[str, float] = {}
+        """By executor: when its server said to try again (``Retry-After``)."""
         self._executed: deque[float] = deque()
         b = settings.breaker
         self.breakers = {
@@ -162,7 +170,7 @@ class ActionBus:
         if self.paused:
             return "skipped-paused", "action execution is paused"
         if action.paced:
-            ckey = f"{action.target}:{action.cooldown_kind}"
+            ckey = action.cooldown_key
             until = self.cooldowns.get(ckey, 0.0)
             if until > now:
                 return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
@@ -176,7 +184,9 @@ class ActionBus:
     def _mark(self, action: Action, now: float) -> None:
         if not action.paced:
             return
-        ckey = f"{action.target}:{action.cooldown_kind}"
+        if isinstance(action, Notify):  # a resolve lets the next trigger through, and back
+            self._unmark(replace(action, resolve=not action.resolve))
+        ckey = action.cooldown_key
         cooldown = self.cooldown_for(action)
         if cooldown > 0:
             self.cooldowns[ckey] = now + cooldown
@@ -189,7 +199,7 @@ class ActionBus:
         (breaker permitting)."""
         if not action.paced:
             return
-        ckey = f"{action.target}:{action.cooldown_kind}"
+        ckey = action.cooldown_key
         if self.cooldowns.pop(ckey, None) is not None:
             self._dirty[f"cooldown:{ckey}"] = None
         if self.dedupe.pop(action.key, None) is not None:
@@ -197,6 +207,10 @@ class ActionBus:
 
     async def _call(self, action: Action, name: str, now: float) -> Outcome:
         breaker = self.breakers[name]
+        wait = self.not_before.get(name, 0.0) - now
+        if wait > 0:
+            why = f"temporary: {name} asked to wait {wait:.0f}s more (Retry-After)"
+            return Outcome(action, "failed", why, now, name)
         if not breaker.allow(now):
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
         executor = self.executors[name]
@@ -211,11 +225,18 @@ class ActionBus:
             except (ExecutorError, TimeoutError, OSError) as exc:
                 temporary = not isinstance(exc, ExecutorError) or exc.temporary
                 msg = str(exc) or type(exc).__name__
-                if temporary and attempt <= self.settings.retries:
+                told = exc.delay if isinstance(exc, ExecutorError) else 0.0
+                retried = isinstance(exc, ExecutorError) and exc.retried
+                if temporary and not told and not retried and attempt <= self.settings.retries:
                     await self._sleep(delay * (0.5 + self._rng.random()))
                     delay *= 2
                     continue
-                breaker.record_failure(now)
+                if told > 0:  # the server said when: no call to it before then
+                    self.not_before[name] = now + told
+                if temporary:
+                    breaker.record_failure(now)
+                else:  # the executor answered: it is up, the action was wrong for it
+                    breaker.record_success(now)
                 log.warning(
                     "action failed",
                     extra={

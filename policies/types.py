@@ -98,6 +98,11 @@ class Action:
         return self.kind
 
     @property
+    def cooldown_key(self) -> str:
+        """What a cooldown holds: the target and the cooldown kind."""
+        return f"{self.target}:{self.cooldown_kind}"
+
+    @property
     def key(self) -> str:
         """Idempotency key: the same intent twice has the same key."""
         params = ",".join(f"{k}={v}" for k, v in sorted(self.params().items()))
@@ -171,6 +176,12 @@ class Notify(Action):
     @property
     def key(self) -> str:
         return f"notify:{self.target}:{self.dedup_key or self.summary}:{self.resolve}"
+
+    @property
+    def cooldown_key(self) -> str:
+        """A cooldown holds one notice, trigger or resolve: a notice about something else,
+        or the resolve of a trigger just sent, is not held back by it."""
+        return f"{self.target}:notify:{self.dedup_key or self.summary}:{self.resolve}"
 
     def params(self) -> dict[str, Any]:
         return {

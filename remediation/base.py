@@ -17,7 +17,15 @@ from policies.types import Action, TargetState
 
 class ExecutorError(AutoscalerError):
     """An executor could not carry out an action. ``temporary`` says whether a retry may
-    succeed (timeouts, 5xx, version conflicts) or not (unknown service, bad request)."""
+    succeed (timeouts, 5xx, version conflicts) or not (unknown service, bad request);
+    ``delay`` is how long the server asked to wait first (``Retry-After``); ``retried``
+    says the executor already retried it as far as it will (the bus does not again)."""
+
+    def __init__(
+        self, message: str, *, temporary: bool = False, delay: float = 0.0, retried: bool = False
+    ) -> None:
+        super().__init__(message, temporary=temporary, delay=delay)
+        self.retried = retried
 
 
 OutcomeStatus = Literal[

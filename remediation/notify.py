@@ -12,8 +12,10 @@ Delivery follows each service's documented contract:
 - PagerDuty: 2xx (202 ``{"status": "success", ...}``) is success; 400 is permanent. A
   ``trigger`` and its ``resolve`` share a stable ``dedup_key`` (the action's, or one derived
   from target and summary). Severities: P0→critical, P1→error, P2→warning, P3→info.
-- 429 and 5xx (and connection errors, timeouts) are retried with exponential backoff,
-  honouring ``Retry-After``; the sleep is injectable so tests never sleep for real.
+- 429 and 5xx (and connection errors, timeouts) are retried here with exponential
+  backoff, honouring ``Retry-After``; the bus does not retry them again, and waits out a
+  ``Retry-After`` too long to wait here. The sleep is injectable so tests never sleep for
+  real. Error texts leave the URL's path out: a webhook URL is the credential.
 
 These adapters are contract-tested against local aiohttp servers that implement the
 documented behaviour; they have not been run against the live Slack or PagerDuty APIs.
@@ -26,6 +28,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -140,18 +143,24 @@ class _Poster:
                 async with self._session.post(url, json=payload, headers=headers) as resp:
                     status, body = resp.status, await resp.text()
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except aiohttp.InvalidURL:
+                # its text is the URL, and a webhook URL is the credential
+                raise ExecutorError(f"{self.name}: the configured URL is not valid") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = ExecutorError(
-                    f"{self.name}: POST failed: {type(exc).__name__}: {exc}", temporary=True
+                    f"{self.name}: POST failed: {_without(str(exc), url)}",
+                    temporary=True,
+                    retried=True,
                 )
             else:
                 if accept(status, body):
                     return status, body
                 temporary = status == 429 or status >= 500
                 error = ExecutorError(
-                    f"{self.name}: HTTP {status}: {body.strip()[:200]}",
+                    f"{self.name}: HTTP {status}: {_without(body.strip()[:200], url)}",
                     temporary=temporary,
                     delay=retry_after or 0.0,
+                    retried=True,
                 )
                 if not temporary:
                     raise error
@@ -167,6 +176,16 @@ class _Poster:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def _without(text: str, url: str) -> str:
+    """``text`` with the URL's path and query left out: a webhook URL is a credential, and
+    error texts (a connection error, a proxy's error page) may quote it."""
+    split = urlsplit(url)
+    secret = split.path + (f"?{split.query}" if split.query else "")
+    if len(secret) <= 1:
+        return text
+    return text.replace(secret, "/…").replace(quote(secret, safe="/?=&"), "/…")
 
 
 def _retry_after(raw: str | None) -> float | None:

@@ -187,3 +187,91 @@ def test_persisted_state_restores_cooldowns_in_a_new_bus() -> None:
     out = asyncio.run(fresh.submit([Scale(target="a", replicas=5, current=2)], 30.0))
     assert [o.status for o in out] == ["skipped-cooldown"] and rec.calls == []
     assert fresh.drain_state(61.0)["cooldown:a:scale_up"] is None  # expired keys are pruned
+
+
+def test_a_resolve_is_not_held_by_its_triggers_cooldown_nor_the_next_trigger_by_it() -> None:
+    """A breaker that opens and closes within the notify cooldown: the incident is
+    resolved, and opened again when the breaker opens again."""
+    pd = RecordingExecutor("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("pd",), cooldown=300, dedupe_window=600),
+        executors={"pd": pd},
+        route=lambda x: [],
+    )
+
+    def notice(state: str) -> Notify:
+        return Notify("db", summary=f"breaker {state}", dedup_key="breaker:db",
+                      resolve=state == "closed")  # fmt: skip
+
+    statuses = [
+        (o.status for o in asyncio.run(bus.submit([notice(state)], now)))
+        for now, state in [(0, "open"), (40, "half_open"), (60, "closed"), (90, "open")]
+    ]
+    assert [list(s) for s in statuses] == [
+        ["done"],
+        ["skipped-cooldown"],  # the same incident, still open: no second page
+        ["done"],  # the resolve
+        ["done"],  # open again: a new page
+    ]
+    other = Notify("db", summary="restarts exhausted", dedup_key="restart:db")
+    assert [o.status for o in asyncio.run(bus.submit([other], 100))] == ["done"]
+
+
+def test_permanent_failures_do_not_open_the_executors_breaker() -> None:
+    """A bad request for one target says nothing about the executor: other targets keep
+    being served. Temporary failures (the API down) do open it."""
+    pd = _Down("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("pd",), cooldown=0, dedupe_window=0),
+        executors={"pd": pd},
+        route=lambda x: [],
+    )
+    for now in range(10):
+        asyncio.run(bus.submit([Notify("api", summary=f"n{now}")], float(now)))
+    assert bus.breakers["pd"].state == "closed" and len(pd.calls) == 10
+
+    async def unreachable(action: Action) -> str:
+        raise ExecutorError("connection refused", temporary=True, retried=True)
+
+    pd.execute = unreachable  # type: ignore[method-assign]
+    for now in range(10, 20):
+        asyncio.run(bus.submit([Notify("api", summary=f"n{now}")], float(now)))
+    assert bus.breakers["pd"].state == "open"
+
+
+def test_the_bus_waits_out_a_retry_after_and_does_not_retry_what_was_retried() -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    calls: list[float] = []
+    answer = [ExecutorError("HTTP 429", temporary=True, delay=30.0, retried=True)]
+    slack = RecordingExecutor("slack")
+
+    async def execute(action: Action) -> str:
+        calls.append(now[0])
+        if answer:
+            raise answer.pop()
+        return "sent"
+
+    slack.execute = execute  # type: ignore[method-assign]
+    bus = ActionBus(
+        settings=BusSettings(notify=("slack",)),
+        executors={"slack": slack},
+        route=lambda x: [],
+        sleep=sleep,
+    )
+    page = Notify("api", summary="p95 over SLO")
+    now = [0.0]
+    statuses = []
+    for t in (0.0, 15.0, 31.0):
+        now[0] = t
+        statuses += [(o.status, o.detail) for o in asyncio.run(bus.submit([page], t))]
+    assert calls == [0.0, 31.0] and sleeps == []  # no retry at 1-3 s, no call at 15 s
+    assert [s for s, _ in statuses] == ["failed", "failed", "done"]
+    assert "Retry-After" in statuses[1][1]
+
+    answer.append(ExecutorError("HTTP 503", temporary=True, retried=True))
+    asyncio.run(bus.submit([Notify("api", summary="other")], 40.0))
+    assert len(calls) == 3 and sleeps == []  # the notifier retried: the bus does not again

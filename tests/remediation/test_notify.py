@@ -323,3 +323,22 @@ async def test_slack_and_pagerduty_refuse_non_notify_actions() -> None:
         with pytest.raises(ExecutorError, match="cannot carry out scale"):
             await n.execute(Scale("api", replicas=2, current=1))
         await n.aclose()
+
+
+async def test_error_texts_leave_the_webhook_url_out(unused_tcp_port: int) -> None:
+    """The URL is the credential: errors go to the journal and the logs without it, and a
+    URL that cannot be valid is a permanent error (retrying cannot fix config)."""
+    secret = "/services/T1/B1/XXXXSECRETXXXX"
+    for url, temporary in [
+        (f"http://127.0.0.1:{unused_tcp_port}{secret}", True),
+        (f"hooks.slack.com{secret}", False),  # pasted without its scheme
+        (f"https://hooks.slack.com:99999{secret}", False),
+    ]:
+        n = SlackNotifier("slack", SlackSpec(url=Secret(url), retries=0), sleep=Sleeps())
+        try:
+            with pytest.raises(ExecutorError) as err:
+                await n.execute(Notify("api", summary="x"))
+            assert "SECRET" not in str(err.value), url
+            assert err.value.temporary is temporary, url
+        finally:
+            await n.aclose()
