@@ -64,6 +64,8 @@ class ActionBus:
         self._rng = rng or random.Random()
         self.cooldowns: dict[str, float] = {}
         self.dedupe: dict[str, float] = {}
+        self.in_flight: dict[int, tuple[Action, str]] = {}
+        """Executor calls under way: the action and the executor, by call."""
         self.not_before: dict[str, float] = {}
         """By executor: when its server said to try again (``Retry-After``)."""
         self._executed: deque[float] = deque()
@@ -213,6 +215,16 @@ class ActionBus:
             return Outcome(action, "failed", why, now, name)
         if not breaker.allow(now):
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
+        call = id(asyncio.current_task())
+        self.in_flight[call] = (action, name)
+        try:
+            return await self._attempts(action, name, now, breaker)
+        finally:
+            self.in_flight.pop(call, None)
+
+    async def _attempts(
+        self, action: Action, name: str, now: float, breaker: CircuitBreaker
+    ) -> Outcome:
         executor = self.executors[name]
         delay = self.settings.retry_backoff
         attempt = 0

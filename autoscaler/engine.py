@@ -325,11 +325,59 @@ class Engine:
             if key.startswith("memory:") and isinstance(value, dict):
                 self._memory[key[7:]] = Memory(value)
 
-    def set_paused(self, paused: bool) -> None:
-        """Pause or resume action execution (decisions are still made and journalled)."""
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume action execution (decisions are still made and journalled).
+        Takes effect at once; returns whether it was saved. A failed save (a read-only or
+        full disk) is counted and kept for the next pass's commit, as a pass's own state is,
+        so a restart still comes back as the operator left it."""
         self.bus.paused = paused
         self.metrics.paused.set(1.0 if paused else 0.0)
-        self.state_store.commit([], {"service:paused": paused})
+        try:
+            self.state_store.commit([], {"service:paused": paused})
+        except Exception:
+            self.metrics.errors.labels("journal").inc()
+            log.exception("saving service:paused failed: kept for the next pass")
+            self._unsaved_state["service:paused"] = paused
+            return False
+        self._unsaved_state.pop("service:paused", None)
+        return True
+
+    async def flush(self, now: float, interrupted: Sequence[tuple[Action, str]] = ()) -> None:
+        """Commit what no pass did: at shutdown, after a pass was cut short or commits
+        failed. The cooldowns and dedupe keys of the actions an interrupted pass was
+        carrying out are saved (they were marked before the calls), and each of those
+        ``interrupted`` (action, executor) is journalled as such: it may have taken effect,
+        and a restart must not do it again at once."""
+        records = [
+            JournalRecord(
+                now,
+                "shutdown",
+                action.target,
+                action.kind,
+                action.params(),
+                "the service stopped while this action was being carried out; it may have"
+                " taken effect",
+                {},
+                "interrupted",
+                "",
+                executor,
+            )
+            for action, executor in interrupted
+        ]
+        state: dict[str, Any] = dict(self.bus.drain_state(now))
+        for mkey, memory in self._memory.items():
+            if memory.dirty:
+                memory.dirty = False
+                state[f"memory:{mkey}"] = dict(memory)
+        if not records and not state and not self._unsaved_records and not self._unsaved_state:
+            return
+        await self._commit(records, state)
+        if self._unsaved_records or self._unsaved_state:
+            log.error(
+                "could not save at shutdown: %d journal records and %d state keys are lost",
+                len(self._unsaved_records),
+                len(self._unsaved_state),
+            )
 
     def _route(self, action: Action) -> Sequence[str]:
         t = self.targets.get(action.target)

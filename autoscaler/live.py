@@ -13,6 +13,7 @@ A failed pass never stops the loop: it is logged and counted, and the next one r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import math
@@ -28,6 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from autoscaler.config import Settings
 from autoscaler.engine import Engine, TickReport
 from autoscaler.http import make_app
+from policies.types import Action
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ class LiveDriver:
             scheduler.shutdown(wait=False)
             self._scheduler = None
             running = self._running
+            interrupted: list[tuple[Action, str]] = []
             if running is not None:
                 try:
                     await asyncio.wait_for(
@@ -157,7 +160,11 @@ class LiveDriver:
                     )
                 except TimeoutError:
                     log.warning("in-flight pass did not finish before the shutdown timeout")
+                    interrupted = list(self.engine.bus.in_flight.values())
                     running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await asyncio.wait_for(running, 1.0)
+            await self.engine.flush(self.clock(), interrupted)
             if runner is not None:
                 await runner.cleanup()
             for ex in self.engine.executors.values():

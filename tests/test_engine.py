@@ -621,6 +621,21 @@ async def test_a_failed_commit_is_written_with_the_next_pass_and_the_cooldown_su
     reopened.close()
 
 
+async def test_a_pause_that_could_not_be_saved_holds_and_is_saved_with_the_next_pass(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    store = _DiskFullOnce(tmp_path / "state.db")
+    engine, src, rec, _ = engine_for(settings_factory(), store=store)  # type: ignore[arg-type]
+    assert engine.set_paused(True) is False  # no exception for the HTTP handler to turn 500
+    src.set("api", "queue_length", 10.0)
+    report = await engine.tick(1000.0)
+    assert [o.status for o in report.outcomes] == ["skipped-paused"] and rec.calls == []
+    store.close()
+    reopened = SQLiteStore(tmp_path / "state.db")
+    assert reopened.load_state()["service:paused"] is True  # a restart stays paused
+    reopened.close()
+
+
 class _Deploys(RecordingExecutor):
     """A recording executor that reports a deploy and marks it rolled back when asked."""
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from autoscaler.engine import TickReport
 from autoscaler.forecasts import OnlineProvider
-from autoscaler.journal import MemoryStore
+from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.live import LiveDriver, grid_after
 from autoscaler.metrics import make_metrics
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
+from policies.types import Action
 from remediation.recording import RecordingExecutor
 from tests.conftest import make_settings
 
@@ -57,3 +59,47 @@ async def test_passes_run_on_the_grid_and_forecasts_update_instead_of_refitting(
     # and the forecaster, told apart passes by their grid tick, refitted only on the first
     assert isinstance(engine.forecaster, OnlineProvider)
     assert engine.forecaster.refits == 1
+
+
+class _SlowToAnswer(RecordingExecutor):
+    """Carries the action out (the orchestrator has it), then answers late."""
+
+    async def execute(self, action: Action) -> str:
+        out = await super().execute(action)
+        await asyncio.sleep(30)
+        return out
+
+
+async def test_a_stop_during_an_executor_call_saves_its_cooldown_and_journals_it(
+    tmp_path: Path,
+) -> None:
+    """The pass outlives the shutdown timeout and is cut short: the action it was carrying
+    out is journalled as interrupted and its cooldown saved, so a restart (a new engine on
+    the same SQLite file) does not scale again at once."""
+    s = make_settings(
+        service={"interval": "1s", "state_path": str(tmp_path / "state.db"),
+                 "shutdown_timeout": "0.5s"},
+        http={"enabled": False},
+        bus={"cooldowns": {"scale_up": "10m"}},
+        policies={"q": {"type": "step", "signal": "queue_length", "above": 5, "for": "0s",
+                        "below": 1}},
+    )  # fmt: skip
+    src = MemorySource()
+    src.set("api", "queue_length", 10.0)
+    calls: list[Action] = []
+    for _ in range(2):
+        slow = _SlowToAnswer("rec")
+        slow.calls = calls
+        engine = build_engine(s, executors={"rec": slow}, sources=[src], metrics=make_metrics())
+        driver = LiveDriver(engine=engine, settings=s)
+        run = asyncio.ensure_future(driver.run())
+        await asyncio.sleep(1.5)  # the first pass runs at once: the executor is called
+        driver.stop_event.set()
+        await asyncio.wait_for(run, timeout=10)
+    assert [c.kind for c in calls] == ["scale"]  # not again after the restart
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        statuses = [r["status"] for r in store.query(limit=100) if r["kind"] == "scale"]
+    finally:
+        store.close()
+    assert statuses[0] == "interrupted" and "skipped-cooldown" in statuses[1:]
