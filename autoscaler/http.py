@@ -27,8 +27,11 @@ def check_bearer(request: web.Request, token: Secret) -> web.Response | None:
         return web.json_response({"error": "disabled: no token configured"}, status=403)
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
+    # surrogatepass encodes every str: aiohttp turns undecodable header bytes into lone
+    # surrogates (as os.environ does for a token), and a bad header is a 401, never a 500.
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.get().encode()
+        given.strip().encode("utf-8", "surrogatepass"),
+        token.get().encode("utf-8", "surrogatepass"),
     ):
         return web.json_response(
             {"error": "missing or wrong bearer token"},

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -108,6 +110,35 @@ async def test_pause_refuses_a_missing_or_wrong_token(
     headers = {} if header is None else {"Authorization": header}
     async with session.post(f"{base}/v1/pause", headers=headers) as resp:
         assert resp.status == 401
+    assert engine.bus.paused is False
+
+
+async def raw_post(url: str, header: bytes) -> bytes:
+    """The status line of a POST whose Authorization header is raw bytes (no client encodes
+    non-ASCII headers, but any sender on the network can write them)."""
+    u = urlsplit(url)
+    assert u.hostname is not None and u.port is not None
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    try:
+        writer.write(
+            f"POST {u.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n".encode()
+            + b"Authorization: "
+            + header
+            + b"\r\nConnection: close\r\n\r\n{}"
+        )
+        await writer.drain()
+        return (await reader.readline()).strip()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("header", [b"Bearer \xff\xfe", "Bearer tøken".encode()])
+async def test_pause_refuses_a_non_ascii_token_with_a_401(
+    client: Any, engine: Engine, header: bytes
+) -> None:
+    _, base, _ = client
+    assert await raw_post(f"{base}/v1/pause", header) == b"HTTP/1.1 401 Unauthorized"
     assert engine.bus.paused is False
 
 

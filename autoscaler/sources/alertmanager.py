@@ -187,7 +187,14 @@ class AlertmanagerSource:
         if request.content_length is not None and request.content_length > cap:
             self.rejected["too_large"] += 1
             return _bad(f"body larger than {cap} bytes", status=413)
-        body = await request.content.read(cap + 1)
+        # read(n) returns what has arrived so far, not n bytes: loop until EOF, or until one
+        # byte past the cap (a chunked body has no Content-Length to check up front).
+        body = bytearray()
+        while len(body) <= cap:
+            chunk = await request.content.read(cap + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
         if len(body) > cap:
             self.rejected["too_large"] += 1
             return _bad(f"body larger than {cap} bytes", status=413)

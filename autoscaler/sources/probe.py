@@ -23,7 +23,7 @@ import aiohttp
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from autoscaler.sources.base import Sample
-from policies.markers import Seconds
+from policies.markers import InvalidField, Seconds
 from policies.types import Event
 
 
@@ -39,6 +39,25 @@ class ProbeCheck:
     """HTTP statuses that count as up."""
     timeout: Seconds = 0.0
     """Seconds this probe may take (0: the source's ``timeout``)."""
+
+    def __post_init__(self) -> None:
+        if self.tcp:
+            try:
+                _tcp_address(self.tcp)
+            except ValueError as exc:
+                raise InvalidField("tcp", str(exc)) from exc
+
+
+def _tcp_address(tcp: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) → (host, port); a ValueError says what is wrong."""
+    host, sep, port = tcp.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise ValueError(f'expected "host:port", got {tcp!r}')
+    # Checked here: a port out of range raises OverflowError, not OSError, in the socket layer.
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, got {port!r}")
+    return host, int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +175,8 @@ class ProbeSource:
         try:
             async with asyncio.timeout(timeout):
                 if check.tcp:
-                    host, _, port = check.tcp.rpartition(":")
-                    _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+                    host, port = _tcp_address(check.tcp)
+                    _, writer = await asyncio.open_connection(host, port)
                     writer.close()
                     await writer.wait_closed()
                     status = None
@@ -167,7 +186,7 @@ class ProbeSource:
                         await resp.read()
         except TimeoutError:
             return _Result(False, None, f"timed out after {timeout:g}s")
-        except (OSError, aiohttp.ClientError, ValueError) as exc:
+        except (OSError, aiohttp.ClientError, ValueError, OverflowError) as exc:
             return _Result(False, None, f"{type(exc).__name__}: {exc}"[:200])
         latency = (time.perf_counter() - started) * 1000.0
         if status is not None and status not in check.expect_status:

@@ -138,12 +138,19 @@ class PrometheusSource:
                 return await self._query(signal, promql, now)
 
         items = list(self.spec.queries.items())
-        results = await asyncio.gather(*(one(s, q) for s, q in items), return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(one(s, q) for s, q in items), return_exceptions=True)
+        except BaseException:
+            # Cancelled (the engine's tick timeout) or interrupted: the call still needs an
+            # outcome, or a half-open trial stays in flight and the source never queries again.
+            self.breaker.record_failure(now)
+            raise
         samples: list[Sample] = []
         failed: list[str] = []
         for (signal, _), res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
                 if not isinstance(res, Exception):
+                    self.breaker.record_failure(now)
                     raise res
                 failed.append(f"{signal}: {res}")
             else:

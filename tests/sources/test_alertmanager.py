@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,6 +128,22 @@ async def test_wrong_or_missing_token_is_refused(
     assert src.drain(0.0) == [] and src.rejected["auth"] == 1
 
 
+async def test_a_non_ascii_token_is_refused_as_auth_not_as_an_error(intake: Any) -> None:
+    src, client = intake
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"POST /v1/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n{}"
+        )
+        await writer.drain()
+        assert (await reader.readline()).strip() == b"HTTP/1.1 401 Unauthorized"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert dict(src.rejected) == {"auth": 1}
+
+
 async def test_without_a_token_the_endpoint_is_disabled() -> None:
     src = AlertmanagerSource("am", AlertmanagerSpec())
     client = make_client(src)
@@ -178,6 +195,30 @@ async def test_a_body_over_the_limit_is_413(intake: Any) -> None:
     src, client = intake
     many = payload(*(alert(fp=str(i)) for i in range(40)))
     resp = await client.post("/v1/alertmanager", json=many, headers=AUTH)
+    assert resp.status == 413
+    assert src.rejected["too_large"] == 1
+
+
+async def two_writes(body: bytes) -> AsyncIterator[bytes]:
+    """A chunked request body sent in two writes, as a sender over a real network does."""
+    yield body[: len(body) // 2]
+    await asyncio.sleep(0.05)  # lets the server read the first half on its own
+    yield body[len(body) // 2 :]
+
+
+async def test_a_body_arriving_in_two_network_reads_is_accepted_whole(intake: Any) -> None:
+    src, client = intake
+    body = json.dumps(payload(alert(fp="a"), alert(fp="b", service="web"))).encode()
+    resp = await client.post("/v1/alertmanager", data=two_writes(body), headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["accepted"] == 2
+    assert not src.rejected
+
+
+async def test_a_chunked_body_over_the_limit_is_413(intake: Any) -> None:
+    src, client = intake
+    body = json.dumps(payload(*(alert(fp=str(i)) for i in range(40)))).encode()
+    resp = await client.post("/v1/alertmanager", data=two_writes(body), headers=AUTH)
     assert resp.status == 413
     assert src.rejected["too_large"] == 1
 

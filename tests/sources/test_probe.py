@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from autoscaler.config import from_mapping
+from autoscaler.errors import ConfigError
 from autoscaler.sources.probe import ProbeCheck, ProbeSource, ProbeSpec
 from tests.harness.prometheus import free_port
 
@@ -110,6 +111,27 @@ async def test_timeouts_and_closed_ports_count_as_down(dep: Dependency) -> None:
     assert set(events) == {"slow", "refused", "tcp-down"}, "first probe down fires at once"
     assert events["slow"].labels["error"] == "timed out after 0.2s"
     assert src.status()["tcp-up"] == {"up": True, "failures": 0, "error": ""}
+
+
+async def test_a_tcp_port_out_of_range_fails_its_probe_not_the_others(dep: Dependency) -> None:
+    bad = ProbeCheck(tcp="127.0.0.1:1")
+    # Bypasses the spec's own check, as a spec built without validation would.
+    object.__setattr__(bad, "tcp", "127.0.0.1:70000")
+    spec = ProbeSpec(checks={"api": ProbeCheck(url=dep.url("/v1/.well-known/ready")), "db": bad})
+    src = ProbeSource("probes", spec)
+    try:
+        got = values(await src.collect(1.0))
+    finally:
+        await src.aclose()
+    assert got[("api", "probe_up")] == 1.0
+    assert got[("db", "probe_up")] == 0.0
+    assert "65535" in str(src.status()["db"]["error"])
+
+
+@pytest.mark.parametrize("tcp", ["db:70000", "db:0", "db:-1", "db:x", "db", ":6379"])
+def test_a_tcp_check_without_a_valid_host_and_port_is_a_config_error(tcp: str) -> None:
+    with pytest.raises(ConfigError, match=r"sources\.deps\.checks\.db\.tcp: "):
+        from_mapping({"sources": {"deps": {"type": "probe", "checks": {"db": {"tcp": tcp}}}}})
 
 
 async def test_unexpected_status_is_down_unless_expected(dep: Dependency) -> None:

@@ -341,6 +341,42 @@ async def test_breaker_opens_after_failed_ticks_and_a_trial_closes_it(
         await src.aclose()
 
 
+async def test_a_half_open_trial_cancelled_by_the_tick_timeout_does_not_block_later_trials(
+    fake: FakePrometheus,
+) -> None:
+    mode = "down"
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def flaky(request: web.Request) -> web.Response:
+        if mode == "down":
+            return web.Response(status=503, text="Service Unavailable")
+        if mode == "hang":
+            arrived.set()
+            await release.wait()
+        return await fake.ok(request)
+
+    fake.handler = flaky
+    src = source(fake, retries=0, breaker_failures=1, breaker_reset=1)
+    try:
+        with pytest.raises(SourceError, match="HTTP 503"):
+            await src.collect(1000.0)
+        assert src.breaker.state == "open"
+        mode = "hang"
+        trial = asyncio.create_task(src.collect(1002.0))
+        await arrived.wait()
+        assert src.breaker.trials_in_flight == 1
+        trial.cancel()  # what the engine's tick timeout does
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        assert src.breaker.trials_in_flight == 0
+        mode = "ok"
+        assert [s.value for s in await src.collect(1004.0)] == [3.0]
+        assert src.breaker.state == "closed"
+    finally:
+        release.set()
+        await src.aclose()
+
+
 async def test_unreachable_prometheus_is_a_connection_error(fake: FakePrometheus) -> None:
     spec = PrometheusSpec(url="http://127.0.0.1:9", queries={"q": "q"}, retries=0)
     src = PrometheusSource("prom", spec)
