@@ -1,28 +1,36 @@
 """The ``autoscaler`` command line.
 
-Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
+Exit codes: 0 success; 1 runtime failure; 2 invalid usage or configuration, including a
+``run`` that cannot start on what the configuration names (a ``service.state_path`` that
+cannot be opened, an ``http.host``/``http.port`` that cannot be listened on): one line
+naming the key, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import json
 import logging
 import math
 import os
+import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autoscaler import __version__
-from autoscaler.config import Settings, load, signal_warnings
+from autoscaler.config import HttpSettings, Settings, load, signal_warnings
 from autoscaler.errors import ConfigError
 
 if TYPE_CHECKING:
     from autoscaler.engine import TickReport
+    from autoscaler.journal import SQLiteStore
+    from autoscaler.live import LiveDriver
 
 EXIT_USAGE = 2
 
@@ -130,10 +138,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(args.log_level or settings.service.log_level, settings.service.log_format)
     for warning in signal_warnings(settings):
         log.warning("config: %s", warning)
+    store = open_state_store(settings)
+    if store is None:
+        return EXIT_USAGE
+    drivers: list[LiveDriver] = []
 
     async def serve() -> None:
-        engine = build_engine(settings, dry_run=True if args.dry_run else None)
+        engine = build_engine(settings, dry_run=True if args.dry_run else None, state_store=store)
         driver = LiveDriver(engine=engine, settings=settings, extra_routes=component_routes(engine))
+        drivers.append(driver)
         # systemd: READY=1 after the first good pass, WATCHDOG=1 while passes succeed,
         # STATUS= a one-line summary, STOPPING=1 on shutdown. No-op without NOTIFY_SOCKET.
         stale_after = settings.http.healthz_max_age or 3 * settings.service.interval
@@ -144,8 +157,53 @@ def cmd_run(args: argparse.Namespace) -> int:
             tg.create_task(keepalive(watchdog, clock=time.monotonic, stop=driver.stop_event))
             await driver.run()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except (OSError, ExceptionGroup) as exc:
+        leaves = _leaves(exc)
+        listening = not drivers or drivers[0].port is not None
+        if listening or not settings.http.enabled:
+            raise
+        oserrors = [e for e in leaves if isinstance(e, OSError)]
+        if len(oserrors) != len(leaves):
+            raise
+        store.close()
+        print(listen_problem(settings.http, oserrors[0]), file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def open_state_store(settings: Settings) -> SQLiteStore | None:
+    """The journal and state file of ``run``, or None after printing why it cannot be
+    opened (missing or read-only directory, not an SQLite file): exit ``EXIT_USAGE``."""
+    from autoscaler.journal import SQLiteStore
+
+    path = settings.service.state_path
+    try:
+        return SQLiteStore(path, retention=settings.service.journal_retention)
+    except (sqlite3.Error, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.filename not in (None, path):
+            why += f" ({exc.filename})"  # the missing or unwritable directory
+        print(f"service.state_path: cannot open {path!r}: {why}", file=sys.stderr)
+        return None
+
+
+def listen_problem(http: HttpSettings, exc: OSError) -> str:
+    """One line naming the key at fault when the HTTP server cannot listen."""
+    if isinstance(exc, socket.gaierror):
+        return f"http.host: cannot resolve {http.host!r}: {exc.strerror or exc}"
+    # an address this host does not have is the host's fault; in use or privileged, the port's
+    key = "http.host" if exc.errno == errno.EADDRNOTAVAIL else "http.port"
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"{key}: cannot listen on {http.host}:{http.port}: {why}"
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def status_line(report: TickReport) -> str:
@@ -171,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the service",
         description=(
             "Run the service: one pass every service.interval, HTTP on http.host:http.port, "
-            "journal and state in service.state_path. Stops cleanly on SIGTERM/SIGINT."
+            "journal and state in service.state_path. Stops cleanly on SIGTERM/SIGINT "
+            "(exit 0). Exit 2 when the configuration is invalid, service.state_path cannot "
+            "be opened or http.host:http.port cannot be listened on (one line naming the "
+            "key); exit 1 on any other failure."
         ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")

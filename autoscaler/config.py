@@ -76,9 +76,14 @@ class HttpSettings:
     port: int = 8080
     """Port to bind."""
     token: Secret = field(default_factory=Secret)
-    """Bearer token for mutating endpoints (pause/resume, webhooks); unset disables them."""
+    """Bearer token for POST /v1/pause and /v1/resume; unset disables them. (The Alertmanager
+    webhook checks its own ``sources.<name>.token``.)"""
     healthz_max_age: Seconds = 0.0
     """/healthz fails when the last tick is older than this (0: three intervals)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise InvalidField("port", f"must lie in 0..65535 (0: any free port), got {self.port}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,17 @@ class BreakerSettings:
     half_open_trials: int = 3
     """Successful trial calls that close it again."""
 
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1:
+            raise InvalidField("failure_threshold", "must be >= 1")
+        if self.half_open_trials < 1:
+            raise InvalidField("half_open_trials", "must be >= 1")
+
+
+COOLDOWN_KINDS = ("scale_up", "scale_down", "restart", "rollback", "notify")
+"""The keys of ``[bus.cooldowns]``: the cooldown kinds of paced actions (``TripBreaker`` is
+not paced)."""
+
 
 @dataclass(frozen=True, slots=True)
 class BusSettings:
@@ -100,7 +116,7 @@ class BusSettings:
     cooldown: Seconds = 300.0
     """Default seconds between two actions of the same kind on the same target."""
     cooldowns: dict[str, Seconds] = field(default_factory=dict)
-    """Per action kind overrides: scale_up, scale_down, restart, rollback, trip_breaker,
+    """Per action kind overrides of ``cooldown``: scale_up, scale_down, restart, rollback,
     notify."""
     rate_limit: int = 30
     """Most actions executed per minute across all targets."""
@@ -117,6 +133,18 @@ class BusSettings:
     breakers: str = ""
     """Executor that publishes TripBreaker actions (empty: recorded only)."""
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+
+    def __post_init__(self) -> None:
+        for kind in self.cooldowns:
+            if kind not in COOLDOWN_KINDS:
+                raise InvalidField(
+                    f"cooldowns.{kind}",
+                    f"unknown cooldown kind (known: {', '.join(COOLDOWN_KINDS)})",
+                )
+        if self.rate_limit < 1:
+            raise InvalidField("rate_limit", "must be >= 1 (actions per minute)")
+        if self.retries < 0:
+            raise InvalidField("retries", "must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

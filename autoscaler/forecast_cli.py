@@ -17,7 +17,8 @@ Output CSV ``timestamp,actual,forecast,lower,upper,model``, one row per input ro
 timestamp as written in the input; forecast columns empty while there is too little
 history). A summary goes to stdout: MASE against seasonal naive and persistence (MAE
 ratios on the same rows), interval coverage and time per update. Bad input exits with
-code 2 and one clear message.
+code 2 and one clear message; so does a horizon longer than the series (first to last
+row) or longer than 5000 grid steps.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from forecasting.grid import counter_to_rate, resample
 from forecasting.registry import MODEL_TYPES, make_model
 
 FloatArray = NDArray[np.float64]
+
+MAX_HORIZON_STEPS = 5000
+"""Longest horizon in grid steps (the models' memory grows with its square: ~0.6 GB here)."""
 
 
 class InputError(Exception):
@@ -209,12 +213,27 @@ def rolling_origin(
     n = times.size
     step = float(np.median(np.diff(times))) if n > 1 else max(horizon, 1.0)
     t0 = float(times[0])
+    span = float(times[-1]) - t0
+    if n > 1 and horizon > span:
+        raise InputError(
+            f"--horizon {horizon:.15g}s is longer than the series ({span:.15g}s from first to last"
+            " row): no row could be forecast"
+        )
+    if horizon / step > MAX_HORIZON_STEPS:
+        raise InputError(
+            f"--horizon {horizon:.15g}s is {horizon / step:.0f} grid steps of {step:.15g}s; at most"
+            f" {MAX_HORIZON_STEPS} (memory grows with their square): shorten it or resample"
+            " the series coarser"
+        )
     _, grid_v = resample(times, values, step=step, start=t0, end=float(times[-1]) + step)
     eps = 1e-9
     cell = np.ceil((times - t0) / step - eps).astype(np.int64)  # grid point holding the row
     origin = np.floor((times - horizon - t0) / step + eps).astype(np.int64)
     ahead = cell - origin
-    kmax = int(ahead.max())
+    forecastable = origin >= 0
+    # only rows with an origin count: an early row's distance to the grid point before the
+    # series started would size the model (its memory grows with the square of this)
+    kmax = int(ahead[forecastable].max()) if forecastable.any() else 1
     try:
         ours = make_model(model, horizon=kmax, coverage=coverage)
     except ForecastError as exc:

@@ -1,22 +1,31 @@
-"""The command line: eval prints decisions as JSON; --help and --version work."""
+"""The command line: eval prints decisions as JSON; --help and --version work; run refuses
+to start on a state file or port it cannot use, naming the key."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from autoscaler.cli import build_parser
+from autoscaler.cli import build_parser, status_line
+from autoscaler.engine import TickReport
+from policies.types import Decision
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "autoscaler", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "autoscaler", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 
@@ -66,3 +75,95 @@ def test_every_subcommand_has_help(command: str) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0
     assert "usage: autoscaler" in result.stdout and len(result.stdout.splitlines()) > 3
+
+
+def run_config(state_path: Path, http: str = "enabled = false") -> str:
+    return f"""
+[service]
+interval = "1s"
+state_path = "{state_path}"
+dry_run = true
+[http]
+{http}
+[targets.api]
+executor = "rec"
+[executors.rec]
+type = "recording"
+[sources.fixed]
+type = "static"
+values = {{ api = {{ queue_length = 9.0 }} }}
+[policies.queue]
+type = "step"
+signal = "queue_length"
+above = 5
+"""
+
+
+def not_a_database(tmp_path: Path) -> Path:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"not sqlite " * 1000)
+    return path
+
+
+def under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "plain").write_text("")
+    return tmp_path / "plain" / "state.db"
+
+
+def a_directory(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (not_a_database, "file is not a database"),
+        (under_a_file, "File exists"),
+        (a_directory, "unable to open database file"),
+    ],
+)
+def test_run_with_a_state_path_it_cannot_open_exits_2_naming_the_key(
+    tmp_path: Path, make: Callable[[Path], Path], why: str
+) -> None:
+    state = make(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(run_config(state))
+    result = cli("run", "--config", str(cfg), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"service.state_path: cannot open '{state}': ")
+    assert why in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+def test_run_with_its_http_port_in_use_exits_2_naming_the_key(
+    tmp_path: Path, busy_port: int
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        run_config(tmp_path / "state.db", f'enabled = true\nhost = "127.0.0.1"\nport = {busy_port}')
+    )
+    result = cli("run", "--config", str(cfg), timeout=60)
+    assert result.returncode == 2
+    assert (
+        f"http.port: cannot listen on 127.0.0.1:{busy_port}: address already in use"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_the_status_line_shown_in_the_readme_is_the_real_one() -> None:
+    decision = Decision(policy="p", target="api", at=0.0, action=None, reason="hold")
+    report = TickReport(
+        now=0.0, duration=0.012, decisions=[decision] * 3, outcomes=[], source_errors={}, holds=3
+    )
+    line = status_line(report)
+    assert line == "last pass 12 ms: 3 decisions, 0 actions; failing sources: none"
+    assert f'Status: "{line}"' in (ROOT / "README.md").read_text()

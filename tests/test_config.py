@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from autoscaler.config import from_mapping, load, parse_duration, signal_warnings
 from autoscaler.errors import ConfigError
 from policies.markers import Secret
+from policies.types import Notify, Restart, Rollback, Scale, TripBreaker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,3 +249,71 @@ def test_a_circuit_rule_must_name_its_one_target() -> None:
             {"targets": {"api": {}, "db": {}}, "policies": {"b": {"type": "circuit_breaker"}}}
         )
     assert [p.split(":")[0] for p in err.value.problems] == ["policies.b.targets"]
+
+
+def test_an_unknown_cooldown_kind_exits_2_naming_its_key_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[bus.cooldowns]\nscale-down = "30m"\nscale_up = "1m"\n')
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 2
+    assert (
+        "bus.cooldowns.scale-down: unknown cooldown kind (known: scale_up, scale_down, restart,"
+        " rollback, notify)"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_cooldown_kind_of_a_paced_action_is_a_known_key() -> None:
+    from autoscaler.config import COOLDOWN_KINDS
+
+    actions = [
+        Scale(target="api", replicas=3, current=2),
+        Scale(target="api", replicas=1, current=2),
+        Restart(target="api"),
+        Rollback(target="api"),
+        Notify(target="api", summary="x"),
+    ]
+    kinds = {a.cooldown_kind for a in actions if a.paced}
+    assert not TripBreaker.paced
+    assert kinds == set(COOLDOWN_KINDS)
+    s = from_mapping({"bus": {"cooldowns": {kind: "1m" for kind in COOLDOWN_KINDS}}})
+    assert s.bus.cooldowns == dict.fromkeys(COOLDOWN_KINDS, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        ({"bus": {"rate_limit": 0}}, "bus.rate_limit: must be >= 1 (actions per minute)"),
+        ({"bus": {"retries": -3}}, "bus.retries: must be >= 0"),
+        (
+            {"bus": {"breaker": {"failure_threshold": 0}}},
+            "bus.breaker.failure_threshold: must be >= 1",
+        ),
+        (
+            {"bus": {"breaker": {"half_open_trials": 0}}},
+            "bus.breaker.half_open_trials: must be >= 1",
+        ),
+        (
+            {"http": {"port": 70000}},
+            "http.port: must lie in 0..65535 (0: any free port), got 70000",
+        ),
+        ({"http": {"port": -1}}, "http.port: must lie in 0..65535 (0: any free port), got -1"),
+    ],
+)
+def test_an_out_of_range_number_is_refused_at_its_key_path(
+    doc: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping(doc)
+    assert err.value.problems == [problem]
+
+
+def test_the_edges_of_the_ranges_are_accepted() -> None:
+    s = from_mapping(
+        {
+            "bus": {"rate_limit": 1, "retries": 0, "breaker": {"failure_threshold": 1}},
+            "http": {"port": 65535},
+        }
+    )
+    assert (s.bus.rate_limit, s.bus.retries, s.http.port) == (1, 0, 65535)
+    assert from_mapping({"http": {"port": 0}}).http.port == 0

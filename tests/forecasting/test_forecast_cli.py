@@ -228,6 +228,42 @@ def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 2 and "cannot read" in err
 
 
+@pytest.mark.parametrize("horizon", ["5m", "1000w"])
+def test_a_horizon_longer_than_the_series_exits_2_before_building_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], horizon: str
+) -> None:
+    src = write(tmp_path / "s.csv", [[60 * i, i] for i in range(5)])  # spans 4 minutes
+    code, out, err = run(
+        capsys, "--series", str(src), "--horizon", horizon, "--out", str(tmp_path / "o.csv")
+    )
+    assert code == 2, out
+    assert "is longer than the series (240s from first to last row)" in err
+    assert "Traceback" not in err
+
+
+def test_a_horizon_of_too_many_grid_steps_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forecast_cli, "MAX_HORIZON_STEPS", 10)  # the real limit costs ~0.6 GB
+    src = write(tmp_path / "s.csv", [[60 * i, i] for i in range(30)])
+    code, _, err = run(
+        capsys, "--series", str(src), "--horizon", "15m", "--out", str(tmp_path / "o.csv")
+    )
+    assert code == 2
+    assert "--horizon 900s is 15 grid steps of 60s; at most 10" in err
+
+
+def test_a_horizon_as_long_as_the_series_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write(tmp_path / "s.csv", [[60 * i, 7] for i in range(12)])
+    code, out, err = run(
+        capsys, "--series", str(src), "--horizon", "11m", "--out", str(tmp_path / "o.csv")
+    )
+    assert code == 0, err
+    assert len(read(tmp_path / "o.csv")) == 12 and "horizon 660s" in out
+
+
 def test_real_nyc_taxi_beats_persistence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
