@@ -61,7 +61,10 @@ class SeasonalNaive(OnlineForecaster):
         self.pos_ = (self.pos_ + k) % self.period_
 
     def _observe(self, y: FloatArray) -> None:
-        self.buffer_[:, self.pos_] = y
+        # The season keeps the series as it was, not as clipped: a sample clipped toward
+        # the value a season ago would otherwise store that value again, and a spike that
+        # came before the clipper could judge it (the first samples) would repeat forever.
+        self.buffer_[:, self.pos_] = self.raw_
         self.pos_ = (self.pos_ + 1) % self.period_
         self.last_ = np.where(np.isfinite(y), y, self.last_)
 
@@ -98,10 +101,9 @@ class SeasonalChange(SeasonalNaive):
 
     def _observe(self, y: FloatArray) -> None:
         self.base_ = self.buffer_[:, self.pos_].copy()  # y(t-m): the slot y(t) replaces
+        # the season keeps the series unclipped (``SeasonalNaive._observe``): clipping takes
+        # the first sample of every level shift, exactly the change this model repeats
         super()._observe(y)
-        # The season keeps the series as it was: outlier clipping takes the first sample of
-        # every level shift, which is exactly the change this model repeats a season later.
-        self.buffer_[:, (self.pos_ - 1) % self.period_] = self.raw_
 
     def _path(self) -> FloatArray:
         last = np.repeat(self.last_[:, None], self.horizon, axis=1)

@@ -341,3 +341,16 @@ def test_a_nonnegative_fit_counts_negative_samples_as_missing_when_it_skips() ->
     assert stepped.tracker_ is not None
     stepped.tracker_.refresh()
     _same_state(vars(skipped), vars(stepped))
+
+
+def test_seasonal_naive_does_not_repeat_an_early_spike_every_season() -> None:
+    """A spike before the clipper can judge (the third sample: no forecast yet) is stored in
+    the season; a day later the genuine sample is clipped toward it, and the season must
+    keep the genuine one, or the spike comes back every day."""
+    rng = np.random.default_rng(0)
+    season = int(DAY / STEP)
+    y = 0.2 + 0.02 * rng.standard_normal((1, 5 * season))
+    y[0, 2] = 30.0
+    one_step = backtest(make_model("seasonal-naive"), y, step=STEP, ahead=(1,))[1][0][0]
+    # right after it (the last value) and a season later, once: not every day after
+    assert np.flatnonzero(one_step > 1.0).tolist() == [3, season + 2]
