@@ -364,11 +364,7 @@ class Engine:
             )
             for action, executor in interrupted
         ]
-        state: dict[str, Any] = dict(self.bus.drain_state(now))
-        for mkey, memory in self._memory.items():
-            if memory.dirty:
-                memory.dirty = False
-                state[f"memory:{mkey}"] = dict(memory)
+        state: dict[str, Any] = {**self.bus.drain_state(now), **self._drain_memory()}
         if not records and not state and not self._unsaved_records and not self._unsaved_state:
             return
         await self._commit(records, state)
@@ -731,11 +727,11 @@ class Engine:
                         "reason": d.reason,
                     },
                 )
-        state: dict[str, Any] = {**self.bus.drain_state(now), **published}
-        for mkey, memory in self._memory.items():
-            if memory.dirty:
-                memory.dirty = False
-                state[f"memory:{mkey}"] = dict(memory)
+        state: dict[str, Any] = {
+            **self.bus.drain_state(now),
+            **published,
+            **self._drain_memory(),
+        }
         for name, persistent in self._persistent.items():
             saved = persistent.to_dict()
             text = json.dumps(saved, sort_keys=True, default=str)
@@ -744,6 +740,15 @@ class Engine:
                 state[f"executor:{name}"] = saved
         await self._commit(records, state)
         return holds
+
+    def _drain_memory(self) -> dict[str, Any]:
+        """The policy memories changed since the last call, as state keys to save."""
+        out: dict[str, Any] = {}
+        for mkey, memory in self._memory.items():
+            if memory.dirty:
+                memory.dirty = False
+                out[f"memory:{mkey}"] = dict(memory)
+        return out
 
     async def _commit(self, records: list[JournalRecord], state: dict[str, Any]) -> None:
         """Commit, with whatever an earlier failed commit left. A failure (a locked or full
