@@ -5,7 +5,8 @@ For every signal of every ``prometheus`` source in the config, range queries
 ``--since`` of history at ``--step``, in chunks that stay under Prometheus' limit of
 11,000 points per series. The result is the dataset replay reads
 (``autoscaler.dataset``): long CSV ``timestamp,target,signal,value`` or, with
-``--format json``, the raw ``query_range`` results per signal.
+``--format json``, the raw ``query_range`` results per signal. A query that gives a target
+two values at one instant is refused, as the live source refuses it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,7 +202,29 @@ def _record_one(
             entry = series.setdefault(key, {"metric": item["metric"], "values": []})
             entry["values"].extend(item["values"])
         tick()
+    _refuse_overlaps(job, series.values())
     return list(series.values())
+
+
+def _refuse_overlaps(job: Job, series: Iterable[dict[str, Any]]) -> None:
+    """Raise ``RecordError`` when two series of one signal give one target a value at the
+    same time: the query does not aggregate by the target label, and the live source
+    refuses that too (``vector_samples``). Series that take turns (one instance replaced
+    by another) are kept: at every instant each target has one value."""
+    seen: dict[str, set[float]] = {}
+    label = job.spec.target_label
+    for item in series:
+        target = target_of(item["metric"], label, job.spec.targets)
+        if target is None:
+            continue
+        times = {float(ts) for ts, _ in item["values"]}
+        taken = seen.setdefault(target, set())
+        if not taken.isdisjoint(times):
+            raise RecordError(
+                f"source {job.source!r}, signal {job.signal!r}: several series for "
+                f"{label}={target!r} at the same time; aggregate the query with `by ({label})`"
+            )
+        taken |= times
 
 
 def _write_csv(path: Path, jobs: list[Job], results: dict[str, list[dict[str, Any]]]) -> int:

@@ -95,3 +95,51 @@ def test_record_writes_a_dataset_that_reads_back_with_the_right_values(
     for key, s in series.items():
         np.testing.assert_array_equal(from_json[key].times, s.times)
         np.testing.assert_array_equal(from_json[key].values, s.values)
+
+
+@pytest.mark.integration
+def test_record_refuses_a_query_that_gives_a_target_two_values_at_once(
+    start_prometheus: Callable[..., PrometheusServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``api`` has one instance, replaced by another halfway (10 minutes apart, more than
+    Prometheus' 5-minute lookback): each instant has one series, so the recording keeps
+    both. ``worker`` has two instances at once: the query does not aggregate, as the live
+    source would refuse, and a file with two values per timestamp would fail replay."""
+    mid = START + SPAN // 2
+    lines = ["# TYPE queue_length gauge"]
+    for ts in range(START - 3600, END + 1, STEP):
+        if ts <= mid or ts >= mid + 600:
+            instance = "a" if ts <= mid else "b"
+            lines.append(
+                f'queue_length{{service="api",instance="{instance}"}} {api_value(ts)} {ts}'
+            )
+        for instance in ("a", "b"):
+            lines.append(f'queue_length{{service="worker",instance="{instance}"}} 1 {ts}')
+    prom = start_prometheus(backfill="\n".join([*lines, "# EOF", ""]))
+    common = ["--since", "2d", "--step", "60s", "--end", str(END), "--quiet"]
+
+    def record(selector: str, out: Path) -> int:
+        cfg = tmp_path / f"{out.stem}.toml"
+        cfg.write_text(
+            f'[sources.prom]\ntype = "prometheus"\nurl = "{prom.url}"\n'
+            f"[sources.prom.queries]\nqueue_length = 'queue_length{{{selector}}}'\n"
+        )
+        return main(["record", "--config", str(cfg), *common, "--out", str(out)])
+
+    assert record('service="api"', tmp_path / "api.csv") == 0
+    api = by_key(read_metrics([tmp_path / "api.csv"]))[("api", "queue_length")]
+    # No value once the lookback has lost "a" and before "b" starts (whether the instant
+    # 5 minutes after "a" still sees it differs between Prometheus versions).
+    grid = set(range(START, END + 1, STEP))
+    assert grid - set(api.times.tolist()) - {mid + 300} == set(range(mid + 360, mid + 600, STEP))
+    held = [api_value(mid if mid < t < mid + 600 else t) for t in api.times.tolist()]
+    assert api.values.tolist() == held  # "a"'s last sample, through the lookback
+    capsys.readouterr()
+
+    assert record('service="worker"', tmp_path / "worker.csv") == 1
+    err = capsys.readouterr().err
+    assert "signal 'queue_length': several series for service='worker'" in err
+    assert "by (service)" in err
+    assert not (tmp_path / "worker.csv").exists()
