@@ -8,6 +8,7 @@ with no token configured they answer 403.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from collections.abc import Callable, Iterable
@@ -94,7 +95,11 @@ def make_app(
                 {"error": "since must be epoch seconds; limit an integer in 1..10000"},
                 status=400,
             )
-        rows = engine.state_store.query(since=since, target=q.get("target"), limit=limit)
+        # off the loop: a large answer takes a while to decode, and the store's lock may be
+        # held by a commit in a worker thread; the tick and the webhooks must not wait
+        rows = await asyncio.to_thread(
+            engine.state_store.query, since=since, target=q.get("target"), limit=limit
+        )
         return web.json_response({"decisions": rows})
 
     async def set_paused(request: web.Request, paused: bool) -> web.Response:

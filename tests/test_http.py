@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from autoscaler.config import Settings
 from autoscaler.engine import Engine
 from autoscaler.http import make_app
-from autoscaler.journal import MemoryStore
+from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
@@ -100,6 +102,52 @@ async def test_decisions_endpoint_filters_by_since_and_target(client: Any, engin
     assert [d["status"] for d in body["decisions"]] == ["skipped-cooldown"]
     assert (await get(session, f"{base}/v1/decisions?target=web"))[1]["decisions"] == []
     assert (await get(session, f"{base}/v1/decisions?since=yesterday"))[0] == 400
+
+
+async def test_a_journal_query_waiting_on_the_store_leaves_the_loop_free(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A commit in a worker thread holds the SQLite store's lock; a ``/v1/decisions``
+    query waiting for it must not hold up ``/healthz`` (nor the tick, nor webhooks)."""
+    store = SQLiteStore(tmp_path / "state.db")
+    engine = build_engine(
+        settings_factory(),
+        state_store=store,
+        metrics=make_metrics(),
+        executors={"rec": RecordingExecutor("rec")},
+        sources=[MemorySource()],
+    )
+    await engine.tick(1000.0)
+    app = make_app(engine=engine, clock=Clock(1000.0), token=Secret(""), healthz_max_age=45)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    store._lock.acquire()  # a commit in progress
+    # on the old code the loop itself blocks on the lock: free it after a while so the
+    # test ends (and fails on the order) instead of hanging
+    backstop = threading.Timer(10.0, store._lock.release)
+    backstop.start()
+    done: list[str] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def fetch(path: str) -> None:
+                status, _ = await get(session, f"{base}{path}")
+                assert status == 200
+                done.append(path)
+
+            query = asyncio.ensure_future(fetch("/v1/decisions"))
+            await asyncio.sleep(0.1)  # the query has reached the store
+            await fetch("/healthz")
+            if backstop.is_alive():
+                backstop.cancel()
+                store._lock.release()
+            await query
+    finally:
+        backstop.cancel()
+        await server.close()
+        store.close()
+    assert done == ["/healthz", "/v1/decisions"]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic t0ken", "Bearer "])
