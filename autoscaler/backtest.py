@@ -468,6 +468,15 @@ def engine_settings(
     return from_mapping(doc)
 
 
+def overlay_settings(user: Mapping[str, Any]) -> Settings:
+    """The predictive engine's settings with ``user`` (a parsed ``backtest --config``)
+    merged as a backtest merges it; ``ConfigError`` with key paths when it does not fit.
+    Capacity figures do not change what is valid, so any will do."""
+    _check_tables(user)
+    spec = CapacitySpec(capacity_per_replica=1.0)
+    return engine_settings(spec, policy_sets(spec)["predictive"], history=2 * 86400.0, user=user)
+
+
 def _check_tables(user: Mapping[str, Any]) -> None:
     """The tables of a ``--config`` that a backtest merges must be tables (of tables): a
     clear error, not a TypeError, for ``[policies] x = 5`` or ``policies = [1]``."""

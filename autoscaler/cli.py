@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autoscaler import __version__
-from autoscaler.config import HttpSettings, Settings, load, signal_warnings
+from autoscaler.config import HttpSettings, Settings, load, read_toml, signal_warnings
 from autoscaler.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,6 +65,19 @@ def load_settings(path: str) -> Settings | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.backtest:
+        from autoscaler.backtest import overlay_settings
+
+        try:
+            overlay = overlay_settings(read_toml(args.config))
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
+        n = len(overlay.policies)
+        print(
+            f"{args.config}: ok as a backtest --config ({n} {'policy' if n == 1 else 'policies'})"
+        )
+        return 0
     s = load_settings(args.config)
     if s is None:
         return EXIT_USAGE
@@ -251,10 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a configuration file",
         description=(
             "Validate a configuration file. Exit 0 when valid; exit 2 listing every problem "
-            "with its key path."
+            "with its key path. With --backtest, FILE is checked as a `backtest --config`: "
+            "merged over the backtest's built-in settings, as the backtest merges it."
         ),
     )
     p.add_argument("config", metavar="FILE", help="TOML configuration file")
+    p.add_argument(
+        "--backtest",
+        action="store_true",
+        help="check FILE as a `backtest --config` (e.g. examples/backtest.toml)",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from autoscaler.backtest import CapacitySpec, engine_settings, policy_sets
+from autoscaler.cli import main
 from autoscaler.config import load
 from autoscaler.replay import read_metrics, read_value_csv
 
@@ -47,3 +48,21 @@ def test_bundled_demand_trace_reads_and_covers_two_weeks(name: str) -> None:
     assert (
         (EXAMPLES / "data" / "NAB-LICENSE.txt").read_text(encoding="utf-8").startswith("Copyright")
     )
+
+
+def test_check_backtest_validates_an_overlay_as_the_backtest_merges_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On its own the overlay is no config: the backtest supplies the forecast signal.
+    assert main(["check", str(EXAMPLES / "backtest.toml")]) == 2
+    assert "policies.ahead.signal: 'demand' is not forecast" in capsys.readouterr().err
+    for name in ("backtest.toml", "bursty.toml"):
+        assert main(["check", "--backtest", str(EXAMPLES / name)]) == 0
+        assert "ok as a backtest --config (1 policy)" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[policies.up]\ntype = "predictive"\nsignal = "demand"\nlead_time = "-1m"\n')
+    assert main(["check", "--backtest", str(bad)]) == 2
+    assert "policies.up.lead_time" in capsys.readouterr().err
+    bad.write_text("[policies]\nup = 5\n")
+    assert main(["check", "--backtest", str(bad)]) == 2
+    assert "policies.up: expected a table" in capsys.readouterr().err
