@@ -22,12 +22,13 @@ spec it replaces and drops ``UpdateStatus`` on every update that is not a rollba
 a scale the deploy (v1 → v2) is gone and ``rollback=previous`` would restore v2. So a scale,
 restart or rollback also writes what is known of the last deploy into the service labels
 ``<prefix>.deploy.{id,started_at,state,previous_image}``, with ``<prefix>.deploy.template``,
-a digest of the task template written. While the task template is still that one, the
-labels, not ``UpdateStatus``/``PreviousSpec``, tell the last deploy (a rollout under way is
-then our own restart or rollback), and a rollback writes the current spec with the recorded
-previous image (a rolling update; other changes the deploy made stay) instead of
-``rollback=previous``. Any other change of the task template is a new deploy: the labels
-no longer apply.
+a digest of the task template written, and ``<prefix>.deploy.ours=rollback`` when the write
+was our rollback. While the task template is still that one, the labels, not
+``UpdateStatus``/``PreviousSpec``, tell the last deploy (a rollout under way is then our
+own restart or rollback), and a rollback writes the current spec with the recorded previous
+image (a rolling update; other changes the deploy made stay) instead of
+``rollback=previous``. Any other change of the task template is a new deploy: the labels no
+longer apply.
 
 Scale and restart wait while a rollout is in progress (``UpdateStatus.State`` ``updating``
 or ``rollback_started``): a temporary error, so the bus retries later. They are refused for
@@ -38,7 +39,8 @@ bad rollout while it runs is the point.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
-outside the bounds and a rollback without a previous spec are permanent.
+outside the bounds, a paused update and a rollback without a previous spec (or previous
+image) are permanent.
 """
 
 from __future__ import annotations
