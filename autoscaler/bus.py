@@ -4,8 +4,13 @@ For each action, in order: paused? → duplicate (same idempotency key within th
 window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
 → dry-run? → executor breaker open? → call with a timeout, retrying temporary failures with
 jittered exponential backoff (not those the executor already retried, and not before a
-``Retry-After`` the server gave). Only temporary failures count toward an executor's breaker:
-a permanent one (an unknown service, a bad request) is that action's, not the executor's.
+``Retry-After`` the server gave). A call that times out is not cancelled but abandoned: an
+executor working in a thread (docker-py) cannot be stopped, so the call may still be carried
+out. A restart or rollback is therefore never retried after a timeout, and no new one starts
+for that (executor, target) while an abandoned call for it still runs; a scale (absolute
+replicas) is retried as any temporary failure. Only temporary failures count toward an
+executor's breaker: a permanent one (an unknown service, a bad request) is that action's,
+not the executor's.
 A notice's cooldown and dedupe are its own (by dedup key, trigger or resolve), and sending
 one clears its twin's, so a resolve is never held back by its trigger, nor the next trigger
 by the resolve. Gating is sequential and cheap; the calls run concurrently.
@@ -30,7 +35,7 @@ from typing import Any
 
 from autoscaler.config import BusSettings
 from autoscaler.metrics import BREAKER_VALUES, Metrics
-from policies.types import Action, Notify, TripBreaker
+from policies.types import Action, Notify, Restart, Rollback, TripBreaker
 from remediation.base import Executor, ExecutorError, Outcome, OutcomeStatus
 from remediation.breaker import CircuitBreaker
 
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 Route = Callable[[Action], Sequence[str]]
+
+_ONCE = (Restart, Rollback)
+"""Actions that must not run twice: a second rolling restart, or a rollback of the rollback."""
 
 
 class ActionBus:
@@ -68,6 +76,8 @@ class ActionBus:
         """Executor calls under way: the action and the executor, by call."""
         self.not_before: dict[str, float] = {}
         """By executor: when its server said to try again (``Retry-After``)."""
+        self.abandoned: dict[tuple[str, str], set[asyncio.Future[str]]] = {}
+        """By (executor, target): calls that timed out and still run."""
         self._executed: deque[float] = deque()
         b = settings.breaker
         self.breakers = {
@@ -213,6 +223,13 @@ class ActionBus:
         if wait > 0:
             why = f"temporary: {name} asked to wait {wait:.0f}s more (Retry-After)"
             return Outcome(action, "failed", why, now, name)
+        running = self.abandoned.get((name, action.target))
+        if running and isinstance(action, _ONCE):
+            why = (
+                f"temporary: an earlier call for {action.target} on {name} timed out and is "
+                f"still running; not starting another {action.kind}"
+            )
+            return Outcome(action, "failed", why, now, name)
         if not breaker.allow(now):
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
         call = id(asyncio.current_task())
@@ -231,14 +248,15 @@ class ActionBus:
         while True:
             attempt += 1
             try:
-                detail = await asyncio.wait_for(
-                    executor.execute(action), timeout=self.settings.executor_timeout
-                )
+                detail = await self._execute(executor, action, name)
             except (ExecutorError, TimeoutError, OSError) as exc:
                 temporary = not isinstance(exc, ExecutorError) or exc.temporary
                 msg = str(exc) or type(exc).__name__
                 told = exc.delay if isinstance(exc, ExecutorError) else 0.0
                 retried = isinstance(exc, ExecutorError) and exc.retried
+                if isinstance(exc, _Abandoned) and isinstance(action, _ONCE):
+                    retried = True  # it may still happen: a retry could do it twice
+                    msg += f"; not retried, the {action.kind} may still be carried out"
                 if temporary and not told and not retried and attempt <= self.settings.retries:
                     await self._sleep(delay * (0.5 + self._rng.random()))
                     delay *= 2
@@ -266,3 +284,42 @@ class ActionBus:
                 return Outcome(action, "failed", f"executor error: {exc!r}", now, name)
             breaker.record_success(now)
             return Outcome(action, "done", detail, now, name)
+
+    async def _execute(self, executor: Executor, action: Action, name: str) -> str:
+        """``executor.execute(action)`` under the timeout. On timeout the call is left to
+        run (cancelling it would not stop a worker thread, only hide it) and remembered in
+        ``abandoned`` until it ends."""
+        call = asyncio.ensure_future(executor.execute(action))
+        timeout = self.settings.executor_timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), timeout)
+        except TimeoutError:
+            if call.done():  # the executor's own timeout, not ours
+                raise
+            self._abandon((name, action.target), call, action)
+            raise _Abandoned(f"timed out after {timeout:g} s") from None
+        except asyncio.CancelledError:
+            call.cancel()  # the pass itself is cancelled (shutdown)
+            raise
+
+    def _abandon(self, key: tuple[str, str], call: asyncio.Future[str], action: Action) -> None:
+        calls = self.abandoned.setdefault(key, set())
+        calls.add(call)
+
+        def ended(done: asyncio.Future[str]) -> None:
+            calls.discard(done)
+            if not calls and self.abandoned.get(key) is calls:
+                del self.abandoned[key]
+            extra = {"action": action.key, "executor": key[0]}
+            if done.cancelled():
+                log.warning("abandoned call cancelled", extra=extra)
+            elif (exc := done.exception()) is not None:
+                log.warning("abandoned call failed", extra={**extra, "error": str(exc)})
+            else:
+                log.warning("abandoned call done", extra={**extra, "detail": done.result()})
+
+        call.add_done_callback(ended)
+
+
+class _Abandoned(TimeoutError):
+    """The bus stopped waiting for a call that still runs."""

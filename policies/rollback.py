@@ -6,6 +6,12 @@ P95 > 500 ms for 3 minutes — the rule asks for a ``Rollback`` of that deploy a
 ``Notify``. The breach must lie entirely after the deploy started (older trouble is not
 the deploy's fault), a deploy is rolled back at most once (remembered in ``ctx.memory``),
 and a rollback is never itself rolled back. Stale data never triggers a rollback.
+
+An update the orchestrator paused (Docker's ``paused``: swarm stops a rollout whose tasks
+fail, the default ``failure_action``) is a failed deploy by the orchestrator's own
+verdict: within the window it is rolled back, once, without waiting for a breach. A paused
+rollback (``rollback_paused``) means the rollback itself failed: it is never rolled back
+again; the rule tells humans instead, once per rollback.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ class RollbackPolicy:
         )
         if not deploy or state.updated_at <= 0:
             return [hold(self.name, ctx, "no deploy has been seen for the target", inputs)]
+        if state.update_state == "rollback_paused":
+            return self._escalate(ctx, deploy, inputs)
         if state.update_state.startswith("rollback"):
             return [hold(self.name, ctx, f"deploy {deploy} is itself a rollback", inputs)]
         restored = ctx.memory.get("restored_image")
@@ -91,6 +99,9 @@ class RollbackPolicy:
                 f"deploy {deploy} started {age:.0f} s ago, outside the {spec.window:g} s window"
             )
             return [hold(self.name, ctx, reason, inputs)]
+        if state.update_state == "paused":
+            what = "the orchestrator paused the update after failed tasks"
+            return self._roll_back(ctx, deploy, what, age, inputs)
         problems: list[str] = []
         checks: dict[str, Any] = {}
         for b in spec.breaches:
@@ -109,7 +120,8 @@ class RollbackPolicy:
                 and held_for(ctx, b.signal, b.for_, op=">", threshold=b.above)
             ):
                 inputs["checks"] = checks
-                return self._roll_back(ctx, deploy, b, reading.value, age, inputs)
+                what = f"{b.signal} {reading.value:g} > {b.above:g} for {b.for_:g} s"
+                return self._roll_back(ctx, deploy, what, age, inputs)
         inputs["checks"] = checks
         if problems:
             reason = f"stale: {'; '.join(problems)}, not judging deploy {deploy}"
@@ -118,23 +130,40 @@ class RollbackPolicy:
 
     def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None:
         """A rollback the bus skipped (the rollback cooldown after another deploy's, a
-        pause) or that failed is not the deploy's one rollback: judge the deploy again."""
+        pause) or that failed is not the deploy's one rollback: judge the deploy again.
+        Likewise a notice of a failed rollback that did not go out is sent again."""
         if isinstance(action, Rollback) and memory.get("rolled_back") == action.deploy_id:
             memory.pop("rolled_back")
+        escalated = memory.get("escalated")
+        if isinstance(action, Notify) and action.dedup_key == _failed_key(action.target, escalated):
+            memory.pop("escalated")
+
+    def _escalate(self, ctx: Context, deploy: str, inputs: dict[str, Any]) -> list[Decision]:
+        """A rollback that failed (paused): never roll back again; tell humans, once."""
+        if ctx.memory.get("escalated") == deploy:
+            reason = f"rollback {deploy} failed and is paused, humans were told"
+            return [hold(self.name, ctx, reason, inputs)]
+        ctx.memory["escalated"] = deploy
+        notify = Notify(
+            target=ctx.target,
+            severity=self.spec.severity,
+            summary=f"{ctx.target}: rollback {deploy} failed and is paused; it needs a human",
+            dedup_key=_failed_key(ctx.target, deploy),
+        )
+        reason = f"rollback {deploy} failed and is paused: not rolling back again, tell humans"
+        return [Decision(self.name, ctx.target, ctx.now, notify, reason, inputs)]
 
     def _roll_back(
         self,
         ctx: Context,
         deploy: str,
-        b: Breach,
-        value: float,
+        what: str,
         age: float,
         inputs: dict[str, Any],
     ) -> list[Decision]:
         ctx.memory["rolled_back"] = deploy
         if ctx.state is not None and ctx.state.previous_image:
             ctx.memory["restored_image"] = ctx.state.previous_image
-        what = f"{b.signal} {value:g} > {b.above:g} for {b.for_:g} s"
         reason = f"{what}, {age:.0f} s after deploy {deploy}: roll back"
         summary = f"{ctx.target}: rolling back deploy {deploy} ({what})"
         notify = Notify(
@@ -154,3 +183,8 @@ class RollbackPolicy:
             ),
             Decision(self.name, ctx.target, ctx.now, notify, f"{reason} and tell humans", inputs),
         ]
+
+
+def _failed_key(target: str, deploy: object) -> str:
+    """Dedup key of the notice that a rollback failed."""
+    return f"rollback-failed:{target}:{deploy}"

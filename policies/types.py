@@ -62,8 +62,15 @@ class TargetState:
 
     @property
     def deploying(self) -> bool:
-        """True while an update or rollback is in progress: scaling should wait."""
-        return self.update_state in {"updating", "rollback_started", "running"}
+        """True while an update or rollback is in progress or paused: scaling should wait
+        (a swarm write other than a rollback un-pauses a failed update)."""
+        return self.update_state in {
+            "updating",
+            "rollback_started",
+            "running",
+            "paused",
+            "rollback_paused",
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,24 +17,43 @@ HTTP 500 ``update out of sequence``; the executor re-reads and tries again a bou
 of times. Rollback is the raw ``POST /services/{id}/update?version=V&rollback=previous``
 (docker-py has no call for it); the server then restores ``PreviousSpec``.
 
+Our own writes hide the last deploy: swarmkit's UpdateService sets ``PreviousSpec`` to the
+spec it replaces and drops ``UpdateStatus`` on every update that is not a rollback, so after
+a scale the deploy (v1 → v2) is gone and ``rollback=previous`` would restore v2. So a scale,
+restart or rollback also writes what is known of the last deploy into the service labels
+``<prefix>.deploy.{id,started_at,state,previous_image}``, with ``<prefix>.deploy.template``,
+a digest of the task template written, and ``<prefix>.deploy.ours=rollback`` when the write
+was our rollback. While the task template is still that one, the labels, not
+``UpdateStatus``/``PreviousSpec``, tell the last deploy (a rollout under way is then our
+own restart or rollback), and a rollback writes the current spec with the recorded previous
+image (a rolling update; other changes the deploy made stay) instead of
+``rollback=previous``. Any other change of the task template is a new deploy: the labels no
+longer apply.
+
 Scale and restart wait while a rollout is in progress (``UpdateStatus.State`` ``updating``
-or ``rollback_started``): a temporary error, so the bus retries later. Rollback does not
-wait: rolling back a bad rollout while it runs is the point.
+or ``rollback_started``): a temporary error, so the bus retries later. They are refused for
+good while an update is ``paused`` or ``rollback_paused`` (swarm stopped it after tasks
+failed): any write but a rollback drops the pause and lets the failed rollout go on, and a
+restart would roll the failed spec out to every task. Rollback does not wait: rolling back a
+bad rollout while it runs is the point.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
-outside the bounds and a rollback without a previous spec are permanent.
+outside the bounds, a paused update and a rollback without a previous spec (or previous
+image) are permanent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import docker
 import docker.errors
@@ -49,6 +68,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _DEPLOYING = frozenset({"updating", "rollback_started"})
+_PAUSED = frozenset({"paused", "rollback_paused"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +107,27 @@ class DiscoveredTarget:
 
 class _Conflict(Exception):
     """The write lost a race (HTTP 500 ``update out of sequence``)."""
+
+
+class _Write(NamedTuple):
+    """What a change wants written: the spec, the detail to report, and whether it is the
+    server-side ``rollback=previous`` (which ignores the spec)."""
+
+    spec: dict[str, Any]
+    detail: str
+    rollback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Deploy:
+    """The last deploy of a service, as ``TargetState`` reports it."""
+
+    id: str = ""
+    started_at: str = ""
+    state: str = ""
+    previous_image: str = ""
+    recorded: bool = False
+    """From our labels: ``PreviousSpec`` is not the spec before this deploy."""
 
 
 def parse_time(text: object) -> float:
@@ -207,14 +248,10 @@ class SwarmExecutor:
             resp.close()
 
     def _read_modify_write(
-        self,
-        target: str,
-        change: Callable[[str, dict[str, Any]], tuple[dict[str, Any], str] | str],
-        *,
-        rollback: bool = False,
+        self, target: str, change: Callable[[str, dict[str, Any]], _Write | str]
     ) -> str:
-        """Read the service, let ``change`` check it and return (new spec, detail) or just
-        a detail (nothing to write), write it; on a version conflict re-read and retry."""
+        """Read the service, let ``change`` check it and return what to write or just a
+        detail (nothing to write), write it; on a version conflict re-read and retry."""
         service = self._service_name(target)
         conflicts = 0
         while True:
@@ -227,7 +264,7 @@ class SwarmExecutor:
             result = change(service, svc)
             if isinstance(result, str):
                 return result
-            spec, detail = result
+            spec, detail, rollback = result
             if self.after_read is not None:
                 self.after_read(service, svc)
             try:
@@ -246,6 +283,41 @@ class SwarmExecutor:
             if conflicts:
                 detail += f" (after {conflicts} version conflict{'s' * (conflicts > 1)})"
             return detail
+
+    def _refuse_while_busy(self, what: str, service: str, svc: Mapping[str, Any]) -> None:
+        state = (svc.get("UpdateStatus") or {}).get("State", "")
+        if state in _DEPLOYING:
+            raise ExecutorError(
+                f"{self.name}: {service!r} is deploying ({state}); not {what} during a rollout",
+                temporary=True,
+            )
+        if state in _PAUSED:
+            # any write but a rollback drops the pause: the failed rollout would go on
+            raise ExecutorError(
+                f"{self.name}: {service!r}: swarm paused its update after failures ({state}); "
+                f"not {what}, which would resume the failed rollout: roll back or fix it first"
+            )
+
+    def _record(self, spec: dict[str, Any], deploy: _Deploy, *, rollout: bool, ours: str) -> None:
+        """Write ``deploy`` into the labels of ``spec``, bound to its task template, so it
+        survives the write (which drops ``UpdateStatus`` and replaces ``PreviousSpec``).
+        ``ours``: "rollback" when the rollout the write starts is our rollback."""
+        labels = spec.get("Labels")
+        if not isinstance(labels, dict):
+            labels = spec["Labels"] = {}
+        p = f"{self.spec.label_prefix}.deploy."
+        if not deploy.id and not rollout and p + "template" not in labels:
+            return  # nothing to keep, and no rollout of ours to tell from a deploy
+        labels.update(
+            {
+                p + "id": deploy.id,
+                p + "started_at": deploy.started_at,
+                p + "state": deploy.state,
+                p + "previous_image": deploy.previous_image,
+                p + "template": _template_digest(spec),
+                p + "ours": ours,
+            }
+        )
 
     # --- the executor protocol ----------------------------------------------------------
 
@@ -266,15 +338,12 @@ class SwarmExecutor:
             return await self._call(
                 f"rollback {action.target}",
                 lambda: self._read_modify_write(
-                    action.target, lambda s, svc: self._rollback_change(action, s, svc),
-                    rollback=True,
+                    action.target, lambda s, svc: self._rollback_change(action, s, svc)
                 ),
-            )  # fmt: skip
+            )
         raise ExecutorError(f"{self.name}: cannot carry out {action.kind} actions")
 
-    def _scale_change(
-        self, action: Scale, service: str, svc: dict[str, Any]
-    ) -> tuple[dict[str, Any], str] | str:
+    def _scale_change(self, action: Scale, service: str, svc: dict[str, Any]) -> _Write | str:
         spec = svc["Spec"]
         mode = spec.get("Mode") or {}
         if "Replicated" not in mode:
@@ -289,45 +358,53 @@ class SwarmExecutor:
                 f"{self.name}: {action.replicas} replicas for {service!r} is outside its "
                 f"bounds [{lo}, {hi}]"
             )
-        state = (svc.get("UpdateStatus") or {}).get("State", "")
-        if state in _DEPLOYING:
-            raise ExecutorError(
-                f"{self.name}: {service!r} is deploying ({state}); not scaling during a rollout",
-                temporary=True,
-            )
+        self._refuse_while_busy("scaling", service, svc)
         current = int(mode["Replicated"].get("Replicas", 0))
         if current == action.replicas:
             return f"already at {current} replicas"
+        deploy = _deploy(svc, self.spec.label_prefix)
         spec["Mode"] = {"Replicated": {"Replicas": action.replicas}}
-        return spec, f"replicas {current} -> {action.replicas}"
+        self._record(spec, deploy, rollout=False, ours="")
+        return _Write(spec, f"replicas {current} -> {action.replicas}")
 
-    def _restart_change(self, service: str, svc: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        state = (svc.get("UpdateStatus") or {}).get("State", "")
-        if state in _DEPLOYING:
-            raise ExecutorError(
-                f"{self.name}: {service!r} is deploying ({state}); not restarting during a rollout",
-                temporary=True,
-            )
+    def _restart_change(self, service: str, svc: dict[str, Any]) -> _Write:
+        self._refuse_while_busy("restarting", service, svc)
+        deploy = _deploy(svc, self.spec.label_prefix)
         spec = svc["Spec"]
         template = spec.setdefault("TaskTemplate", {})
         n = int(template.get("ForceUpdate") or 0) + 1
         template["ForceUpdate"] = n
-        return spec, f"rolling restart (ForceUpdate={n})"
+        self._record(spec, deploy, rollout=True, ours="")
+        return _Write(spec, f"rolling restart (ForceUpdate={n})")
 
-    def _rollback_change(
-        self, action: Rollback, service: str, svc: dict[str, Any]
-    ) -> tuple[dict[str, Any], str]:
-        if not svc.get("PreviousSpec"):
-            raise ExecutorError(f"{self.name}: {service!r} has no previous spec to roll back to")
-        current = _deploy_id(svc)
-        if action.deploy_id and current and action.deploy_id != current:
+    def _rollback_change(self, action: Rollback, service: str, svc: dict[str, Any]) -> _Write:
+        deploy = _deploy(svc, self.spec.label_prefix)
+        if action.deploy_id and deploy.id and action.deploy_id != deploy.id:
             raise ExecutorError(
                 f"{self.name}: {service!r}: deploy {action.deploy_id!r} is no longer the "
-                f"latest ({current!r}); not rolling back a deploy nobody judged"
+                f"latest ({deploy.id!r}); not rolling back a deploy nobody judged"
             )
-        image = _image(svc["Spec"])
-        previous = _image(svc["PreviousSpec"])
-        return svc["Spec"], f"rollback {image or '?'} -> {previous or '?'}"
+        spec = svc["Spec"]
+        image = _image(spec)
+        if not deploy.recorded:
+            if not svc.get("PreviousSpec"):
+                raise ExecutorError(
+                    f"{self.name}: {service!r} has no previous spec to roll back to"
+                )
+            previous = _image(svc["PreviousSpec"])
+            return _Write(spec, f"rollback {image or '?'} -> {previous or '?'}", rollback=True)
+        # A write of ours came after the deploy: PreviousSpec is the spec before that
+        # write (the bad image), so restore the recorded image with a rolling update.
+        if not deploy.previous_image:
+            raise ExecutorError(
+                f"{self.name}: {service!r}: no previous image is recorded for the last "
+                "deploy; nothing to roll back to"
+            )
+        spec.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})["Image"] = (
+            deploy.previous_image
+        )
+        self._record(spec, _Deploy(previous_image=image), rollout=True, ours="rollback")
+        return _Write(spec, f"rollback {image or '?'} -> {deploy.previous_image} (image only)")
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         services = await self._call("list services", self._list_services)
@@ -336,7 +413,7 @@ class SwarmExecutor:
         for target in targets:
             svc = by_name.get(self._service_name(target))
             if svc is not None:
-                out[target] = _target_state(target, svc)
+                out[target] = _target_state(target, svc, self.spec.label_prefix)
         return out
 
     def _list_services(self) -> list[dict[str, Any]]:
@@ -371,7 +448,9 @@ class SwarmExecutor:
             settings = {
                 k[len(p) :]: v
                 for k, v in labels.items()
-                if k.startswith(p) and k[len(p) :] not in _OWN_LABELS
+                if k.startswith(p)
+                and k[len(p) :] not in _OWN_LABELS
+                and not k.startswith(f"{p}deploy.")  # our deploy record, not a setting
             }
             out[name] = DiscoveredTarget(name, lo, hi, policy, settings)
         return out
@@ -414,21 +493,67 @@ def _deploy_id(svc: Mapping[str, Any]) -> str:
     return f"{svc['ID']}@{started}" if started else ""
 
 
-def _target_state(target: str, svc: Mapping[str, Any]) -> TargetState:
+def _template_digest(spec: Mapping[str, Any]) -> str:
+    """Identifies a task template: swarm starts a rollout exactly when it changes."""
+    text = json.dumps(spec.get("TaskTemplate") or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_ROLLBACK_STATE = {"updating": "rollback_started", "paused": "rollback_paused"}
+
+
+def _deploy(svc: Mapping[str, Any], prefix: str = "autoscaler") -> _Deploy:
+    """The last deploy: from ``UpdateStatus``/``PreviousSpec``, unless our labels recorded
+    it and the task template is still the one we wrote (see the module docstring)."""
+    update = svc.get("UpdateStatus") or {}
+    live = _Deploy(
+        id=_deploy_id(svc),
+        started_at=str(update.get("StartedAt", "")),
+        state=str(update.get("State", "")),
+        previous_image=_image(svc.get("PreviousSpec") or {}),
+    )
+    spec = svc.get("Spec") or {}
+    labels = spec.get("Labels") or {}
+    p = f"{prefix}.deploy."
+    if not isinstance(labels, dict) or labels.get(p + "template") != _template_digest(spec):
+        return live  # nothing recorded, or the tasks changed since our write: a new deploy
+    recorded = _Deploy(
+        id=str(labels.get(p + "id", "")),
+        started_at=str(labels.get(p + "started_at", "")),
+        state=str(labels.get(p + "state", "")),
+        previous_image=str(labels.get(p + "previous_image", "")),
+        recorded=True,
+    )
+    if not live.state:  # our write dropped UpdateStatus
+        return recorded
+    if labels.get(p + "ours") == "rollback":
+        # the rollout is our rollback: a deploy of its own, as swarm's rollback would be
+        state = _ROLLBACK_STATE.get(live.state, f"rollback_{live.state}")
+        return replace(live, state=state, previous_image=recorded.previous_image, recorded=True)
+    if live.state.startswith("rollback"):
+        return live  # someone's rollback=previous: PreviousSpec is the truth again
+    # the rollout is our restart: the deploy is still the recorded one, and it shows
+    # while the restart runs or is paused (a paused restart is a failing image)
+    if live.state in ("updating", "paused"):
+        return replace(recorded, state=live.state)
+    return recorded
+
+
+def _target_state(target: str, svc: Mapping[str, Any], prefix: str = "autoscaler") -> TargetState:
     spec = svc.get("Spec", {})
     status = svc.get("ServiceStatus") or {}
-    update = svc.get("UpdateStatus") or {}
     replicated = spec.get("Mode", {}).get("Replicated")
     desired = (
         int(replicated.get("Replicas", 0)) if replicated else int(status.get("DesiredTasks", 0))
     )
+    deploy = _deploy(svc, prefix)
     return TargetState(
         target=target,
         desired_replicas=desired,
         running_replicas=int(status.get("RunningTasks", 0)),
         image=_image(spec),
-        previous_image=_image(svc.get("PreviousSpec") or {}),
-        updated_at=parse_time(update.get("StartedAt")),
-        update_state=str(update.get("State", "")),
-        deploy_id=_deploy_id(svc),
+        previous_image=deploy.previous_image,
+        updated_at=parse_time(deploy.started_at),
+        update_state=deploy.state,
+        deploy_id=deploy.id,
     )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.bus import ActionBus
 from autoscaler.config import BusSettings
-from policies.types import Action, Notify, Restart, Scale, TripBreaker
+from policies.types import Action, Notify, Restart, Rollback, Scale, TripBreaker
 from remediation.base import ExecutorError
 from remediation.recording import RecordingExecutor
 
@@ -275,3 +277,90 @@ def test_the_bus_waits_out_a_retry_after_and_does_not_retry_what_was_retried() -
     answer.append(ExecutorError("HTTP 503", temporary=True, retried=True))
     asyncio.run(bus.submit([Notify("api", summary="other")], 40.0))
     assert len(calls) == 3 and sleeps == []  # the notifier retried: the bus does not again
+
+
+class _Stuck(RecordingExecutor):
+    """Works in a thread, as the swarm executor does (docker-py in ``asyncio.to_thread``),
+    and each call blocks until ``release`` is set: a timeout cannot stop it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = threading.Event()
+        self.finished: list[Action] = []
+
+    async def execute(self, action: Action) -> str:
+        self.calls.append(action)
+
+        def work() -> str:
+            self.release.wait(timeout=60)  # bounded: a broken test must not hang the run
+            self.finished.append(action)
+            return "done late"
+
+        return await asyncio.to_thread(work)
+
+
+async def _no_sleep(seconds: float) -> None:
+    pass
+
+
+@pytest.mark.parametrize("action", [Restart("api", attempt=1), Rollback("api", deploy_id="d1")])
+def test_a_timed_out_restart_or_rollback_is_never_started_again_while_it_may_still_run(
+    action: Action,
+) -> None:
+    swarm = _Stuck("swarm")
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.05, retries=2, cooldown=0, dedupe_window=0),
+        executors={"swarm": swarm},
+        route=lambda a: ["swarm"],
+        sleep=_no_sleep,
+    )
+
+    async def go() -> list[tuple[str, str]]:
+        out = []
+        try:
+            (first,) = await bus.submit([action], 0.0)
+            out.append((first.status, first.detail))
+            assert len(swarm.calls) == 1  # not retried: the first may still be carried out
+            (second,) = await bus.submit([action], 15.0)  # the next pass asks again
+            out.append((second.status, second.detail))
+            assert len(swarm.calls) == 1
+            # a scale of the same target is idempotent: it is not held back
+            bus.executors["swarm"] = RecordingExecutor("swarm")
+            (scale,) = await bus.submit([Scale("api", replicas=3, current=2)], 16.0)
+            out.append((scale.status, scale.detail))
+            bus.executors["swarm"] = swarm
+        finally:
+            swarm.release.set()
+        await asyncio.wait(set(bus.abandoned[("swarm", "api")]))
+        assert bus.abandoned == {} and swarm.finished == [action]
+        (third,) = await bus.submit([action], 30.0)  # the earlier call is over: go ahead
+        out.append((third.status, third.detail))
+        return out
+
+    first, second, scale, third = asyncio.run(go())
+    assert first[0] == "failed" and first[1].startswith("temporary: timed out after 0.05 s")
+    assert f"not retried, the {action.kind} may still be carried out" in first[1]
+    assert second[0] == "failed" and "timed out and is still running" in second[1]
+    assert scale[0] == "done"
+    assert third == ("done", "done late") and len(swarm.calls) == 2
+
+
+def test_a_timed_out_scale_is_retried() -> None:
+    swarm = _Stuck("swarm")
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.05, retries=2),
+        executors={"swarm": swarm},
+        route=lambda a: ["swarm"],
+        sleep=_no_sleep,
+    )
+
+    async def go() -> str:
+        try:
+            (outcome,) = await bus.submit([Scale("api", replicas=3, current=2)], 0.0)
+        finally:
+            swarm.release.set()
+        await asyncio.wait(set(bus.abandoned[("swarm", "api")]))
+        return outcome.status
+
+    assert asyncio.run(go()) == "failed"
+    assert len(swarm.calls) == 3 and len(swarm.finished) == 3  # absolute replicas: harmless

@@ -127,3 +127,34 @@ def test_a_new_deploy_of_the_image_a_rollback_restored_is_not_rolled_back():
     fresh = _state("d44", DEPLOY + 700, image="api:3", previous="api:1")
     later = _judge(DEPLOY + 900, "error_rate", 0.2, 150, memory=memory, state=fresh)
     assert isinstance(later[0].action, Rollback)
+
+
+def test_an_update_the_orchestrator_paused_is_rolled_back_once_without_a_breach():
+    # swarm pauses a rollout whose tasks fail: its verdict, even while the metrics look fine
+    memory: dict[str, object] = {}
+    paused = _state(update_state="paused")
+    first = _judge(DEPLOY + 30, "error_rate", 0.0, 30, state=paused, memory=memory)
+    rollback, notify = first
+    assert rollback.action == Rollback(target="api", deploy_id="d42")
+    assert "paused the update" in rollback.reason
+    assert isinstance(notify.action, Notify) and notify.action.dedup_key == "rollback:api:d42"
+    (again,) = _judge(DEPLOY + 45, "error_rate", 0.0, 45, state=paused, memory=memory)
+    assert again.is_hold and "already rolled back once" in again.reason
+    # outside the window a paused deploy is left to humans, as any other
+    (old,) = _judge(DEPLOY + 1900, "error_rate", 0.0, 60, state=_state(update_state="paused"))
+    assert old.is_hold and "outside" in old.reason
+
+
+def test_a_rollback_that_failed_is_never_rolled_back_and_humans_are_told_once():
+    memory: dict[str, object] = {}
+    failed = _state("d43", DEPLOY + 200, "rollback_paused", image="api:1", previous="api:2")
+    (tell,) = _judge(DEPLOY + 400, "error_rate", 0.5, 200, state=failed, memory=memory)
+    assert isinstance(tell.action, Notify)
+    assert tell.action.dedup_key == "rollback-failed:api:d43"
+    assert tell.action.severity == "P1" and "needs a human" in tell.action.summary
+    (again,) = _judge(DEPLOY + 415, "error_rate", 0.5, 215, state=failed, memory=memory)
+    assert again.is_hold and "humans were told" in again.reason
+    # a notice the bus did not send goes out on the next pass
+    runbook.rollback().not_carried_out(memory, tell.action)
+    (retry,) = _judge(DEPLOY + 430, "error_rate", 0.5, 230, state=failed, memory=memory)
+    assert isinstance(retry.action, Notify)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import docker
@@ -12,6 +13,7 @@ from policies.types import Restart, Rollback, Scale, TripBreaker
 from remediation.base import ExecutorError
 from remediation.swarm import SwarmExecutor, SwarmSpec
 from tests.harness.dockerd import IMAGE_V1, IMAGE_V2
+from tests.remediation.conftest import COMMAND, PREFIX
 from tests.remediation.helpers import ServiceFactory, await_for, running_tasks, wait_for
 
 pytestmark = pytest.mark.integration
@@ -28,10 +30,14 @@ def replicas_of(api: docker.APIClient, service: str) -> int:
     return int(spec_of(api, service)["Spec"]["Mode"]["Replicated"]["Replicas"])
 
 
-def set_image(api: docker.APIClient, service: str, image: str) -> None:
+def set_image(
+    api: docker.APIClient, service: str, image: str, command: list[str] | None = None
+) -> None:
     svc = spec_of(api, service)
     spec = svc["Spec"]
     spec["TaskTemplate"]["ContainerSpec"]["Image"] = image
+    if command is not None:
+        spec["TaskTemplate"]["ContainerSpec"]["Command"] = command
     resp = api._post_json(
         api._url("/services/{0}/update", svc["ID"]),
         data=spec,
@@ -42,6 +48,48 @@ def set_image(api: docker.APIClient, service: str, image: str) -> None:
 
 def update_state(api: docker.APIClient, service: str) -> str:
     return str((spec_of(api, service).get("UpdateStatus") or {}).get("State", ""))
+
+
+def image_of(api: docker.APIClient, service: str) -> str:
+    return str(spec_of(api, service)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+
+
+def all_running_on(api: docker.APIClient, service: str, image: str, n: int) -> bool:
+    tasks = running_tasks(api, service)
+    return len(tasks) == n and all(t["Spec"]["ContainerSpec"]["Image"] == image for t in tasks)
+
+
+EXITS = ["sh", "-c", "exit 3"]
+"""A command whose tasks fail at once: an update to it fails."""
+
+
+@pytest.fixture
+def pausing_service(api: docker.APIClient) -> Iterator[str]:
+    """Two replicas on v1 whose updates pause at the first failed task (swarm's default
+    failure action, made explicit; docker-py's default is "continue") and whose rollbacks
+    pause likewise."""
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    api.create_service(
+        docker.types.TaskTemplate(
+            container_spec=docker.types.ContainerSpec(image=IMAGE_V1, command=COMMAND)
+        ),
+        name=name,
+        labels=OPT_IN,
+        mode=docker.types.ServiceMode("replicated", replicas=2),
+        update_config=docker.types.UpdateConfig(
+            parallelism=1, monitor=2_000_000_000, failure_action="pause", order="stop-first"
+        ),
+        rollback_config=docker.types.RollbackConfig(
+            parallelism=1, monitor=2_000_000_000, failure_action="pause", order="stop-first"
+        ),
+    )
+    try:
+        yield name
+    finally:
+        try:
+            api.remove_service(name)
+        except docker.errors.NotFound:
+            pass
 
 
 async def test_scale_up_and_down_changes_running_replicas(
@@ -151,6 +199,147 @@ async def test_rollback_restores_the_previous_image_after_a_real_update(
         after = (await ex.states([svc]))[svc]
         assert after.image == IMAGE_V1
         assert after.deploy_id != st.deploy_id  # the rollback is a rollout of its own
+    finally:
+        await ex.aclose()
+
+
+async def test_a_deploy_survives_our_scale_and_its_rollback_restores_the_previous_image(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # swarm drops UpdateStatus and sets PreviousSpec to the v2 spec on our scale: without
+    # a record the deploy vanishes and rollback=previous would restore v2
+    svc = make_service(replicas=1, labels=OPT_IN)
+    wait_for(lambda: running_tasks(api, svc), what="a running task")
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        deployed = (await ex.states([svc]))[svc]
+        assert await ex.execute(Scale(svc, replicas=2, current=1)) == "replicas 1 -> 2"
+        wait_for(lambda: all_running_on(api, svc, IMAGE_V2, 2), what="2 tasks on v2")
+        assert spec_of(api, svc).get("UpdateStatus") is None  # swarm's own record is gone
+        after = (await ex.states([svc]))[svc]
+        assert (after.deploy_id, after.updated_at) == (deployed.deploy_id, deployed.updated_at)
+        assert (after.image, after.previous_image) == (IMAGE_V2, IMAGE_V1)
+        assert after.update_state == "completed"
+        assert (await ex.discover())[svc].settings == {}  # the record is not a setting
+
+        detail = await ex.execute(Rollback(svc, deploy_id=deployed.deploy_id))
+        assert detail == f"rollback {IMAGE_V2} -> {IMAGE_V1} (image only)"
+        wait_for(
+            lambda: all_running_on(api, svc, IMAGE_V1, 2) and update_state(api, svc) == "completed",
+            what="both tasks back on v1",
+        )
+        assert replicas_of(api, svc) == 2  # the replicas of now, not of before the deploy
+        rolled = (await ex.states([svc]))[svc]
+        assert rolled.update_state == "rollback_completed"  # the rule never undoes it
+        assert rolled.deploy_id not in ("", deployed.deploy_id)
+        assert (rolled.image, rolled.previous_image) == (IMAGE_V1, IMAGE_V2)
+        with pytest.raises(ExecutorError, match="no longer the latest"):
+            await ex.execute(Rollback(svc, deploy_id=deployed.deploy_id))
+    finally:
+        await ex.aclose()
+
+
+async def test_a_deploy_after_our_scale_is_judged_on_its_own(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        deployed = (await ex.states([svc]))[svc]
+        await ex.execute(Scale(svc, replicas=2, current=1))
+        set_image(api, svc, IMAGE_V1)  # someone deploys again: our record no longer applies
+        wait_for(lambda: update_state(api, svc) == "completed", what="the update to v1")
+        after = (await ex.states([svc]))[svc]
+        assert after.deploy_id not in ("", deployed.deploy_id)
+        assert (after.image, after.previous_image) == (IMAGE_V1, IMAGE_V2)
+        detail = await ex.execute(Rollback(svc, deploy_id=after.deploy_id))
+        assert detail == f"rollback {IMAGE_V1} -> {IMAGE_V2}"  # swarm's own rollback
+    finally:
+        await ex.aclose()
+
+
+async def test_our_restart_is_not_taken_for_a_deploy(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    svc = make_service(replicas=1, labels=OPT_IN)
+    wait_for(lambda: running_tasks(api, svc), what="a running task")
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        deployed = (await ex.states([svc]))[svc]
+        started = spec_of(api, svc)["UpdateStatus"]["StartedAt"]
+        assert await ex.execute(Restart(svc)) == "rolling restart (ForceUpdate=1)"
+        wait_for(
+            lambda: (
+                spec_of(api, svc).get("UpdateStatus", {}).get("StartedAt") != started
+                and update_state(api, svc) == "completed"
+            ),
+            what="the restart's rollout",
+        )
+        after = (await ex.states([svc]))[svc]
+        assert (after.deploy_id, after.updated_at) == (deployed.deploy_id, deployed.updated_at)
+        assert (after.previous_image, after.update_state) == (IMAGE_V1, "completed")
+
+        detail = await ex.execute(Rollback(svc, deploy_id=deployed.deploy_id))
+        assert detail == f"rollback {IMAGE_V2} -> {IMAGE_V1} (image only)"
+        wait_for(lambda: all_running_on(api, svc, IMAGE_V1, 1), what="the task back on v1")
+    finally:
+        await ex.aclose()
+
+
+async def test_an_update_swarm_paused_is_a_failed_deploy_we_roll_back_but_never_scale(
+    api: docker.APIClient, pausing_service: str
+) -> None:
+    svc = pausing_service
+    wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
+    set_image(api, svc, IMAGE_V2, command=EXITS)
+    wait_for(lambda: update_state(api, svc) == "paused", what="swarm to pause the update")
+    ex = SwarmExecutor("swarm")
+    try:
+        st = (await ex.states([svc]))[svc]
+        assert (st.update_state, st.image, st.previous_image) == ("paused", IMAGE_V2, IMAGE_V1)
+        assert st.deploy_id and st.deploying
+        for action in (Scale(svc, replicas=3, current=2), Restart(svc)):
+            # a write would drop the pause and let the failed rollout go on
+            with pytest.raises(ExecutorError, match="paused its update") as err:
+                await ex.execute(action)
+            assert not err.value.temporary
+        assert update_state(api, svc) == "paused" and replicas_of(api, svc) == 2
+
+        detail = await ex.execute(Rollback(svc, deploy_id=st.deploy_id))
+        assert detail == f"rollback {IMAGE_V2} -> {IMAGE_V1}"
+        wait_for(lambda: all_running_on(api, svc, IMAGE_V1, 2), what="both tasks back on v1")
+    finally:
+        await ex.aclose()
+
+
+async def test_a_rollback_swarm_paused_is_reported_and_nothing_is_written(
+    api: docker.APIClient, pausing_service: str
+) -> None:
+    # the previous spec is the failing one: v1 on a failing command (paused), then v2
+    # fixes it; rolling back restores the failing spec, and swarm pauses the rollback
+    svc = pausing_service
+    set_image(api, svc, IMAGE_V1, command=EXITS)
+    wait_for(lambda: update_state(api, svc) == "paused", what="swarm to pause the update")
+    set_image(api, svc, IMAGE_V2, command=COMMAND)
+    wait_for(lambda: all_running_on(api, svc, IMAGE_V2, 2), what="2 tasks on v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        st = (await ex.states([svc]))[svc]
+        await ex.execute(Rollback(svc, deploy_id=st.deploy_id))
+        wait_for(lambda: update_state(api, svc) == "rollback_paused", what="the rollback to pause")
+        st = (await ex.states([svc]))[svc]
+        assert st.update_state == "rollback_paused" and st.deploying
+        for action in (Scale(svc, replicas=3, current=2), Restart(svc)):
+            with pytest.raises(ExecutorError, match="rollback_paused") as err:
+                await ex.execute(action)
+            assert not err.value.temporary
+        assert update_state(api, svc) == "rollback_paused"
     finally:
         await ex.aclose()
 
