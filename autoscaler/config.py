@@ -158,7 +158,8 @@ class SignalSettings:
     forecast: bool = False
     """Forecast this signal every tick (needed by predictive rules)."""
     window: Seconds = 21600.0
-    """Seconds of history kept per target (ring buffer on the tick grid)."""
+    """Seconds of history kept per target (ring buffer on the tick grid); a target with no
+    sample for longer than this plus ``max_age`` is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
