@@ -50,6 +50,8 @@ class _Series:
     last_at: FloatArray = field(default_factory=lambda: np.empty(0))
     raw_value: FloatArray = field(default_factory=lambda: np.empty(0))
     raw_at: FloatArray = field(default_factory=lambda: np.empty(0))
+    infinite: bool = False
+    """An infinite value was ever stored: ``advance`` must keep it out of the ring."""
 
     def __post_init__(self) -> None:
         self.ring = np.full((0, 2 * self.slots), np.nan)
@@ -175,6 +177,8 @@ class WindowStore:
                     continue
                 # A non-finite value goes on: it replaces the current observation, which
                 # policies then refuse to act on (and it never enters the history).
+                if math.isinf(smp.value):
+                    self._get(smp.signal).infinite = True
             s = self._get(smp.signal)
             r = s.row(smp.target)
             if s.settings.kind == "counter":
@@ -255,7 +259,9 @@ class WindowStore:
                     s.ring[:, c + s.slots] = np.nan
             col = k % s.slots
             last = s.last_value[:n]
-            usable = ((now - s.last_at[:n]) <= s.settings.max_age) & np.isfinite(last)
+            usable = (now - s.last_at[:n]) <= s.settings.max_age  # a NaN value stays NaN
+            if s.infinite:
+                usable &= np.isfinite(last)
             values = np.where(usable, last, np.nan)
             s.ring[:n, col] = values
             s.ring[:n, col + s.slots] = values
