@@ -154,11 +154,13 @@ class SignalSettings:
     max_age: Seconds = 60.0
     """A sample older than this is stale: policies hold instead of acting."""
     kind: Literal["gauge", "counter"] = "gauge"
-    """Counters are turned into per-second rates before storing and forecasting."""
+    """Counters are turned into per-second rates before storing and forecasting. Not for
+    a signal of a ``prometheus`` source (check refuses it): query ``rate()`` there."""
     forecast: bool = False
     """Forecast this signal every tick (needed by predictive rules)."""
     window: Seconds = 21600.0
-    """Seconds of history kept per target (ring buffer on the tick grid)."""
+    """Seconds of history kept per target (ring buffer on the tick grid); a target with no
+    sample for longer than this plus ``max_age`` is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,11 +531,42 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
                 "name the one target whose signal drives the breaker (every target would"
                 " drive the same breaker, discovered ones included)",
             )
+    for name, comp in s.sources.items():
+        _check_source(s, loader, f"sources.{name}", comp)
     for i, ex in enumerate(s.bus.notify):
         if ex not in s.executors:
             loader.problem(f"bus.notify[{i}]", f"no executor named {ex!r}")
     if s.bus.breakers and s.bus.breakers not in s.executors:
         loader.problem("bus.breakers", f"no executor named {s.bus.breakers!r}")
+
+
+def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> None:
+    """A source whose worst case outlasts the tick is cancelled before it can count its
+    own failure (its breaker and error counters never see a hung server); a counter fed by
+    PromQL instant queries gives wrong rates."""
+    worst_case = getattr(comp.spec, "worst_case", None)
+    tick = s.service.tick_timeout
+    if callable(worst_case) and loader.clean(path) and loader.clean("service.tick_timeout"):
+        worst = float(worst_case())
+        if worst >= tick:
+            loader.problem(
+                f"{path}.timeout",
+                f"a tick against a hung server can take {worst:g} s (timeout x (retries + 1)"
+                f" plus backoff, per round of `concurrency` queries), not below"
+                f" service.tick_timeout ({tick:g} s): lower timeout or retries, or raise"
+                " service.tick_timeout",
+            )
+    if comp.type != "prometheus":
+        return
+    for signal in comp.spec.queries:
+        if s.signal(signal).kind == "counter":
+            loader.problem(
+                f"{path}.queries.{signal}",
+                f'signals.{signal}.kind is "counter", but an instant query gives the value'
+                " at the evaluation time, not the scrape time, and a sum over replicas drops"
+                " when one goes away (wrong rates, fake resets): query"
+                f" rate(...[1m]) in PromQL and keep [signals.{signal}] a gauge",
+            )
 
 
 def _check_forecast_rule(s: Settings, loader: _Loader, path: str, spec: Any) -> None:

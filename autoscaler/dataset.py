@@ -4,7 +4,8 @@ Two formats:
 
 - long CSV with the header ``timestamp,target,signal,value``; ``timestamp`` is unix
   seconds (or ISO-8601 with a timezone; a naive one is read as UTC); ``value`` is a float
-  (``NaN``, ``+Inf`` and ``-Inf`` allowed — the store drops them);
+  (``NaN``, ``+Inf`` and ``-Inf`` allowed — the store counts them and keeps them as
+  unusable observations, never as history);
 - JSON dump (``--format json``): ``{"format": "autoscaler-record/1", "start", "end",
   "step", "signals": {SIGNAL: {"source", "query", "target_label", "targets",
   "data": <Prometheus query_range data: {"resultType": "matrix", "result": [...]}>}}}``.

@@ -12,8 +12,8 @@ Handling of bad input, every case an ``InputError`` naming the file and line:
 
 - empty file, header only, missing columns, non-numeric value or timestamp → error;
 - timestamps out of order within a series, or the same timestamp twice → error;
-- ``NaN``/``Inf`` values (as Prometheus writes them) are kept: the engine drops them as
-  invalid samples, exactly as it would live;
+- ``NaN``/``Inf`` values (as Prometheus writes them) are kept: the engine counts them as
+  invalid and their observation is unusable (policies hold), exactly as it would live;
 - gaps are not filled: the last sample is reported until it is older than the signal's
   ``max_age``; then the observation is stale and policies hold, as they would live.
 """

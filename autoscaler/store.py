@@ -6,8 +6,16 @@ any window of up to ``slots`` consecutive ticks is one contiguous slice: reading
 history of 1,000 targets is a view, not a copy. A column is written once per tick
 (``advance``) from the latest fresh sample, and ticks skipped since the last pass are
 written as NaN, so history is a regular grid with NaN gaps — exactly what forecasters and
-``for`` durations need. Non-finite samples are dropped and counted. Counters are stored as
-per-second rates (resets handled).
+``for`` durations need. Counters are stored as per-second rates (resets handled).
+
+A non-finite sample (``histogram_quantile`` with no traffic, a 0/0 error ratio) is counted
+in ``dropped["non_finite"]`` and becomes the current observation as it is: fresh but not
+finite, so policies hold and say why (``policies.evidence.read``), and a NaN gap in the
+history. Dropping it instead would leave the previous value looking fresh until ``max_age``.
+
+A row whose last sample is older than its window plus ``max_age`` (its history is all NaN
+and its observation stale) is forgotten, checked every ``SWEEP_TICKS`` ticks: label values
+that come and go (task ids, alert labels) do not hold memory for ever.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from policies.types import Observation
 
 FloatArray = NDArray[np.float64]
 
+SWEEP_TICKS = 64
+"""Ticks between two looks for rows to forget (a look is one comparison per row)."""
+
 
 @dataclass(slots=True)
 class _Series:
@@ -39,6 +50,8 @@ class _Series:
     last_at: FloatArray = field(default_factory=lambda: np.empty(0))
     raw_value: FloatArray = field(default_factory=lambda: np.empty(0))
     raw_at: FloatArray = field(default_factory=lambda: np.empty(0))
+    infinite: bool = False
+    """An infinite value was ever stored: ``advance`` must keep it out of the ring."""
 
     def __post_init__(self) -> None:
         self.ring = np.full((0, 2 * self.slots), np.nan)
@@ -128,6 +141,7 @@ class WindowStore:
         self._series: dict[str, _Series] = {}
         self.dropped: dict[str, int] = {"non_finite": 0, "out_of_order": 0}
         self.last_tick: int | None = None
+        self._next_sweep: int | None = None
         self._times: dict[tuple[int, int], FloatArray] = {}
 
     def settings(self, signal: str) -> SignalSettings:
@@ -151,15 +165,20 @@ class WindowStore:
         return [] if s is None else list(s.rows)
 
     def ingest(self, samples: Iterable[Sample]) -> int:
-        """Take new samples; returns how many were dropped (non-finite or older than the
-        latest sample of their series)."""
+        """Take new samples; returns how many were dropped (older than the latest sample of
+        their series, or stamped at a non-finite time) or had a non-finite value."""
         dropped = 0
         gauges: dict[str, tuple[list[int], list[float], list[float]]] = {}
         for smp in samples:
-            if not (math.isfinite(smp.value) and math.isfinite(smp.at)):
+            if not math.isfinite(smp.value) or not math.isfinite(smp.at):
                 self.dropped["non_finite"] += 1
                 dropped += 1
-                continue
+                if not math.isfinite(smp.at):
+                    continue
+                # A non-finite value goes on: it replaces the current observation, which
+                # policies then refuse to act on (and it never enters the history).
+                if math.isinf(smp.value):
+                    self._get(smp.signal).infinite = True
             s = self._get(smp.signal)
             r = s.row(smp.target)
             if s.settings.kind == "counter":
@@ -207,6 +226,10 @@ class WindowStore:
                 self.dropped["out_of_order"] += 1
                 return 1
             return 0
+        if not math.isfinite(smp.value):
+            # No rate now (and the raw sample is kept: the next finite one spans the gap).
+            s.last_value[r], s.last_at[r] = smp.value, smp.at
+            return 0
         s.raw_value[r], s.raw_at[r] = smp.value, smp.at
         if math.isnan(prev_t):
             return 0  # a rate needs two samples
@@ -217,10 +240,15 @@ class WindowStore:
 
     def advance(self, now: float) -> None:
         """Write the column of the tick at ``now`` from the latest fresh samples; ticks
-        skipped since the previous call become NaN."""
+        skipped since the previous call become NaN; a non-finite latest value is written
+        as NaN (a gap)."""
         k = round(now / self.interval)
         prev = self.last_tick
         self.last_tick = k if prev is None else max(k, prev)
+        if self._next_sweep is None or not 0 <= self._next_sweep - k <= SWEEP_TICKS:
+            self._next_sweep = k + SWEEP_TICKS  # (also when the clock went back)
+            for s in self._series.values():
+                self._sweep(s, now)
         for s in self._series.values():
             n = len(s.rows)
             self._forget_future(s, n, now)
@@ -230,10 +258,30 @@ class WindowStore:
                     s.ring[:, c] = np.nan
                     s.ring[:, c + s.slots] = np.nan
             col = k % s.slots
-            fresh = (now - s.last_at[:n]) <= s.settings.max_age
-            values = np.where(fresh, s.last_value[:n], np.nan)
+            last = s.last_value[:n]
+            usable = (now - s.last_at[:n]) <= s.settings.max_age  # a NaN value stays NaN
+            if s.infinite:
+                usable &= np.isfinite(last)
+            values = np.where(usable, last, np.nan)
             s.ring[:n, col] = values
             s.ring[:n, col + s.slots] = values
+
+    def _sweep(self, s: _Series, now: float) -> None:
+        """Forget the rows whose last sample (or counter reading) is older than the ring's
+        span plus ``max_age`` and a tick: every column of their history is NaN and their
+        observation stale, so nothing is lost; a row still written to is never dropped."""
+        n = len(s.rows)
+        last = np.fmax(s.last_at[:n], s.raw_at[:n])  # NaN only when neither was ever set
+        old = (now - last) > s.slots * self.interval + s.settings.max_age + self.interval
+        if not old.any():
+            return
+        keep = np.flatnonzero(~old)
+        names = list(s.rows)  # in row order: rows are numbered as they are added
+        s.rows = {names[i]: j for j, i in enumerate(keep.tolist())}  # a new dict: a
+        # ``Latest`` of an earlier pass keeps the one it was built with
+        s.ring = s.ring[keep]
+        s.last_value, s.last_at = s.last_value[keep], s.last_at[keep]
+        s.raw_value, s.raw_at = s.raw_value[keep], s.raw_at[keep]
 
     def _forget_future(self, s: _Series, n: int, now: float) -> None:
         """Drop samples stamped more than one interval after ``now``: the clock went back

@@ -317,3 +317,56 @@ def test_the_edges_of_the_ranges_are_accepted() -> None:
     )
     assert (s.bus.rate_limit, s.bus.retries, s.http.port) == (1, 0, 65535)
     assert from_mapping({"http": {"port": 0}}).http.port == 0
+
+
+def test_a_counter_signal_of_a_prometheus_source_exits_2_suggesting_rate(tmp_path: Path) -> None:
+    # instant queries are stamped at evaluation time, and a sum over replicas drops on
+    # scale-in: the store's counter handling would report fake rates
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[signals.requests]\nkind = "counter"\n\n'
+        '[sources.prom]\ntype = "prometheus"\n'
+        'queries = { requests = "sum by (service) (http_requests_total)" }\n'
+    )
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 2
+    assert 'sources.prom.queries.requests: signals.requests.kind is "counter"' in result.stderr
+    assert "rate(" in result.stderr and "Traceback" not in result.stderr
+    # the same signal as a gauge of rate() is fine, and counters of other sources too
+    from_mapping({"sources": {"prom": {"type": "prometheus", "queries": {"requests": "x"}}}})
+    from_mapping(
+        {
+            "signals": {"requests": {"kind": "counter"}},
+            "sources": {"demo": {"type": "static", "values": {"api": {"requests": 1.0}}}},
+        }
+    )
+
+
+def prometheus_doc(tick_timeout: str, **source: object) -> dict[str, object]:
+    queries = {f"q{i}": "up" for i in range(3)}
+    return {
+        "service": {"tick_timeout": tick_timeout},
+        "sources": {"prom": {"type": "prometheus", "queries": queries, **source}},
+    }
+
+
+def test_a_prometheus_source_that_can_outlast_the_tick_timeout_is_refused(
+    tmp_path: Path,
+) -> None:
+    # the engine would cancel the collect before the source counts its own failure
+    from_mapping(prometheus_doc("10s"))  # the defaults fit the default tick_timeout
+    with pytest.raises(ConfigError) as err:
+        from_mapping(prometheus_doc("10s", timeout="5s"))  # 5 s x 2 + 0.2 s
+    (problem,) = err.value.problems
+    assert problem.startswith("sources.prom.timeout: a tick against a hung server can take 10.2 s")
+    assert "service.tick_timeout (10 s)" in problem
+    with pytest.raises(ConfigError):  # two rounds of queries: 2 x (4 s x 2 + 0.2 s)
+        from_mapping(prometheus_doc("10s", concurrency=2))
+    from_mapping(prometheus_doc("21s", timeout="5s", concurrency=2))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[service]\ntick_timeout = "5s"\n\n[sources.p]\ntype = "prometheus"\n'
+        'queries = { q = "up" }\n'
+    )
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 2 and "sources.p.timeout: " in result.stderr

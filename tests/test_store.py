@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.config import SignalSettings
 from autoscaler.sources.base import Sample
 from autoscaler.store import WindowStore
+from policies.types import Observation
 
 
 def test_history_is_on_the_tick_grid_with_nan_for_missing_ticks() -> None:
@@ -58,18 +60,50 @@ def test_missing_series_is_stale_nan() -> None:
     assert obs.stale and math.isnan(obs.value)
 
 
-def test_non_finite_samples_are_dropped_and_counted() -> None:
+def test_a_non_finite_sample_is_counted_and_never_stored_as_a_value() -> None:
     store = WindowStore(interval=15)
     dropped = store.ingest(
         [
             Sample("api", "q", math.nan, 1),
             Sample("api", "q", math.inf, 1),
             Sample("api", "q", 2.0, 1),
+            Sample("api", "q", 3.0, math.nan),  # no time to place it at: dropped
         ]
     )
-    assert dropped == 2
+    assert dropped == 3
+    assert store.dropped["non_finite"] == 3
+    assert store.observation("api", "q", 1) == Observation(2.0, 1.0, stale=False)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_sample_replaces_the_observation_and_leaves_a_gap(bad: float) -> None:
+    # histogram_quantile with no traffic, a 0/0 error ratio: the old value is not current
+    store = WindowStore(interval=15, signals={"error_rate": SignalSettings(max_age=60)})
+    store.ingest([Sample("api", "error_rate", 0.2, 0.0)])
+    store.advance(0.0)
+    for t in (15.0, 30.0):
+        store.ingest([Sample("api", "error_rate", bad, t)])
+        store.advance(t)
+    obs = store.observation("api", "error_rate", 30.0)
+    assert not obs.stale and not obs.usable and obs.at == 30.0
+    assert store.latest(30.0).of("api")["error_rate"].usable is False
+    _, values = store.window("api", "error_rate", 30.0)
+    assert values[0] == 0.2 and np.isnan(values[1:]).all()  # gaps, not the old value
     assert store.dropped["non_finite"] == 2
-    assert store.observation("api", "q", 1).value == 2.0
+    store.ingest([Sample("api", "error_rate", 0.1, 45.0)])  # traffic again
+    store.advance(45.0)
+    assert store.observation("api", "error_rate", 45.0).usable
+
+
+def test_a_non_finite_counter_reading_is_unusable_and_the_next_rate_spans_the_gap() -> None:
+    store = WindowStore(interval=10, signals={"req": SignalSettings(kind="counter")})
+    store.ingest([Sample("api", "req", 100, 0)])
+    store.ingest([Sample("api", "req", 150, 10)])
+    store.ingest([Sample("api", "req", math.nan, 20)])
+    obs = store.observation("api", "req", 20)
+    assert not obs.stale and not obs.usable
+    store.ingest([Sample("api", "req", 250, 30)])
+    assert store.observation("api", "req", 30).value == 5.0
 
 
 def test_out_of_order_sample_does_not_replace_a_newer_one() -> None:
@@ -121,3 +155,57 @@ def test_ring_memory_stays_bounded_whatever_the_ticks(ticks: list[int]) -> None:
     assert store.memory_bytes() <= 8 * 2 * 60 * 8  # 8 rows x a double-written ring of 60
     _, values = store.window("api", "q", 10_000)
     assert len(values) <= 60
+
+
+def test_a_row_not_written_for_longer_than_its_window_is_forgotten() -> None:
+    # task ids that come and go: each keeps its row only while it can matter
+    store = WindowStore(interval=15, signals={"q": SignalSettings(window=600, max_age=60)})
+    t = 0.0
+    for tick in range(2000):
+        deploy = tick // 100
+        store.ingest([Sample(f"api.{deploy}.{i}", "q", 1.0, t) for i in range(20)])
+        store.ingest([Sample("api", "q", 2.0, t)])
+        store.advance(t)
+        t += 15.0
+    kept = store.targets("q")
+    assert "api" in kept and "api.19.0" in kept and "api.0.0" not in kept
+    assert len(kept) <= 1 + 20 * 3  # of 401 seen: the last deploys', within window + sweep
+    assert store.observation("api", "q", t - 15.0).value == 2.0
+    _, values = store.window("api", "q", 600)
+    assert (values == 2.0).all()
+
+
+class _NeverForgets(WindowStore):
+    def _sweep(self, s: object, now: float) -> None:
+        return None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([1.0, math.nan]), st.booleans()),
+        min_size=1,
+        max_size=400,
+    ),
+)
+def test_forgetting_rows_never_loses_history_or_a_usable_observation(
+    steps: list[tuple[int, float, bool]],
+) -> None:
+    # (a counter seen again after that long needs two readings for a rate, as a new one does)
+    sig = {"q": SignalSettings(window=60, max_age=30)}
+    store, ref = WindowStore(interval=10, signals=sig), _NeverForgets(interval=10, signals=sig)
+    t = 0.0
+    for target, value, jump in steps:
+        t += 200.0 if jump else 10.0  # now and then a long silence
+        for s in (store, ref):
+            s.ingest([Sample(f"t{target}", "q", t if value == 1.0 else value, t)])
+            s.advance(t)
+        for name in ref.targets("q"):
+            _, want = ref.window(name, "q", 60)
+            _, got = store.window(name, "q", 60)
+            if name not in store.targets("q"):
+                assert np.isnan(want).all() and ref.observation(name, "q", t).stale
+            else:
+                assert np.array_equal(want, got, equal_nan=True)
+                got_obs, want_obs = store.observation(name, "q", t), ref.observation(name, "q", t)
+                assert repr(got_obs) == repr(want_obs) or (got_obs.stale and want_obs.stale)

@@ -6,6 +6,12 @@ the labels, ``startsAt`` (firing) or ``endsAt`` (resolved) → ``at``, and the f
 Events queue until the next pass drains them. ``collect()`` also reports
 ``alerts_firing`` per target (sampled at the tick).
 
+After a (re)start the source has heard nothing, and Alertmanager sends a group that did not
+change again only after the route's ``repeat_interval`` (4 h by default): a count of 0 is
+not known until then. So for ``warmup`` after the first pass only targets with a firing
+alert get a sample; the others have none (missing, not 0), and the restart rule keeps the
+firing alerts it remembered.
+
 Rules of the endpoint:
 - bearer token required (``token``); with no token configured the endpoint answers 403
   "disabled" rather than accepting anything (Alertmanager's ``http_config.authorization``
@@ -37,7 +43,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from autoscaler.sources.base import Sample
 from autoscaler.sources.stats import by_reason
-from policies.markers import Secret
+from policies.markers import Seconds, Secret
 from policies.types import Event
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,11 @@ class AlertmanagerSpec:
     """Events kept between two drains (oldest dropped first)."""
     max_fingerprints: int = 10000
     """Alerts remembered for de-duplication and the firing count."""
+    warmup: Seconds = 4 * 3600.0 + 600.0
+    """Seconds after the first pass before ``alerts_firing`` reports 0 for a target (until
+    then only counts above 0 are reported): at least the route's ``repeat_interval`` plus
+    its ``group_interval``, the longest Alertmanager takes to send a still-firing group
+    again."""
 
 
 class PayloadError(ValueError):
@@ -161,6 +172,7 @@ class AlertmanagerSource:
         self.duplicates = 0
         self.dropped_events = 0
         self.truncated = 0
+        self._started: float | None = None
 
     # --- push side ---------------------------------------------------------------------
 
@@ -283,9 +295,13 @@ class AlertmanagerSource:
     # --- pull side ---------------------------------------------------------------------
 
     async def collect(self, now: float) -> Sequence[Sample]:
+        if self._started is None:
+            self._started = now
         firing: Counter[str] = Counter(
             target for status, target in self._seen.values() if status == "firing" and target
         )
+        if now - self._started < self.spec.warmup:  # a 0 is not known yet
+            return [Sample(t, "alerts_firing", float(n), now) for t, n in sorted(firing.items())]
         return [
             Sample(t, "alerts_firing", float(firing.get(t, 0)), now)
             for t in sorted(self._known_targets)

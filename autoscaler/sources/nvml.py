@@ -8,13 +8,22 @@ lazily, install the ``gpu`` extra). Signals per GPU:
 - ``gpu_memory_used_ratio``: ``used / total`` device memory (0–1).
 
 The target of GPU ``i`` is ``targets[str(i)]`` (or ``targets[<uuid>]``) when mapped,
-otherwise ``gpu<i>``. Without the library, a driver or a GPU, collect raises
-``SourceError`` with the NVML error name (for example ``NVML_ERROR_LIBRARY_NOT_FOUND``)
-and tries to initialise again next tick; it never crashes the service. A read error of one
-GPU (``NVML_ERROR_GPU_IS_LOST``, ``NOT_SUPPORTED`` under MIG, ...) skips that GPU's
-samples (they age to stale) and is kept in ``gpu_errors``; the other GPUs still report.
+otherwise ``gpu<i>``. Several GPUs mapped to one target (a worker with two GPUs) give one
+sample per signal: the mean utilisation (as DCGM dashboards and KEDA-style scalers
+average a node's GPUs) and the highest memory ratio (the fullest GPU is the one that runs
+out: memory free on another GPU does not help it). Without the library, a driver or a
+GPU, collect raises ``SourceError`` with the NVML error name (for example
+``NVML_ERROR_LIBRARY_NOT_FOUND``) and tries to initialise again next tick; it never
+crashes the service. A read error of one GPU (``NVML_ERROR_GPU_IS_LOST``,
+``NOT_SUPPORTED`` under MIG, ...) skips its target's samples (they age to stale: an
+average of the remaining GPUs would misreport the target) and is kept in ``gpu_errors``;
+the other targets still report.
 
-Calls block (microseconds to milliseconds), so they run in a worker thread.
+Calls block (microseconds to milliseconds, for ever on a GPU that fell off the bus), so
+they run in a thread of the source's own, one call at a time: while a call is still
+running, a collect does not start another one but fails at once (counted as
+``stuck``), so at most one thread is ever stuck and the shared default executor (which
+forecasting uses) is never filled with waiting ones.
 
 Not verified on a real GPU in this project: tested on a host without a driver (the real
 ``LIBRARY_NOT_FOUND`` path) and with ``pynvml`` functions replaced at the seam.
@@ -24,14 +33,22 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+import math
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from prometheus_client.core import Metric
+
 from autoscaler.errors import SourceError
 from autoscaler.sources.base import Sample
+from autoscaler.sources.stats import by_reason
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +57,8 @@ class NvmlSpec:
 
     targets: dict[str, str] = field(default_factory=dict)
     """GPU index (as a string, e.g. "0") or UUID → target name; unmapped GPUs are
-    ``gpu<index>``."""
+    ``gpu<index>``. GPUs of one target report its mean utilisation and highest memory
+    ratio."""
     only_mapped: bool = False
     """Report only GPUs listed in ``targets``."""
 
@@ -64,9 +82,14 @@ class NvmlSource:
         self._module_name = module
         self._nvml: ModuleType | None = None
         self._initialised = False
-        self._lock = threading.Lock()
+        self._busy = False
+        """A call runs in the source's thread (cleared on the loop when it returns)."""
+        self._busy_since = 0.0
         self.gpu_errors: dict[str, str] = {}
         """Last read error per GPU index (cleared when the GPU reads again)."""
+        self.errors: Counter[str] = Counter()
+        """Collects that failed by reason: ``stuck`` (the previous NVML call is still
+        running)."""
 
     def _load(self) -> ModuleType:
         if self._nvml is None:
@@ -80,61 +103,134 @@ class NvmlSource:
         return self._nvml
 
     def _read(self, now: float) -> list[Sample]:
-        with self._lock:
-            nv = self._load()
-            nvml_error: type[BaseException] = nv.NVMLError
+        nv = self._load()
+        nvml_error: type[BaseException] = nv.NVMLError
+        try:
+            if not self._initialised:
+                nv.nvmlInit()
+                self._initialised = True
+            count = int(nv.nvmlDeviceGetCount())
+        except nvml_error as exc:
+            self._initialised = False
+            raise SourceError(
+                f"source {self.name!r}: NVML unavailable: {error_name(nv, exc)} ({exc})"
+            ) from None
+        util: dict[str, list[float]] = {}
+        mem: dict[str, list[float]] = {}
+        failed: set[str] = set()
+        for i in range(count):
+            target: str | None = None
             try:
-                if not self._initialised:
-                    nv.nvmlInit()
-                    self._initialised = True
-                count = int(nv.nvmlDeviceGetCount())
+                handle = nv.nvmlDeviceGetHandleByIndex(i)
+                target = self._target(nv, i, handle)
+                if target is None:
+                    continue
+                reading = self._device(nv, handle)
             except nvml_error as exc:
-                self._initialised = False
-                raise SourceError(
-                    f"source {self.name!r}: NVML unavailable: {error_name(nv, exc)} ({exc})"
-                ) from None
-            out: list[Sample] = []
-            for i in range(count):
-                try:
-                    out.extend(self._device(nv, i, now))
-                    self.gpu_errors.pop(str(i), None)
-                except nvml_error as exc:
-                    self.gpu_errors[str(i)] = error_name(nv, exc)
-            return out
+                self.gpu_errors[str(i)] = error_name(nv, exc)
+                failed.add(target or self.spec.targets.get(str(i), f"gpu{i}"))
+                continue
+            self.gpu_errors.pop(str(i), None)
+            util.setdefault(target, []).append(reading[0])
+            mem.setdefault(target, []).append(reading[1])
+        out: list[Sample] = []
+        for target, values in util.items():
+            if target in failed:  # part of its GPUs only: no reading of the target
+                continue
+            ratios = mem[target]
+            ratio = max(ratios) if all(math.isfinite(r) for r in ratios) else math.nan
+            out.append(Sample(target, "gpu_utilization", sum(values) / len(values), now))
+            out.append(Sample(target, "gpu_memory_used_ratio", ratio, now))
+        return out
 
-    def _device(self, nv: Any, index: int, now: float) -> list[Sample]:
-        handle = nv.nvmlDeviceGetHandleByIndex(index)
+    def _target(self, nv: Any, index: int, handle: Any) -> str | None:
+        """The target of a GPU; None when it is not mapped and only mapped GPUs count."""
         target = self.spec.targets.get(str(index))
         if target is None and self.spec.targets:
             uuid = nv.nvmlDeviceGetUUID(handle)
             target = self.spec.targets.get(uuid.decode() if isinstance(uuid, bytes) else uuid)
-        if target is None:
-            if self.spec.only_mapped:
-                return []
+        if target is None and not self.spec.only_mapped:
             target = f"gpu{index}"
+        return target
+
+    def _device(self, nv: Any, handle: Any) -> tuple[float, float]:
+        """Utilisation (%) and memory used ratio of one GPU."""
         util = nv.nvmlDeviceGetUtilizationRates(handle)
         mem = nv.nvmlDeviceGetMemoryInfo(handle)
         total = float(mem.total)
-        ratio = float(mem.used) / total if total > 0 else float("nan")
-        return [
-            Sample(target, "gpu_utilization", float(util.gpu), now),
-            Sample(target, "gpu_memory_used_ratio", ratio, now),
-        ]
+        ratio = float(mem.used) / total if total > 0 else math.nan
+        return float(util.gpu), ratio
+
+    async def _call(self, fn: Callable[[], list[Sample]], now: float) -> list[Sample]:
+        """``fn()`` in the source's own thread; refused while the previous call still runs
+        (NVML hung), so at most one thread is ever stuck here."""
+        if self._busy:
+            self.errors["stuck"] += 1
+            log.warning("nvml call still running, skipping", extra={"source": self.name})
+            raise SourceError(
+                f"source {self.name!r}: the NVML call started at {self._busy_since:.0f} is"
+                " still running (a hung GPU or driver?), not starting another"
+            )
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Sample]] = loop.create_future()
+
+        def settle(result: list[Sample] | None, exc: BaseException | None) -> None:
+            self._busy = False
+            if done.cancelled():  # the tick gave up on it
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(result or [])
+
+        def run() -> None:
+            try:
+                result, exc = fn(), None
+            except BaseException as e:  # handed to the awaiting task
+                result, exc = None, e
+            try:
+                loop.call_soon_threadsafe(settle, result, exc)
+            except RuntimeError:  # the loop closed while NVML was hung
+                pass
+
+        # A daemon thread: one hung in the driver must not keep the process from exiting.
+        thread = threading.Thread(target=run, name=f"nvml-{self.name}", daemon=True)
+        self._busy, self._busy_since = True, now
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had
+            self._busy = False
+            raise SourceError(f"source {self.name!r}: cannot start an NVML thread: {exc}") from exc
+        return await done
 
     async def collect(self, now: float) -> Sequence[Sample]:
-        return await asyncio.to_thread(self._read, now)
+        return await self._call(lambda: self._read(now), now)
 
-    def _shutdown(self) -> None:
-        with self._lock:
-            if self._initialised and self._nvml is not None:
-                try:
-                    self._nvml.nvmlShutdown()
-                except Exception:  # noqa: S110 - best effort at shutdown
-                    pass
-                self._initialised = False
+    def _shutdown(self) -> list[Sample]:
+        if self._initialised and self._nvml is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:  # noqa: S110 - best effort at shutdown
+                pass
+            self._initialised = False
+        return []
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._shutdown)
+        try:
+            await self._call(self._shutdown, self._busy_since)
+        except SourceError:  # still hung: leave NVML alone, the daemon thread dies with us
+            pass
+
+    def metric_families(self) -> list[Metric]:
+        """``autoscaler_source_query_errors_total{source,reason}`` (``stuck``)."""
+        return [
+            by_reason(
+                "autoscaler_source_query_errors",
+                "Failed source queries by reason",
+                self.name,
+                self.errors,
+            )
+        ]
 
 
 def build(name: str, spec: NvmlSpec) -> NvmlSource:

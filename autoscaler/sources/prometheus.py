@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,9 +63,9 @@ class PrometheusSpec:
     """Label whose value names the target of each series."""
     targets: dict[str, str] = field(default_factory=dict)
     """Optional label value → target name; when set, only listed values are kept."""
-    timeout: Seconds = 5.0
-    """Seconds one HTTP request may take. Keep ``timeout * (retries + 1)`` plus backoff
-    below ``service.tick_timeout``, or the engine gives up on the tick first."""
+    timeout: Seconds = 4.0
+    """Seconds one HTTP request may take. The worst case of a tick (``worst_case``) must
+    stay below ``service.tick_timeout`` (config check refuses it otherwise)."""
     concurrency: int = 4
     """Most queries in flight at once (across signals)."""
     retries: int = 1
@@ -79,6 +80,13 @@ class PrometheusSpec:
     """Consecutive failed ticks that open the source's circuit breaker."""
     breaker_reset: Seconds = 30.0
     """Seconds the breaker stays open before a trial query."""
+
+    def worst_case(self) -> float:
+        """Seconds a collect may take against a server that never answers: every attempt
+        times out, after the longest backoffs, for each round of ``concurrency`` queries."""
+        retries = max(0, self.retries)
+        one = self.timeout * (retries + 1) + self.retry_backoff * (2**retries - 1)
+        return float(one * math.ceil(len(self.queries) / max(1, self.concurrency)))
 
 
 class PrometheusSource:
@@ -102,7 +110,8 @@ class PrometheusSource:
             half_open_trials=1,
         )
         self.errors: Counter[str] = Counter()
-        """Failed queries by reason class (``http``, ``timeout``, ``malformed``, ...)."""
+        """Failed queries by reason class (``http``, ``timeout``, ``malformed``,
+        ``cancelled`` (the tick gave up on it), ...)."""
         self.skipped_series = 0
         """Series without the target label (or not in ``targets``), ignored."""
         self._sleep = sleep
@@ -134,8 +143,12 @@ class PrometheusSource:
         sem = asyncio.Semaphore(max(1, self.spec.concurrency))
 
         async def one(signal: str, promql: str) -> list[Sample]:
-            async with sem:
-                return await self._query(signal, promql, now)
+            try:
+                async with sem:
+                    return await self._query(signal, promql, now)
+            except asyncio.CancelledError:
+                self.errors["cancelled"] += 1  # the engine's tick_timeout gave up first
+                raise
 
         items = list(self.spec.queries.items())
         try:

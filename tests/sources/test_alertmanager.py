@@ -307,3 +307,25 @@ async def test_alerts_without_the_target_label_are_accepted_but_reach_no_target(
     (event,) = src.drain(0.0)
     assert event.target == "" and event.name == "Watchdog"
     assert list(await src.collect(1.0)) == []
+
+
+async def test_after_a_start_no_zero_is_reported_until_alertmanager_had_time_to_resend() -> None:
+    # Alertmanager re-sends an unchanged firing group only after its repeat_interval: a
+    # restarted intake that has heard nothing does not know that nothing fires
+    spec = AlertmanagerSpec(token=Secret(TOKEN), targets={"api": "api", "db": "db"}, warmup=600)
+    src = AlertmanagerSource("am", spec)
+    client = make_client(src)
+    await client.start_server()
+    try:
+        assert list(await src.collect(1000.0)) == []
+        await client.post("/v1/alertmanager", json=payload(alert(service="db")), headers=AUTH)
+        got = {(s.target, s.value) for s in await src.collect(1015.0)}
+        assert got == {("db", 1.0)}  # a firing alert is known; api's 0 is not
+        got = {(s.target, s.value) for s in await src.collect(1600.0)}
+        assert got == {("api", 0.0), ("db", 1.0)}
+    finally:
+        await client.close()
+
+
+def test_the_default_warmup_outlasts_alertmanagers_default_repeat_and_group_intervals() -> None:
+    assert AlertmanagerSpec().warmup >= 4 * 3600 + 5 * 60

@@ -4,15 +4,21 @@ real GPU."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes.util
 import math
+import threading
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import pynvml
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from autoscaler.errors import SourceError
+from autoscaler.sources.base import Sample
 from autoscaler.sources.nvml import NvmlSource, NvmlSpec
+from autoscaler.sources.stats import SourceStats
 
 
 @pytest.mark.skipif(
@@ -114,3 +120,65 @@ async def test_driver_not_loaded_at_init_is_retried_next_tick(
     with pytest.raises(SourceError, match="NVML_ERROR_DRIVER_NOT_LOADED"):
         await src.collect(1.0)
     assert len(await src.collect(2.0)) == 4
+
+
+async def test_gpus_mapped_to_one_target_give_its_mean_utilisation_and_fullest_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gpus = FakeGpus()
+    gpus.install(monkeypatch)
+    src = NvmlSource("gpu", NvmlSpec(targets={"0": "worker", "GPU-1": "worker"}))
+    got = sorted((s.target, s.signal, s.value) for s in await src.collect(5.0))
+    assert got == [("worker", "gpu_memory_used_ratio", 0.5), ("worker", "gpu_utilization", 66.0)]
+    gpus.lost = True  # half the worker's GPUs cannot be read: the worker has no reading
+    assert list(await src.collect(6.0)) == []
+    assert src.gpu_errors == {"1": "NVML_ERROR_GPU_IS_LOST"}
+
+
+async def test_a_hung_nvml_call_ties_up_one_thread_and_later_collects_fail_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    FakeGpus().install(monkeypatch)
+    loop = asyncio.get_running_loop()
+    entered, release = asyncio.Event(), threading.Event()
+
+    def hung(h: int) -> SimpleNamespace:  # a GPU fallen off the bus
+        loop.call_soon_threadsafe(entered.set)
+        release.wait()
+        return SimpleNamespace(gpu=1, memory=0)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetUtilizationRates", hung)
+    src = NvmlSource("gpu", NvmlSpec())
+    first = asyncio.create_task(src.collect(1.0))
+    await entered.wait()
+    first.cancel()  # the engine's tick timeout gives up on it
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    threads = threading.active_count()
+    try:
+        for now in range(2, 42):  # more ticks than the default executor has threads
+            with pytest.raises(SourceError, match="still running"):
+                await asyncio.wait_for(src.collect(float(now)), 10)
+        assert threading.active_count() == threads
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "forecast"), 10) == "forecast"
+        assert src.errors["stuck"] == 40
+        assert 'reason="stuck"' in generate_latest_of(src)
+    finally:
+        release.set()
+    # the released call hands its result back to the loop soon, with no event to wait on
+    while len(samples := await collect_when_free(src, 50.0)) == 0:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    assert {s.target for s in samples} == {"gpu0", "gpu1"}  # the GPU came back
+
+
+async def collect_when_free(src: NvmlSource, now: float) -> Sequence[Sample]:
+    try:
+        return await src.collect(now)
+    except SourceError:  # the hung call has not returned yet
+        return []
+
+
+def generate_latest_of(src: NvmlSource) -> str:
+    registry = CollectorRegistry()
+    registry.register(SourceStats([src]))
+    return generate_latest(registry).decode()

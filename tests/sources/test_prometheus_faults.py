@@ -400,3 +400,38 @@ async def test_query_errors_are_exported_as_metrics_by_reason(fake: FakePromethe
     registry.register(SourceStats([src]))
     text = generate_latest(registry).decode()
     assert 'autoscaler_source_query_errors_total{reason="malformed",source="prom"} 1.0' in text
+
+
+async def test_a_collect_cancelled_by_the_tick_timeout_counts_as_a_failure(
+    fake: FakePrometheus,
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return await fake.ok(request)
+
+    fake.handler = hang
+    src = source(fake, breaker_failures=2)
+    try:
+        for k in range(2):
+            arrived.clear()
+            tick = asyncio.create_task(src.collect(1000.0 + 15 * k))
+            await arrived.wait()
+            tick.cancel()  # what the engine's tick timeout does
+            with pytest.raises(asyncio.CancelledError):
+                await tick
+        assert src.errors["cancelled"] == 2
+        assert src.breaker.state == "open"  # a hung server is not queried every tick
+    finally:
+        release.set()
+        await src.aclose()
+
+
+def test_the_default_worst_case_fits_the_default_tick_timeout() -> None:
+    from autoscaler.config import ServiceSettings
+
+    spec = PrometheusSpec(queries={"a": "up", "b": "up", "c": "up"})
+    assert spec.worst_case() == pytest.approx(4.0 * 2 + 0.2)
+    assert spec.worst_case() < ServiceSettings().tick_timeout
