@@ -71,7 +71,8 @@ def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         dropped_samples=Counter(
             "autoscaler_dropped_samples",
-            "Samples dropped before the store",
+            "Samples the store could not use: reason non_finite (a NaN or Inf value: the"
+            " observation is unusable until the next sample) or out_of_order",
             ["reason"],
             registry=reg,
         ),
