@@ -6,9 +6,11 @@ window)? → in cooldown for (target, kind)? → over the global rate limit? →
 jittered exponential backoff (not those the executor already retried, and not before a
 ``Retry-After`` the server gave). A call that times out is not cancelled but abandoned: an
 executor working in a thread (docker-py) cannot be stopped, so the call may still be carried
-out. A restart or rollback is therefore never retried after a timeout, and no new one starts
-for that (executor, target) while an abandoned call for it still runs; a scale (absolute
-replicas) is retried as any temporary failure. Only temporary failures count toward an
+out. A restart or rollback is therefore never retried after a timeout, keeps its cooldown
+(its outcome is ``uncertain``), and no new one starts for that (executor, target) while an
+abandoned call for it still runs; a scale (absolute replicas) is retried as any temporary
+failure. At shutdown ``wait_abandoned`` gives such calls the time left and names those still
+running, to be journalled as interrupted. Only temporary failures count toward an
 executor's breaker: a permanent one (an unknown service, a bad request) is that action's,
 not the executor's.
 A notice's cooldown and dedupe are its own (by dedup key, trigger or resolve), and sending
@@ -76,8 +78,8 @@ class ActionBus:
         """Executor calls under way: the action and the executor, by call."""
         self.not_before: dict[str, float] = {}
         """By executor: when its server said to try again (``Retry-After``)."""
-        self.abandoned: dict[tuple[str, str], set[asyncio.Future[str]]] = {}
-        """By (executor, target): calls that timed out and still run."""
+        self.abandoned: dict[tuple[str, str], dict[asyncio.Future[str], Action]] = {}
+        """By (executor, target): calls that timed out and still run, with their action."""
         self._executed: deque[float] = deque()
         b = settings.breaker
         self.breakers = {
@@ -168,8 +170,9 @@ class ActionBus:
             for (i, _, _), outcome in zip(calls, results, strict=True):
                 outcomes[i] = outcome
             # an action no executor carried out leaves no cooldown, so the next pass may try
-            # again; one that reached any (a notice fanned out) is not sent to all again
-            reached = {id(o.action) for o in results if o.status == "done"}
+            # again; one that reached any (a notice fanned out) is not sent to all again, nor
+            # one that may still take effect (a timed-out restart still running)
+            reached = {id(o.action) for o in results if o.status == "done" or o.uncertain}
             for action in {id(a): a for _, a, _ in calls}.values():
                 if id(action) not in reached:
                     self._unmark(action)
@@ -254,7 +257,8 @@ class ActionBus:
                 msg = str(exc) or type(exc).__name__
                 told = exc.delay if isinstance(exc, ExecutorError) else 0.0
                 retried = isinstance(exc, ExecutorError) and exc.retried
-                if isinstance(exc, _Abandoned) and isinstance(action, _ONCE):
+                uncertain = isinstance(exc, _Abandoned) and isinstance(action, _ONCE)
+                if uncertain:
                     retried = True  # it may still happen: a retry could do it twice
                     msg += f"; not retried, the {action.kind} may still be carried out"
                 if temporary and not told and not retried and attempt <= self.settings.retries:
@@ -277,7 +281,7 @@ class ActionBus:
                     },
                 )
                 kind = "temporary" if temporary else "permanent"
-                return Outcome(action, "failed", f"{kind}: {msg}", now, name)
+                return Outcome(action, "failed", f"{kind}: {msg}", now, name, uncertain)
             except Exception as exc:  # an executor bug must not kill the pass
                 breaker.record_failure(now)
                 log.exception("executor %s raised", name)
@@ -303,11 +307,11 @@ class ActionBus:
             raise
 
     def _abandon(self, key: tuple[str, str], call: asyncio.Future[str], action: Action) -> None:
-        calls = self.abandoned.setdefault(key, set())
-        calls.add(call)
+        calls = self.abandoned.setdefault(key, {})
+        calls[call] = action
 
         def ended(done: asyncio.Future[str]) -> None:
-            calls.discard(done)
+            calls.pop(done, None)
             if not calls and self.abandoned.get(key) is calls:
                 del self.abandoned[key]
             extra = {"action": action.key, "executor": key[0]}
@@ -319,6 +323,20 @@ class ActionBus:
                 log.warning("abandoned call done", extra={**extra, "detail": done.result()})
 
         call.add_done_callback(ended)
+
+    async def wait_abandoned(self, grace: float) -> list[tuple[Action, str]]:
+        """At shutdown: wait up to ``grace`` seconds for the calls that timed out and still run;
+        those still running then are returned as (action, executor), to be journalled as
+        interrupted before their executors are closed."""
+        calls = [call for running in self.abandoned.values() for call in running]
+        if calls and grace > 0:
+            await asyncio.wait(calls, timeout=grace)
+        return [
+            (action, name)
+            for (name, _), running in list(self.abandoned.items())
+            for call, action in list(running.items())
+            if not call.done()
+        ]
 
 
 class _Abandoned(TimeoutError):

@@ -153,6 +153,7 @@ class LiveDriver:
             self._scheduler = None
             running = self._running
             interrupted: list[tuple[Action, str]] = []
+            deadline = time.monotonic() + self.settings.service.shutdown_timeout
             if running is not None:
                 try:
                     await asyncio.wait_for(
@@ -164,7 +165,12 @@ class LiveDriver:
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await asyncio.wait_for(running, 1.0)
-            await self.engine.flush(self.clock(), interrupted)
+            # calls the bus stopped waiting for (timed out) may still be running: give them
+            # what is left of the shutdown time before their executors are closed
+            still = await self.engine.bus.wait_abandoned(deadline - time.monotonic())
+            if still:
+                log.warning("%d timed-out executor calls still running at shutdown", len(still))
+            await self.engine.flush(self.clock(), [*interrupted, *still])
             if runner is not None:
                 await runner.cleanup()
             for ex in self.engine.executors.values():

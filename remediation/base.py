@@ -50,6 +50,9 @@ class Outcome:
     detail: str
     at: float
     executor: str = ""
+    uncertain: bool = False
+    """Failed as far as we know, yet it may still take effect: the call timed out and runs
+    on (a worker thread cannot be stopped). Its cooldown stays, so it is not done twice."""
 
 
 class Executor(Protocol):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from autoscaler.bus import ActionBus
 from autoscaler.config import BusSettings
 from policies.types import Action, Notify, Restart, Rollback, Scale, TripBreaker
-from remediation.base import ExecutorError
+from remediation.base import ExecutorError, Outcome
 from remediation.recording import RecordingExecutor
 
 actions = st.lists(
@@ -364,3 +364,32 @@ def test_a_timed_out_scale_is_retried() -> None:
 
     assert asyncio.run(go()) == "failed"
     assert len(swarm.calls) == 3 and len(swarm.finished) == 3  # absolute replicas: harmless
+
+
+def test_a_timed_out_restart_keeps_its_cooldown_and_is_reported_at_shutdown() -> None:
+    """It may well have restarted the target: the next pass must not restart it again
+    within the cooldown, and a shutdown while it runs names it (to be journalled)."""
+    swarm = _Stuck("swarm")
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.05, cooldown=300),
+        executors={"swarm": swarm},
+        route=lambda a: ["swarm"],
+        sleep=_no_sleep,
+    )
+    restart = Restart("api", attempt=1)
+
+    async def go() -> tuple[Outcome, Outcome, list[tuple[Action, str]], list[tuple[Action, str]]]:
+        try:
+            (first,) = await bus.submit([restart], 0.0)
+            (again,) = await bus.submit([Restart("api", attempt=2)], 15.0)
+            running = await bus.wait_abandoned(0.05)
+        finally:
+            swarm.release.set()
+        return first, again, running, await bus.wait_abandoned(10.0)
+
+    first, again, running, after = asyncio.run(go())
+    assert first.status == "failed" and first.uncertain
+    assert again.status == "skipped-cooldown"
+    assert "cooldown:api:restart" in bus.drain_state(15.0)
+    assert running == [(restart, "swarm")] and after == []
+    assert swarm.finished == [restart]

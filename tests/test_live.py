@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from autoscaler.engine import TickReport
@@ -103,3 +104,60 @@ async def test_a_stop_during_an_executor_call_saves_its_cooldown_and_journals_it
     finally:
         store.close()
     assert statuses[0] == "interrupted" and "skipped-cooldown" in statuses[1:]
+
+
+class _StuckRestart(RecordingExecutor):
+    """Restarts in a worker thread, as the swarm executor does, and hangs there until
+    ``release``: the bus's timeout cannot stop it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = threading.Event()
+
+    async def execute(self, action: Action) -> str:
+        out = await super().execute(action)
+        await asyncio.to_thread(self.release.wait, 30)  # bounded: a broken test ends
+        return out
+
+
+async def test_a_timed_out_restart_still_running_at_stop_is_journalled_and_keeps_its_cooldown(
+    tmp_path: Path,
+) -> None:
+    """The bus gave up waiting for a restart (it may still happen); the pass ended, then the
+    service stops while the call still runs: it is journalled as interrupted and its cooldown
+    saved, so a restarted service does not restart the target again at once."""
+    s = make_settings(
+        service={"interval": "1s", "state_path": str(tmp_path / "state.db"),
+                 "shutdown_timeout": "0.5s"},
+        http={"enabled": False},
+        bus={"executor_timeout": "0.2s", "cooldowns": {"restart": "10m"}},
+        policies={"r": {"type": "restart", "signal": "probe_failures", "failures": 1}},
+    )  # fmt: skip
+    src = MemorySource()
+    src.set("api", "probe_failures", 5.0)
+    calls: list[Action] = []
+    stuck: list[_StuckRestart] = []
+    try:
+        for _ in range(2):
+            ex = _StuckRestart("rec")
+            ex.calls = calls
+            stuck.append(ex)
+            engine = build_engine(s, executors={"rec": ex}, sources=[src], metrics=make_metrics())
+            driver = LiveDriver(engine=engine, settings=s)
+            run = asyncio.ensure_future(driver.run())
+            await asyncio.sleep(1.5)  # the first pass restarts at once, and times out
+            driver.stop_event.set()
+            await asyncio.wait_for(run, timeout=10)
+    finally:
+        for ex in stuck:
+            ex.release.set()
+    assert [c.kind for c in calls] == ["restart"]  # not again after the restart
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        rows = [r for r in store.query(limit=100) if r["kind"] == "restart"]
+    finally:
+        store.close()
+    statuses = [r["status"] for r in rows]
+    assert statuses[:2] == ["failed", "interrupted"], statuses
+    assert "may still be carried out" in rows[0]["detail"]
+    assert "skipped-cooldown" in statuses[2:]
