@@ -548,7 +548,13 @@ def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> N
     tick = s.service.tick_timeout
     if callable(worst_case) and loader.clean(path) and loader.clean("service.tick_timeout"):
         worst = float(worst_case())
-        if worst >= tick:
+        if worst >= tick and comp.type == "alertmanager":
+            loader.problem(
+                f"{path}.timeout",
+                f"{worst:g} s, the longest the request to url may hold a tick, is not below"
+                f" service.tick_timeout ({tick:g} s): lower it or raise service.tick_timeout",
+            )
+        elif worst >= tick:
             loader.problem(
                 f"{path}.timeout",
                 f"a tick against a hung server can take {worst:g} s (timeout x (retries + 1)"

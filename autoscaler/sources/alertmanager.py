@@ -12,6 +12,17 @@ not known until then. So for ``warmup`` after the first pass only targets with a
 alert get a sample; the others have none (missing, not 0), and the restart rule keeps the
 firing alerts it remembered.
 
+With ``url`` set the source does not wait: at its first pass (and at each later one until
+an answer arrives) it asks Alertmanager what fires (``GET /api/v2/alerts``, under
+``timeout``) and takes the answer as the truth. Listed alerts become known as a webhook
+delivery would make them (a ``firing`` event for one not already known), alerts it knew as
+firing that are no longer listed get a ``resolved`` event (their resolve was lost), and
+from then on a 0 is known: the warmup no longer applies. A failed request is counted
+(``errors`` by reason), logged, and retried at the next pass; the warmup holds meanwhile.
+Firing means what the webhook reports: Alertmanager notifies only alerts that are not
+suppressed (silenced or inhibited), so those are left out; ``receiver`` restricts the
+answer to the alerts routed to the receiver whose webhook points here.
+
 Rules of the endpoint:
 - bearer token required (``token``); with no token configured the endpoint answers 403
   "disabled" rather than accepting anything (Alertmanager's ``http_config.authorization``
@@ -30,6 +41,7 @@ counted in ``truncated``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter, OrderedDict
@@ -37,13 +49,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from autoscaler.sources.base import Sample
 from autoscaler.sources.stats import by_reason
-from policies.markers import Seconds, Secret
+from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Event
 
 log = logging.getLogger(__name__)
@@ -71,7 +85,38 @@ class AlertmanagerSpec:
     """Seconds after the first pass before ``alerts_firing`` reports 0 for a target (until
     then only counts above 0 are reported): at least the route's ``repeat_interval`` plus
     its ``group_interval``, the longest Alertmanager takes to send a still-firing group
-    again."""
+    again. Ends early once Alertmanager's API answered (``url``)."""
+    url: str = ""
+    """Base URL of Alertmanager (``http://alertmanager:9093``); when set, what fires is read
+    from its API (``/api/v2/alerts``) at start-up instead of waiting out ``warmup``."""
+    api_token: Secret = field(default_factory=Secret)
+    """Bearer token sent to ``url`` (a proxy in front of Alertmanager); unset: none."""
+    receiver: str = ""
+    """Only alerts routed to a receiver matching this regular expression (Alertmanager's
+    ``receiver`` filter; the receiver whose webhook points here); empty: all alerts."""
+    timeout: Seconds = 2.0
+    """Seconds the request to ``url`` may take; below ``service.tick_timeout``."""
+
+    def __post_init__(self) -> None:
+        if self.url:
+            try:
+                parts = urlsplit(self.url)
+                ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+                parts.port  # noqa: B018  # raises ValueError for a port out of range
+            except ValueError:
+                ok = False
+            if not ok or parts.query or parts.fragment:
+                raise InvalidField(
+                    "url",
+                    'expected the base URL of Alertmanager like "http://alertmanager:9093",'
+                    f" got {self.url[:60]!r}",
+                )
+        if self.timeout <= 0:
+            raise InvalidField("timeout", "must be greater than zero")
+
+    def worst_case(self) -> float:
+        """Seconds a collect may take against an Alertmanager that never answers."""
+        return float(self.timeout) if self.url else 0.0
 
 
 class PayloadError(ValueError):
@@ -156,6 +201,50 @@ def parse_payload(doc: object, *, target_label: str, targets: Mapping[str, str])
     return out
 
 
+def parse_api_alerts(doc: object, *, target_label: str, targets: Mapping[str, str]) -> list[_Alert]:
+    """The firing alerts of a ``GET /api/v2/alerts`` answer (a list of gettableAlert);
+    ``PayloadError`` naming the first problem. A suppressed alert (silenced or inhibited)
+    is not firing here: Alertmanager does not notify it, so the webhook never reports it.
+    ``unprocessed`` (not judged yet; 0.25 judges every alert it lists) is not muted, so
+    it counts."""
+    if not isinstance(doc, list):
+        raise PayloadError("answer: expected a JSON list of alerts")
+    out: list[_Alert] = []
+    for i, a in enumerate(doc):
+        where = f"alerts[{i}]"
+        if not isinstance(a, dict):
+            raise PayloadError(f"{where}: expected an object")
+        status = a.get("status")
+        state = status.get("state") if isinstance(status, dict) else None
+        if state not in ("active", "suppressed", "unprocessed"):
+            raise PayloadError(f"{where}.status.state: expected active, suppressed or unprocessed")
+        labels = _labels(a.get("labels"), f"{where}.labels")
+        name = labels.get("alertname", "")
+        if not name:
+            raise PayloadError(f"{where}.labels: no alertname")
+        at = parse_time(a.get("startsAt"), f"{where}.startsAt")
+        fp = a.get("fingerprint")
+        if not isinstance(fp, str) or not fp:
+            raise PayloadError(f"{where}.fingerprint: expected a non-empty string")
+        if state == "suppressed":
+            continue
+        value = labels.get(target_label, "")
+        out.append(_Alert(name, "firing", targets.get(value, value), at, labels, fp))
+    return out
+
+
+class SyncError(Exception):
+    """Alertmanager's API gave no usable answer; ``reason`` is its counter label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# An answer larger than this is refused: 16 MiB is tens of thousands of alerts.
+_MAX_ANSWER_BYTES = 16 << 20
+
+
 class AlertmanagerSource:
     """Webhook intake for Alertmanager; drained as events, counted as ``alerts_firing``."""
 
@@ -163,8 +252,8 @@ class AlertmanagerSource:
         self.name = name
         self.spec = spec
         self._events: list[Event] = []
-        # fingerprint → (status, target) of the last delivery, oldest first.
-        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # fingerprint → the alert as last delivered (or listed by the API), oldest first.
+        self._seen: OrderedDict[str, _Alert] = OrderedDict()
         self._known_targets: set[str] = set(spec.targets.values())
         self.rejected: Counter[str] = Counter()
         """Refused deliveries by reason (``json``, ``schema``, ``too_large``, ``auth``)."""
@@ -172,7 +261,15 @@ class AlertmanagerSource:
         self.duplicates = 0
         self.dropped_events = 0
         self.truncated = 0
+        self.errors: Counter[str] = Counter()
+        """Failed requests to Alertmanager's API by reason (``connection``, ``timeout``,
+        ``http``, ``malformed``, ``too_large``, ``cancelled``)."""
+        self.synced = False
+        """Alertmanager's API answered once: what fires is known, 0 included."""
         self._started: float | None = None
+        # Fingerprints delivered by the webhook while a request to the API is in flight:
+        # newer than the answer, which must not undo them.
+        self._delivered: set[str] | None = None
 
     # --- push side ---------------------------------------------------------------------
 
@@ -230,13 +327,17 @@ class AlertmanagerSource:
         self.accepted += 1
         return web.json_response({"accepted": len(alerts), "new": new})
 
-    def _ingest(self, alerts: Sequence[_Alert]) -> int:
+    def _ingest(self, alerts: Sequence[_Alert], *, delivered: bool = True) -> int:
         new = 0
         for a in alerts:
-            if self._seen.get(a.fingerprint) == (a.status, a.target):
-                self.duplicates += 1
+            if delivered and self._delivered is not None:
+                self._delivered.add(a.fingerprint)
+            seen = self._seen.get(a.fingerprint)
+            if seen is not None and (seen.status, seen.target) == (a.status, a.target):
+                if delivered:
+                    self.duplicates += 1
                 continue
-            self._seen[a.fingerprint] = (a.status, a.target)
+            self._seen[a.fingerprint] = a
             self._seen.move_to_end(a.fingerprint)
             while len(self._seen) > self.spec.max_fingerprints:
                 self._seen.popitem(last=False)
@@ -259,7 +360,8 @@ class AlertmanagerSource:
         return events
 
     def metric_families(self) -> list[Metric]:
-        """Refused deliveries by reason, accepted deliveries, duplicates, dropped events."""
+        """Refused deliveries by reason, accepted deliveries, duplicates, dropped events,
+        failed requests to Alertmanager's API by reason."""
         accepted = CounterMetricFamily(
             "autoscaler_webhook_deliveries",
             "Accepted webhook deliveries",
@@ -290,22 +392,110 @@ class AlertmanagerSource:
             labels=["source"],
         )
         truncated.add_metric([self.name], float(self.truncated))
-        return [accepted, dups, dropped, rejected, truncated]
+        errors = by_reason(
+            "autoscaler_source_query_errors",
+            "Failed source queries by reason",
+            self.name,
+            self.errors,
+        )
+        return [accepted, dups, dropped, rejected, truncated, errors]
 
     # --- pull side ---------------------------------------------------------------------
 
     async def collect(self, now: float) -> Sequence[Sample]:
         if self._started is None:
             self._started = now
+        if self.spec.url and not self.synced:
+            await self._sync(now)
         firing: Counter[str] = Counter(
-            target for status, target in self._seen.values() if status == "firing" and target
+            a.target for a in self._seen.values() if a.status == "firing" and a.target
         )
-        if now - self._started < self.spec.warmup:  # a 0 is not known yet
+        if not self.synced and now - self._started < self.spec.warmup:  # a 0 is not known yet
             return [Sample(t, "alerts_firing", float(n), now) for t, n in sorted(firing.items())]
         return [
             Sample(t, "alerts_firing", float(firing.get(t, 0)), now)
             for t in sorted(self._known_targets)
         ]
+
+    async def _sync(self, now: float) -> None:
+        """Take Alertmanager's list of firing alerts as the truth; on failure count, log
+        and leave everything as it was (the next pass asks again)."""
+        delivered: set[str] = set()
+        self._delivered = delivered
+        try:
+            doc = await self._fetch()
+            listed = parse_api_alerts(
+                doc, target_label=self.spec.target_label, targets=self.spec.targets
+            )
+        except asyncio.CancelledError:
+            self.errors["cancelled"] += 1  # the engine's tick_timeout gave up first
+            raise
+        except (SyncError, PayloadError) as exc:
+            reason = exc.reason if isinstance(exc, SyncError) else "malformed"
+            self.errors[reason] += 1
+            log.warning(
+                "could not read what fires from alertmanager, asking again next pass",
+                extra={"source": self.name, "reason": reason, "error": str(exc)[:300]},
+            )
+            return
+        finally:
+            self._delivered = None
+        listed = [a for a in listed if a.fingerprint not in delivered]
+        fingerprints = {a.fingerprint for a in listed}
+        # Known as firing but no longer listed: the resolve was lost (we were down).
+        gone = [
+            _Alert(a.name, "resolved", a.target, now, a.labels, fp)
+            for fp, a in self._seen.items()
+            if a.status == "firing" and fp not in fingerprints and fp not in delivered
+        ]
+        self._ingest([*gone, *listed], delivered=False)
+        self.synced = True
+        log.info(
+            "alertmanager API read",
+            extra={"source": self.name, "firing": len(listed), "resolved": len(gone)},
+        )
+
+    async def _fetch(self) -> object:
+        """The decoded answer of ``GET /api/v2/alerts``; ``SyncError`` otherwise."""
+        # What the webhook would deliver: not silenced, not inhibited (parse_api_alerts
+        # drops suppressed ones again, whatever the server did with these).
+        params = {
+            "active": "true",
+            "silenced": "false",
+            "inhibited": "false",
+            "unprocessed": "true",
+        }
+        if self.spec.receiver:
+            params["receiver"] = self.spec.receiver
+        headers = {"Accept": "application/json"}
+        if self.spec.api_token:
+            headers["Authorization"] = f"Bearer {self.spec.api_token.get()}"
+        url = self.spec.url.rstrip("/") + "/api/v2/alerts"
+        timeout = aiohttp.ClientTimeout(total=self.spec.timeout)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, headers=headers) as session,
+                session.get(url, params=params) as resp,
+            ):
+                if resp.status != 200:
+                    text = (await resp.content.read(200)).decode("utf-8", "replace")
+                    raise SyncError("http", f"HTTP {resp.status}: {' '.join(text.split())!r}")
+                body = bytearray()
+                while len(body) <= _MAX_ANSWER_BYTES:  # read(n) may return less than n
+                    chunk = await resp.content.read(_MAX_ANSWER_BYTES + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+        except TimeoutError:
+            raise SyncError("timeout", f"timed out after {self.spec.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise SyncError("connection", f"{type(exc).__name__}: {exc}") from None
+        if len(body) > _MAX_ANSWER_BYTES:
+            raise SyncError("too_large", f"answer larger than {_MAX_ANSWER_BYTES} bytes")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise SyncError("malformed", f"invalid JSON: {str(exc)[:200]}") from None
 
     async def aclose(self) -> None:
         return None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +16,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autoscaler.sources.alertmanager import AlertmanagerSource, AlertmanagerSpec, parse_time
+from autoscaler.cli import main
+from autoscaler.sources.alertmanager import (
+    AlertmanagerSource,
+    AlertmanagerSpec,
+    PayloadError,
+    parse_api_alerts,
+    parse_time,
+)
 from policies.markers import Secret
 
 TOKEN = "s3cret"
@@ -329,3 +339,115 @@ async def test_after_a_start_no_zero_is_reported_until_alertmanager_had_time_to_
 
 def test_the_default_warmup_outlasts_alertmanagers_default_repeat_and_group_intervals() -> None:
     assert AlertmanagerSpec().warmup >= 4 * 3600 + 5 * 60
+
+
+# --- reading what fires from Alertmanager's API (url) ----------------------------------
+
+
+def listed(state: str, fp: str, service: str = "api", name: str = "ApiDown") -> dict[str, Any]:
+    """One gettableAlert of ``GET /api/v2/alerts``."""
+    return {
+        "labels": {"alertname": name, "service": service},
+        "annotations": {},
+        "fingerprint": fp,
+        "startsAt": "2024-05-01T10:00:00.000Z",
+        "endsAt": "2024-05-01T10:05:00.000Z",
+        "updatedAt": "2024-05-01T10:00:00.000Z",
+        "receivers": [{"name": "autoscaler"}],
+        "status": {"state": state, "silencedBy": [], "inhibitedBy": []},
+    }
+
+
+def test_the_api_answer_counts_what_the_webhook_would_deliver() -> None:
+    doc = [listed("active", "a"), listed("suppressed", "s"), listed("unprocessed", "u", "db")]
+    alerts = parse_api_alerts(doc, target_label="service", targets={"db": "database"})
+    assert [(a.fingerprint, a.status, a.target, a.name) for a in alerts] == [
+        ("a", "firing", "api", "ApiDown"),
+        ("u", "firing", "database", "ApiDown"),
+    ]
+    assert alerts[0].at == 1714557600.0
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ({"alerts": []}, "expected a JSON list"),
+        ([listed("odd", "a")], "alerts[0].status.state"),
+        ([{**listed("active", "a"), "fingerprint": ""}], "alerts[0].fingerprint"),
+        ([listed("active", "a"), {**listed("active", "b"), "labels": {}}], "alerts[1].labels"),
+        ([{**listed("active", "a"), "startsAt": 5}], "alerts[0].startsAt"),
+    ],
+)
+def test_a_malformed_api_answer_names_the_first_problem(doc: object, reason: str) -> None:
+    with pytest.raises(PayloadError, match=re.escape(reason)):
+        parse_api_alerts(doc, target_label="service", targets={})
+
+
+async def api_server(answer: Any) -> TestServer:
+    """An HTTP server standing in for Alertmanager's API where a real one cannot be made
+    to misbehave; ``answer`` is the body (bytes) or a coroutine function returning it."""
+
+    async def alerts(request: web.Request) -> web.Response:
+        body = await answer() if callable(answer) else answer
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.add_routes([web.get("/api/v2/alerts", alerts)])
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_a_malformed_api_answer_is_counted_and_the_warmup_holds() -> None:
+    server = await api_server(b'{"not": "a list"}')
+    try:
+        spec = AlertmanagerSpec(targets={"api": "api"}, url=str(server.make_url("")))
+        src = AlertmanagerSource("am", spec)
+        assert list(await src.collect(1000.0)) == []  # no 0 for api: not known yet
+        assert list(await src.collect(1015.0)) == []
+        assert dict(src.errors) == {"malformed": 2} and not src.synced
+    finally:
+        await server.close()
+
+
+async def test_a_webhook_delivery_during_the_api_request_is_not_undone(intake: Any) -> None:
+    src, client = intake
+    await client.post("/v1/alertmanager", json=payload(alert(fp="f1")), headers=AUTH)
+    src.drain(0.0)
+
+    async def answer() -> bytes:
+        # the answer was taken before f1 resolved and f2 fired; both arrive meanwhile
+        snapshot = json.dumps([listed("active", "f1")]).encode()
+        body = payload(alert("resolved", fp="f1"), alert(fp="f2", name="Errors"))
+        assert (await client.post("/v1/alertmanager", json=body, headers=AUTH)).status == 200
+        return snapshot
+
+    server = await api_server(answer)
+    try:
+        src.spec = dataclasses.replace(src.spec, url=str(server.make_url("")))
+        got = {(s.target, s.value) for s in await src.collect(1000.0)}
+        assert got == {("api", 1.0)}  # f2 fires; f1's resolve is newer than the answer
+        assert [(e.fingerprint, e.status) for e in src.drain(1000.0)] == [
+            ("f1", "resolved"),
+            ("f2", "firing"),
+        ]
+        assert src.synced
+    finally:
+        await server.close()
+
+
+def test_check_refuses_a_bad_url_and_a_timeout_beyond_the_tick(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sources.am]\ntype = "alertmanager"\nurl = "alertmanager:9093"\n')
+    assert main(["check", str(cfg)]) == 2
+    assert "sources.am.url: expected the base URL of Alertmanager" in capsys.readouterr().err
+    cfg.write_text(
+        '[service]\ntick_timeout = "5s"\n[sources.am]\ntype = "alertmanager"\n'
+        'url = "http://alertmanager:9093"\ntimeout = "5s"\n'
+    )
+    assert main(["check", str(cfg)]) == 2
+    assert "sources.am.timeout: 5 s" in capsys.readouterr().err
+    cfg.write_text('[sources.am]\ntype = "alertmanager"\nurl = "http://alertmanager:9093/"\n')
+    assert main(["check", str(cfg)]) == 0
