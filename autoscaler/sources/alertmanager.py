@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,6 +268,8 @@ class AlertmanagerSource:
         self.synced = False
         """Alertmanager's API answered once: what fires is known, 0 included."""
         self._started: float | None = None
+        self._counted: set[str] = set()
+        """Targets given a count during the warmup."""
         # Fingerprints delivered by the webhook while a request to the API is in flight:
         # newer than the answer, which must not undo them.
         self._delivered: set[str] | None = None
@@ -411,7 +414,15 @@ class AlertmanagerSource:
             a.target for a in self._seen.values() if a.status == "firing" and a.target
         )
         if not self.synced and now - self._started < self.spec.warmup:  # a 0 is not known yet
-            return [Sample(t, "alerts_firing", float(n), now) for t, n in sorted(firing.items())]
+            # A target whose alerts all resolved since: its count is not known either (a
+            # group not yet re-sent may fire), but the last one reported is wrong: NaN
+            # makes it unusable, where no sample would leave it fresh until max_age.
+            unknown = self._counted - firing.keys()
+            self._counted |= firing.keys()
+            return [
+                Sample(t, "alerts_firing", float(firing.get(t, math.nan)), now)
+                for t in sorted(firing.keys() | unknown)
+            ]
         return [
             Sample(t, "alerts_firing", float(firing.get(t, 0)), now)
             for t in sorted(self._known_targets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -331,7 +332,15 @@ async def test_after_a_start_no_zero_is_reported_until_alertmanager_had_time_to_
         await client.post("/v1/alertmanager", json=payload(alert(service="db")), headers=AUTH)
         got = {(s.target, s.value) for s in await src.collect(1015.0)}
         assert got == {("db", 1.0)}  # a firing alert is known; api's 0 is not
+        await client.post(
+            "/v1/alertmanager", json=payload(alert("resolved", service="db")), headers=AUTH
+        )
+        (db,) = await src.collect(1030.0)  # no longer 1, not yet a known 0: unusable
+        assert db.target == "db" and math.isnan(db.value)
         got = {(s.target, s.value) for s in await src.collect(1600.0)}
+        assert got == {("api", 0.0), ("db", 0.0)}
+        await client.post("/v1/alertmanager", json=payload(alert(service="db")), headers=AUTH)
+        got = {(s.target, s.value) for s in await src.collect(1615.0)}
         assert got == {("api", 0.0), ("db", 1.0)}
     finally:
         await client.close()
