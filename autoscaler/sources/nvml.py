@@ -17,7 +17,8 @@ GPU, collect raises ``SourceError`` with the NVML error name (for example
 crashes the service. A read error of one GPU (``NVML_ERROR_GPU_IS_LOST``,
 ``NOT_SUPPORTED`` under MIG, ...) skips its target's samples (they age to stale: an
 average of the remaining GPUs would misreport the target) and is kept in ``gpu_errors``;
-the other targets still report.
+the other targets still report. A GPU that fails before its UUID is read counts against the
+target it had at its last good read, or, never read, every target mapped by UUID.
 
 Calls block (microseconds to milliseconds, for ever on a GPU that fell off the bus), so
 they run in a thread of the source's own, one call at a time: while a call is still
@@ -85,6 +86,8 @@ class NvmlSource:
         self._busy = False
         """A call runs in the source's thread (cleared on the loop when it returns)."""
         self._busy_since = 0.0
+        self._index_target: dict[int, str] = {}
+        """Target of each GPU index at its last good read."""
         self.gpu_errors: dict[str, str] = {}
         """Last read error per GPU index (cleared when the GPU reads again)."""
         self.errors: Counter[str] = Counter()
@@ -128,8 +131,9 @@ class NvmlSource:
                 reading = self._device(nv, handle)
             except nvml_error as exc:
                 self.gpu_errors[str(i)] = error_name(nv, exc)
-                failed.add(target or self.spec.targets.get(str(i), f"gpu{i}"))
+                failed |= {target} if target else self._maybe_targets(i)
                 continue
+            self._index_target[i] = target
             self.gpu_errors.pop(str(i), None)
             util.setdefault(target, []).append(reading[0])
             mem.setdefault(target, []).append(reading[1])
@@ -142,6 +146,18 @@ class NvmlSource:
             out.append(Sample(target, "gpu_utilization", sum(values) / len(values), now))
             out.append(Sample(target, "gpu_memory_used_ratio", ratio, now))
         return out
+
+    def _maybe_targets(self, index: int) -> set[str]:
+        """Targets a GPU that failed before its UUID was read may belong to: the one it
+        had when it last read well, else its index's, else (mapped by UUID) every target
+        mapped by UUID, since reporting the others' GPUs alone would misreport them."""
+        if index in self._index_target:
+            return {self._index_target[index]}
+        by_index = self.spec.targets.get(str(index))
+        if by_index is not None:
+            return {by_index}
+        by_uuid = {t for k, t in self.spec.targets.items() if not k.isdigit()}
+        return by_uuid | ({f"gpu{index}"} if not self.spec.only_mapped else set())
 
     def _target(self, nv: Any, index: int, handle: Any) -> str | None:
         """The target of a GPU; None when it is not mapped and only mapped GPUs count."""

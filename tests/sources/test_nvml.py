@@ -135,6 +135,31 @@ async def test_gpus_mapped_to_one_target_give_its_mean_utilisation_and_fullest_m
     assert src.gpu_errors == {"1": "NVML_ERROR_GPU_IS_LOST"}
 
 
+async def test_a_gpu_mapped_by_uuid_that_fails_before_its_uuid_is_read_holds_its_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GPU 1 is lost so early that even its handle cannot be had: which target it feeds is
+    not known from the failing call, and the other GPU alone would misreport "worker"."""
+    gpus = FakeGpus()
+    gpus.install(monkeypatch)
+
+    def handle(i: int) -> int:
+        if i == 1 and gpus.lost:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return i
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", handle)
+    spec = NvmlSpec(targets={"GPU-0": "worker", "GPU-1": "worker"})
+    gpus.lost = True  # from the first read on: only the UUID map says where GPU 1 goes
+    assert list(await NvmlSource("gpu", spec).collect(5.0)) == []
+    src = NvmlSource("gpu", spec)
+    gpus.lost = False
+    assert {s.target for s in await src.collect(5.0)} == {"worker"}
+    gpus.lost = True  # after a good read: the GPU's target is remembered
+    assert list(await src.collect(6.0)) == []
+    assert src.gpu_errors == {"1": "NVML_ERROR_GPU_IS_LOST"}
+
+
 async def test_a_hung_nvml_call_ties_up_one_thread_and_later_collects_fail_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
