@@ -559,8 +559,8 @@ def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> N
                 f"{path}.timeout",
                 f"a tick against a hung server can take {worst:g} s (timeout x (retries + 1)"
                 f" plus backoff, per round of `concurrency` queries), not below"
-                f" service.tick_timeout ({tick:g} s): lower timeout or retries, or raise"
-                " service.tick_timeout",
+                f" service.tick_timeout ({tick:g} s): lower timeout or retries, raise"
+                " concurrency (fewer rounds), or raise service.tick_timeout",
             )
     if comp.type != "prometheus":
         return

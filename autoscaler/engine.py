@@ -1,9 +1,9 @@
 """The engine: one pass, ``tick(now)``.
 
-collect (sources, concurrently, each under a timeout) → store (drop non-finite, write the
-tick column) → orchestrator state (executors) → forecasts (forecast-enabled signals) →
-policies (every policy × target) → combine scale recommendations per target → action bus →
-journal + state, committed in one transaction.
+collect (sources, concurrently, each under a timeout) → store (a non-finite value makes
+the observation unusable, write the tick column) → orchestrator state (executors) →
+forecasts (forecast-enabled signals) → policies (every policy × target) → combine scale
+recommendations per target → action bus → journal + state, committed in one transaction.
 
 ``now`` is passed in: nothing here reads the wall clock or sleeps, so the live driver and
 the replay driver run exactly this code. A failing source, forecaster, policy or executor

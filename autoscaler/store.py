@@ -170,17 +170,22 @@ class WindowStore:
         dropped = 0
         gauges: dict[str, tuple[list[int], list[float], list[float]]] = {}
         for smp in samples:
-            if not math.isfinite(smp.value) or not math.isfinite(smp.at):
+            if not math.isfinite(smp.at):
                 self.dropped["non_finite"] += 1
                 dropped += 1
-                if not math.isfinite(smp.at):
-                    continue
-                # A non-finite value goes on: it replaces the current observation, which
-                # policies then refuse to act on (and it never enters the history).
-                if math.isinf(smp.value):
-                    self._get(smp.signal).infinite = True
+                continue
             s = self._get(smp.signal)
             r = s.row(smp.target)
+            if not math.isfinite(smp.value):
+                # It goes on: it replaces the current observation, which policies then
+                # refuse to act on (and it never enters the history); a late one is
+                # counted as late below, not twice.
+                prev = s.raw_at[r] if s.settings.kind == "counter" else s.last_at[r]
+                if not smp.at < prev:  # NaN (no sample yet) compares False
+                    self.dropped["non_finite"] += 1
+                    dropped += 1
+                    if math.isinf(smp.value):
+                        s.infinite = True
             if s.settings.kind == "counter":
                 dropped += self._counter(s, r, smp)
                 continue
@@ -271,8 +276,11 @@ class WindowStore:
         span plus ``max_age`` and a tick: every column of their history is NaN and their
         observation stale, so nothing is lost; a row still written to is never dropped."""
         n = len(s.rows)
-        last = np.fmax(s.last_at[:n], s.raw_at[:n])  # NaN only when neither was ever set
+        last = np.fmax(s.last_at[:n], s.raw_at[:n])  # NaN only when neither is set
         old = (now - last) > s.slots * self.interval + s.settings.max_age + self.interval
+        unknown = np.isnan(last)  # its samples were forgotten (the clock went back)
+        if unknown.any():  # gone once its history is: the ring writes NaN for it each tick
+            old |= unknown & np.isnan(s.ring[:n, : s.slots]).all(axis=1)
         if not old.any():
             return
         keep = np.flatnonzero(~old)

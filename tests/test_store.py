@@ -175,6 +175,26 @@ def test_a_row_not_written_for_longer_than_its_window_is_forgotten() -> None:
     assert (values == 2.0).all()
 
 
+def test_a_row_whose_samples_a_clock_step_forgot_is_forgotten_once_its_history_is() -> None:
+    store = WindowStore(interval=15, signals={"q": SignalSettings(window=600, max_age=60)})
+    store.ingest([Sample("task-a", "q", 1.0, 10_000.0)])
+    store.advance(10_000.0)
+    store.advance(9_000.0)  # an NTP step back: task-a's sample is in the future, forgotten
+    store.advance(9_015.0)
+    assert store.targets("q") == ["task-a"]  # its history still counts
+    for k in range(2, 200):  # silence, for longer than the window
+        store.advance(9_000.0 + 15.0 * k)
+    assert store.targets("q") == []
+
+
+def test_a_late_non_finite_sample_is_counted_once_as_late() -> None:
+    store = WindowStore(interval=15)
+    store.ingest([Sample("api", "p95", 100.0, 200.0)])
+    assert store.ingest([Sample("api", "p95", math.nan, 100.0)]) == 1
+    assert store.dropped == {"non_finite": 0, "out_of_order": 1}
+    assert store.observation("api", "p95", 200.0).value == 100.0  # the late NaN changes nothing
+
+
 class _NeverForgets(WindowStore):
     def _sweep(self, s: object, now: float) -> None:
         return None

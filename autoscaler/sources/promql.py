@@ -3,7 +3,8 @@
 Shared by the Prometheus source (instant queries, ``vector`` results) and by
 ``autoscaler record`` / ``autoscaler.dataset`` (range queries, ``matrix`` results).
 Values arrive as quoted Go floats, so ``"NaN"``, ``"+Inf"`` and ``"-Inf"`` parse with
-``float()`` and reach the store as non-finite values, which it drops and counts.
+``float()`` and reach the store as non-finite values, which it counts and keeps as
+unusable observations (policies hold on them).
 """
 
 from __future__ import annotations
