@@ -42,7 +42,9 @@ or ``rollback_started``): a temporary error, so the bus retries later. They are 
 good while an update is ``paused`` or ``rollback_paused`` (swarm stopped it after tasks
 failed): any write but a rollback drops the pause and lets the failed rollout go on, and a
 restart would roll the failed spec out to every task. Rollback does not wait: rolling back a
-bad rollout while it runs is the point.
+bad rollout while it runs is the point. Scaling stays held until someone rolls a paused
+update back or fixes it: the rollback policy does, or tells humans; ``states`` logs a
+warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
@@ -177,6 +179,8 @@ class SwarmExecutor:
         """Version conflicts seen (and retried) since start: for metrics and tests."""
         self._api: docker.APIClient | None = None
         self._api_lock = threading.Lock()
+        self._paused: dict[str, str] = {}
+        """Target → the paused deploy already logged: one warning per paused deploy."""
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -435,8 +439,27 @@ class SwarmExecutor:
         for target in targets:
             svc = by_name.get(self._service_name(target))
             if svc is not None:
-                out[target] = _target_state(target, svc, self.spec.label_prefix)
+                out[target] = st = _target_state(target, svc, self.spec.label_prefix)
+                self._warn_paused(st)
         return out
+
+    def _warn_paused(self, st: TargetState) -> None:
+        """Log a paused update once: scaling holds until it is rolled back or fixed, and
+        only a rollback policy rolls it back or tells humans (the log is for a target that
+        none covers)."""
+        if st.update_state not in _PAUSED:
+            self._paused.pop(st.target, None)
+            return
+        if self._paused.get(st.target) == st.deploy_id:
+            return
+        self._paused[st.target] = st.deploy_id
+        log.warning(
+            "swarm paused the %s of %s (deploy %s) after failed tasks: scaling and restarts "
+            "wait until it is rolled back or fixed",
+            "rollback" if st.update_state == "rollback_paused" else "update",
+            st.target,
+            st.deploy_id,
+        )
 
     def _list_services(self) -> list[dict[str, Any]]:
         api = self._client()

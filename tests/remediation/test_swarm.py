@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
@@ -368,7 +369,7 @@ async def test_our_restart_is_not_taken_for_a_deploy(
 
 
 async def test_an_update_swarm_paused_is_a_failed_deploy_we_roll_back_but_never_scale(
-    api: docker.APIClient, pausing_service: str
+    api: docker.APIClient, pausing_service: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     svc = pausing_service
     wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
@@ -376,9 +377,14 @@ async def test_an_update_swarm_paused_is_a_failed_deploy_we_roll_back_but_never_
     wait_for(lambda: update_state(api, svc) == "paused", what="swarm to pause the update")
     ex = SwarmExecutor("swarm")
     try:
-        st = (await ex.states([svc]))[svc]
+        with caplog.at_level(logging.WARNING, logger="remediation.swarm"):
+            st = (await ex.states([svc]))[svc]
+            await ex.states([svc])
         assert (st.update_state, st.image, st.previous_image) == ("paused", IMAGE_V2, IMAGE_V1)
         assert st.deploy_id and st.deploying
+        # said once, for a target no rollback policy covers (nothing else tells of it)
+        (said,) = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+        assert f"swarm paused the update of {svc} (deploy {st.deploy_id})" in said
         for action in (Scale(svc, replicas=3, current=2), Restart(svc)):
             # a write would drop the pause and let the failed rollout go on
             with pytest.raises(ExecutorError, match="paused its update") as err:
