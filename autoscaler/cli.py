@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autoscaler import __version__
-from autoscaler.config import HttpSettings, Settings, load, read_toml, signal_warnings
+from autoscaler.config import (
+    HttpSettings,
+    Settings,
+    load,
+    read_toml,
+    rollback_warnings,
+    signal_warnings,
+)
 from autoscaler.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,7 +92,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(s.targets)} targets, {len(s.sources)} sources, "
         f"{len(s.executors)} executors, {len(s.policies)} policies)"
     )
-    for warning in signal_warnings(s):
+    for warning in [*signal_warnings(s), *rollback_warnings(s)]:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
@@ -149,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_USAGE
     configure(args.log_level or settings.service.log_level, settings.service.log_format)
-    for warning in signal_warnings(settings):
+    for warning in [*signal_warnings(settings), *rollback_warnings(settings)]:
         log.warning("config: %s", warning)
     store = open_state_store(settings)
     if store is None:

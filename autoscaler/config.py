@@ -622,6 +622,20 @@ def signal_warnings(s: Settings) -> list[str]:
     return out
 
 
+def rollback_warnings(s: Settings) -> list[str]:
+    """Swarm targets that no rollback policy covers. Swarm pauses an update whose tasks fail;
+    scaling then holds (a write would resume the failed rollout) until the update is rolled
+    back or fixed, and only a rollback policy rolls it back or tells humans."""
+    swarm = {name for name, comp in s.executors.items() if comp.type == "swarm"}
+    rules = [comp.spec for comp in s.policies.values() if comp.type == "rollback"]
+    return [
+        f"targets.{name}: no rollback policy covers it: an update swarm pauses after failed"
+        " tasks would hold its scaling until someone rolls it back, and nobody would be told"
+        for name, t in s.targets.items()
+        if t.executor in swarm and not any(not r.targets or name in r.targets for r in rules)
+    ]
+
+
 def _signal_fields(value: Any, path: str) -> list[tuple[str, str]]:
     """Every non-empty ``signal`` field in a spec, nested specs and lists included."""
     out: list[tuple[str, str]] = []

@@ -9,9 +9,11 @@ and a rollback is never itself rolled back. Stale data never triggers a rollback
 
 An update the orchestrator paused (Docker's ``paused``: swarm stops a rollout whose tasks
 fail, the default ``failure_action``) is a failed deploy by the orchestrator's own
-verdict: within the window it is rolled back, once, without waiting for a breach. A paused
-rollback (``rollback_paused``) means the rollback itself failed: it is never rolled back
-again; the rule tells humans instead, once per rollback.
+verdict: within the window it is rolled back, once, without waiting for a breach. Outside
+the window the rule tells humans instead, once per deploy: scaling holds while an update is
+paused (a swarm write would resume the failed rollout), so a paused update nobody rolls back
+stops scaling for good. A paused rollback (``rollback_paused``) means the rollback itself
+failed: it is never rolled back again; the rule tells humans instead, once per rollback.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class RollbackPolicy:
         if not deploy or state.updated_at <= 0:
             return [hold(self.name, ctx, "no deploy has been seen for the target", inputs)]
         if state.update_state == "rollback_paused":
-            return self._escalate(ctx, deploy, inputs)
+            what = f"rollback {deploy} failed and is paused"
+            return self._escalate(ctx, deploy, _failed_key(ctx.target, deploy), what, inputs)
         if state.update_state.startswith("rollback"):
             return [hold(self.name, ctx, f"deploy {deploy} is itself a rollback", inputs)]
         restored = ctx.memory.get("restored_image")
@@ -98,6 +101,13 @@ class RollbackPolicy:
             reason = (
                 f"deploy {deploy} started {age:.0f} s ago, outside the {spec.window:g} s window"
             )
+            if state.update_state == "paused":
+                # scaling holds until someone rolls it back or fixes it: say so, once
+                what = (
+                    f"update {deploy} is paused after failed tasks, outside the"
+                    f" {spec.window:g} s window, so scaling waits"
+                )
+                return self._escalate(ctx, deploy, _paused_key(ctx.target, deploy), what, inputs)
             return [hold(self.name, ctx, reason, inputs)]
         if state.update_state == "paused":
             what = "the orchestrator paused the update after failed tasks"
@@ -131,26 +141,32 @@ class RollbackPolicy:
     def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None:
         """A rollback the bus skipped (the rollback cooldown after another deploy's, a
         pause) or that failed is not the deploy's one rollback: judge the deploy again.
-        Likewise a notice of a failed rollback that did not go out is sent again."""
+        Likewise a notice of a failed rollback or a paused update that did not go out is sent
+        again."""
         if isinstance(action, Rollback) and memory.get("rolled_back") == action.deploy_id:
             memory.pop("rolled_back")
         escalated = memory.get("escalated")
-        if isinstance(action, Notify) and action.dedup_key == _failed_key(action.target, escalated):
+        if isinstance(action, Notify) and action.dedup_key in (
+            _failed_key(action.target, escalated),
+            _paused_key(action.target, escalated),
+        ):
             memory.pop("escalated")
 
-    def _escalate(self, ctx: Context, deploy: str, inputs: dict[str, Any]) -> list[Decision]:
-        """A rollback that failed (paused): never roll back again; tell humans, once."""
+    def _escalate(
+        self, ctx: Context, deploy: str, key: str, what: str, inputs: dict[str, Any]
+    ) -> list[Decision]:
+        """A paused rollout the rule does not roll back (a failed rollback, an update
+        outside the window): tell humans, once per deploy (``key``: the dedup key)."""
         if ctx.memory.get("escalated") == deploy:
-            reason = f"rollback {deploy} failed and is paused, humans were told"
-            return [hold(self.name, ctx, reason, inputs)]
+            return [hold(self.name, ctx, f"{what}, humans were told", inputs)]
         ctx.memory["escalated"] = deploy
         notify = Notify(
             target=ctx.target,
             severity=self.spec.severity,
-            summary=f"{ctx.target}: rollback {deploy} failed and is paused; it needs a human",
-            dedup_key=_failed_key(ctx.target, deploy),
+            summary=f"{ctx.target}: {what}; it needs a human",
+            dedup_key=key,
         )
-        reason = f"rollback {deploy} failed and is paused: not rolling back again, tell humans"
+        reason = f"{what}: not rolling back, tell humans"
         return [Decision(self.name, ctx.target, ctx.now, notify, reason, inputs)]
 
     def _roll_back(
@@ -188,3 +204,8 @@ class RollbackPolicy:
 def _failed_key(target: str, deploy: object) -> str:
     """Dedup key of the notice that a rollback failed."""
     return f"rollback-failed:{target}:{deploy}"
+
+
+def _paused_key(target: str, deploy: object) -> str:
+    """Dedup key of the notice that an update is paused outside the window."""
+    return f"update-paused:{target}:{deploy}"

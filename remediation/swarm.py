@@ -22,20 +22,29 @@ spec it replaces and drops ``UpdateStatus`` on every update that is not a rollba
 a scale the deploy (v1 → v2) is gone and ``rollback=previous`` would restore v2. So a scale,
 restart or rollback also writes what is known of the last deploy into the service labels
 ``<prefix>.deploy.{id,started_at,state,previous_image}``, with ``<prefix>.deploy.template``,
-a digest of the task template written, and ``<prefix>.deploy.ours=rollback`` when the write
-was our rollback. While the task template is still that one, the labels, not
-``UpdateStatus``/``PreviousSpec``, tell the last deploy (a rollout under way is then our
-own restart or rollback), and a rollback writes the current spec with the recorded previous
-image (a rolling update; other changes the deploy made stay) instead of
-``rollback=previous``. Any other change of the task template is a new deploy: the labels no
-longer apply.
+a digest of the task template written, ``<prefix>.deploy.replaced``, a digest of the task
+template the write replaced, and ``<prefix>.deploy.ours=rollback`` when the write was our
+rollback. The labels tell the last deploy while the task template is still the one written
+and ``PreviousSpec`` is the spec our write replaced (its template is ``replaced``) or a later
+write that kept the template (a scale, ours or a human's, has the same template before and
+after). Then a rollout under way is our own restart or rollback, and a rollback writes the
+current spec with the recorded previous image (a rolling update; other changes the deploy
+made stay) instead of ``rollback=previous``. Any other change of the task template is a new
+deploy, and so is a return to the template we wrote (v3 → v2 after our scale on v2: its
+``PreviousSpec`` is v3): the labels no longer apply, ``UpdateStatus``/``PreviousSpec`` do.
+What swarm keeps cannot tell two human sequences from our writes, and the labels are trusted
+again after them: a return to our template followed by a scale (the same spec, previous
+spec and no update status as a scale after ours; swarm itself has forgotten that deploy),
+and a deploy of the exact template our write replaced followed by a return to ours.
 
 Scale and restart wait while a rollout is in progress (``UpdateStatus.State`` ``updating``
 or ``rollback_started``): a temporary error, so the bus retries later. They are refused for
 good while an update is ``paused`` or ``rollback_paused`` (swarm stopped it after tasks
 failed): any write but a rollback drops the pause and lets the failed rollout go on, and a
 restart would roll the failed spec out to every task. Rollback does not wait: rolling back a
-bad rollout while it runs is the point.
+bad rollout while it runs is the point. Scaling stays held until someone rolls a paused
+update back or fixes it: the rollback policy does, or tells humans; ``states`` logs a
+warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
@@ -170,6 +179,8 @@ class SwarmExecutor:
         """Version conflicts seen (and retried) since start: for metrics and tests."""
         self._api: docker.APIClient | None = None
         self._api_lock = threading.Lock()
+        self._paused: dict[str, str] = {}
+        """Target → the paused deploy already logged: one warning per paused deploy."""
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -298,10 +309,19 @@ class SwarmExecutor:
                 f"not {what}, which would resume the failed rollout: roll back or fix it first"
             )
 
-    def _record(self, spec: dict[str, Any], deploy: _Deploy, *, rollout: bool, ours: str) -> None:
-        """Write ``deploy`` into the labels of ``spec``, bound to its task template, so it
-        survives the write (which drops ``UpdateStatus`` and replaces ``PreviousSpec``).
-        ``ours``: "rollback" when the rollout the write starts is our rollback."""
+    def _record(
+        self,
+        spec: dict[str, Any],
+        deploy: _Deploy,
+        *,
+        replaced: str,
+        rollout: bool,
+        ours: str,
+    ) -> None:
+        """Write ``deploy`` into the labels of ``spec``, bound to its task template and to
+        ``replaced``, the digest of the task template the write replaces, so it survives the
+        write (which drops ``UpdateStatus`` and replaces ``PreviousSpec``). ``ours``:
+        "rollback" when the rollout the write starts is our rollback."""
         labels = spec.get("Labels")
         if not isinstance(labels, dict):
             labels = spec["Labels"] = {}
@@ -315,6 +335,7 @@ class SwarmExecutor:
                 p + "state": deploy.state,
                 p + "previous_image": deploy.previous_image,
                 p + "template": _template_digest(spec),
+                p + "replaced": replaced,
                 p + "ours": ours,
             }
         )
@@ -363,18 +384,20 @@ class SwarmExecutor:
         if current == action.replicas:
             return f"already at {current} replicas"
         deploy = _deploy(svc, self.spec.label_prefix)
+        replaced = _template_digest(spec)
         spec["Mode"] = {"Replicated": {"Replicas": action.replicas}}
-        self._record(spec, deploy, rollout=False, ours="")
+        self._record(spec, deploy, replaced=replaced, rollout=False, ours="")
         return _Write(spec, f"replicas {current} -> {action.replicas}")
 
     def _restart_change(self, service: str, svc: dict[str, Any]) -> _Write:
         self._refuse_while_busy("restarting", service, svc)
         deploy = _deploy(svc, self.spec.label_prefix)
         spec = svc["Spec"]
+        replaced = _template_digest(spec)
         template = spec.setdefault("TaskTemplate", {})
         n = int(template.get("ForceUpdate") or 0) + 1
         template["ForceUpdate"] = n
-        self._record(spec, deploy, rollout=True, ours="")
+        self._record(spec, deploy, replaced=replaced, rollout=True, ours="")
         return _Write(spec, f"rolling restart (ForceUpdate={n})")
 
     def _rollback_change(self, action: Rollback, service: str, svc: dict[str, Any]) -> _Write:
@@ -400,10 +423,13 @@ class SwarmExecutor:
                 f"{self.name}: {service!r}: no previous image is recorded for the last "
                 "deploy; nothing to roll back to"
             )
+        replaced = _template_digest(spec)
         spec.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})["Image"] = (
             deploy.previous_image
         )
-        self._record(spec, _Deploy(previous_image=image), rollout=True, ours="rollback")
+        self._record(
+            spec, _Deploy(previous_image=image), replaced=replaced, rollout=True, ours="rollback"
+        )
         return _Write(spec, f"rollback {image or '?'} -> {deploy.previous_image} (image only)")
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
@@ -413,8 +439,27 @@ class SwarmExecutor:
         for target in targets:
             svc = by_name.get(self._service_name(target))
             if svc is not None:
-                out[target] = _target_state(target, svc, self.spec.label_prefix)
+                out[target] = st = _target_state(target, svc, self.spec.label_prefix)
+                self._warn_paused(st)
         return out
+
+    def _warn_paused(self, st: TargetState) -> None:
+        """Log a paused update once: scaling holds until it is rolled back or fixed, and
+        only a rollback policy rolls it back or tells humans (the log is for a target that
+        none covers)."""
+        if st.update_state not in _PAUSED:
+            self._paused.pop(st.target, None)
+            return
+        if self._paused.get(st.target) == st.deploy_id:
+            return
+        self._paused[st.target] = st.deploy_id
+        log.warning(
+            "swarm paused the %s of %s (deploy %s) after failed tasks: scaling and restarts "
+            "wait until it is rolled back or fixed",
+            "rollback" if st.update_state == "rollback_paused" else "update",
+            st.target,
+            st.deploy_id,
+        )
 
     def _list_services(self) -> list[dict[str, Any]]:
         api = self._client()
@@ -504,7 +549,8 @@ _ROLLBACK_STATE = {"updating": "rollback_started", "paused": "rollback_paused"}
 
 def _deploy(svc: Mapping[str, Any], prefix: str = "autoscaler") -> _Deploy:
     """The last deploy: from ``UpdateStatus``/``PreviousSpec``, unless our labels recorded
-    it and the task template is still the one we wrote (see the module docstring)."""
+    it, the task template is still the one we wrote and ``PreviousSpec`` is the spec our
+    write replaced or kept its template (see the module docstring)."""
     update = svc.get("UpdateStatus") or {}
     live = _Deploy(
         id=_deploy_id(svc),
@@ -517,6 +563,14 @@ def _deploy(svc: Mapping[str, Any], prefix: str = "autoscaler") -> _Deploy:
     p = f"{prefix}.deploy."
     if not isinstance(labels, dict) or labels.get(p + "template") != _template_digest(spec):
         return live  # nothing recorded, or the tasks changed since our write: a new deploy
+    previous = svc.get("PreviousSpec")
+    if not previous or _template_digest(previous) not in (
+        labels.get(p + "template"),
+        labels.get(p + "replaced"),
+    ):
+        # the template came back after another one (our template redeployed by a human):
+        # a new deploy, whose previous spec swarm knows
+        return live
     recorded = _Deploy(
         id=str(labels.get(p + "id", "")),
         started_at=str(labels.get(p + "started_at", "")),

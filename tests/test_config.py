@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscaler.config import from_mapping, load, parse_duration, signal_warnings
+from autoscaler.config import (
+    from_mapping,
+    load,
+    parse_duration,
+    rollback_warnings,
+    signal_warnings,
+)
 from autoscaler.errors import ConfigError
 from policies.markers import Secret
 from policies.types import Notify, Restart, Rollback, Scale, TripBreaker
@@ -151,6 +158,40 @@ def test_check_warns_of_signals_no_source_produces_and_still_passes(tmp_path: Pa
             ("policies.bad_deploys.breaches[0].signal", "error_rate"),
         ]
     ]
+
+
+SWARM_TARGETS = """
+[executors.swarm]
+type = "swarm"
+[executors.rec]
+type = "recording"
+[targets.api]
+executor = "swarm"
+[targets.web]
+executor = "swarm"
+[targets.batch]
+executor = "rec"
+[policies.bad_deploys]
+type = "rollback"
+targets = ["web"]
+"""
+
+
+def test_check_warns_of_swarm_targets_no_rollback_policy_covers(tmp_path: Path) -> None:
+    # a paused swarm update holds scaling until someone rolls it back: only a rollback
+    # policy does, or tells humans
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SWARM_TARGETS)
+    result = run_cli("check", str(cfg))
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.splitlines()  # web is covered, batch is not on swarm
+    assert warning == (
+        "warning: targets.api: no rollback policy covers it: an update swarm pauses after"
+        " failed tasks would hold its scaling until someone rolls it back, and nobody would"
+        " be told"
+    )
+    every = SWARM_TARGETS.replace('targets = ["web"]\n', "")  # a rule for every target
+    assert rollback_warnings(from_mapping(tomllib.loads(every))) == []
 
 
 def test_without_sources_signals_are_not_checked() -> None:

@@ -140,9 +140,30 @@ def test_an_update_the_orchestrator_paused_is_rolled_back_once_without_a_breach(
     assert isinstance(notify.action, Notify) and notify.action.dedup_key == "rollback:api:d42"
     (again,) = _judge(DEPLOY + 45, "error_rate", 0.0, 45, state=paused, memory=memory)
     assert again.is_hold and "already rolled back once" in again.reason
-    # outside the window a paused deploy is left to humans, as any other
-    (old,) = _judge(DEPLOY + 1900, "error_rate", 0.0, 60, state=_state(update_state="paused"))
-    assert old.is_hold and "outside" in old.reason
+
+
+def test_an_update_paused_outside_the_window_is_left_to_humans_who_are_told_once():
+    # scaling holds while an update is paused: nobody rolling it back stops scaling for good
+    memory: dict[str, object] = {}
+    paused = _state(update_state="paused")
+    (tell,) = _judge(DEPLOY + 1900, "error_rate", 0.0, 60, state=paused, memory=memory)
+    assert isinstance(tell.action, Notify)  # no rollback
+    assert tell.action.dedup_key == "update-paused:api:d42"
+    assert tell.action.severity == "P1" and "needs a human" in tell.action.summary
+    assert "paused" in tell.action.summary and "scaling waits" in tell.action.summary
+    (again,) = _judge(DEPLOY + 86400, "error_rate", 0.0, 60, state=paused, memory=memory)
+    assert again.is_hold and "humans were told" in again.reason
+    # a notice the bus did not send goes out on the next pass
+    runbook.rollback().not_carried_out(memory, tell.action)
+    (retry,) = _judge(DEPLOY + 86415, "error_rate", 0.0, 60, state=paused, memory=memory)
+    assert isinstance(retry.action, Notify) and retry.action.dedup_key == tell.action.dedup_key
+    # the next paused update is a notice of its own
+    later = _state("d43", DEPLOY + 90000, "paused")
+    (other,) = _judge(DEPLOY + 99000, "error_rate", 0.0, 60, state=later, memory=memory)
+    assert isinstance(other.action, Notify) and other.action.dedup_key == "update-paused:api:d43"
+    # a completed deploy outside the window is only held, as before
+    (done,) = _judge(DEPLOY + 1900, "error_rate", 0.0, 60, state=_state(), memory={})
+    assert done.is_hold and "outside" in done.reason
 
 
 def test_a_rollback_that_failed_is_never_rolled_back_and_humans_are_told_once():

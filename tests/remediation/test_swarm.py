@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -46,6 +48,16 @@ def set_image(
     api._raise_for_status(resp)
 
 
+def scale_by_hand(service: str, replicas: int) -> None:
+    """``docker service scale``, as a human runs it: another write that keeps the template."""
+    subprocess.run(
+        ["docker", "service", "scale", "--detach", f"{service}={replicas}"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def update_state(api: docker.APIClient, service: str) -> str:
     return str((spec_of(api, service).get("UpdateStatus") or {}).get("State", ""))
 
@@ -61,6 +73,8 @@ def all_running_on(api: docker.APIClient, service: str, image: str, n: int) -> b
 
 EXITS = ["sh", "-c", "exit 3"]
 """A command whose tasks fail at once: an update to it fails."""
+OTHER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3601 & wait"]
+"""A command like ``COMMAND``: on v2, a third task template ("v3") that runs."""
 
 
 @pytest.fixture
@@ -262,6 +276,68 @@ async def test_a_deploy_after_our_scale_is_judged_on_its_own(
         await ex.aclose()
 
 
+async def test_a_return_to_the_template_we_recorded_is_a_new_deploy(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # v1 -> v2, our scale records that deploy; a human deploys "v3", then goes back to v2:
+    # the template is the recorded one again, but the deploy is v3 -> v2, and rolling it
+    # back must restore v3, not the recorded v1
+    svc = make_service(replicas=1, labels=OPT_IN)
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        deployed = (await ex.states([svc]))[svc]
+        await ex.execute(Scale(svc, replicas=2, current=1))
+        set_image(api, svc, IMAGE_V2, command=OTHER)
+        wait_for(lambda: update_state(api, svc) == "completed", what="the update to v3")
+        set_image(api, svc, IMAGE_V2, command=COMMAND)
+        wait_for(lambda: update_state(api, svc) == "completed", what="the update back to v2")
+        after = (await ex.states([svc]))[svc]
+        assert after.deploy_id not in ("", deployed.deploy_id)
+        assert after.updated_at > deployed.updated_at
+        assert (after.image, after.previous_image) == (IMAGE_V2, IMAGE_V2)  # v3 ran v2 too
+
+        detail = await ex.execute(Rollback(svc, deploy_id=after.deploy_id))
+        assert detail == f"rollback {IMAGE_V2} -> {IMAGE_V2}"  # swarm's own, to v3
+        wait_for(lambda: update_state(api, svc) == "rollback_completed", what="the rollback")
+        container = spec_of(api, svc)["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert (container["Image"], container["Command"]) == (IMAGE_V2, OTHER)
+    finally:
+        await ex.aclose()
+
+
+async def test_a_human_scale_after_our_restart_keeps_the_recorded_deploy(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # our restart changes the template (ForceUpdate); a human's scale after it sets
+    # PreviousSpec to the restart's spec: still no deploy, the record still holds
+    svc = make_service(replicas=1, labels=OPT_IN)
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        deployed = (await ex.states([svc]))[svc]
+        started = spec_of(api, svc)["UpdateStatus"]["StartedAt"]
+        await ex.execute(Restart(svc))
+        wait_for(
+            lambda: (
+                spec_of(api, svc).get("UpdateStatus", {}).get("StartedAt") != started
+                and update_state(api, svc) == "completed"
+            ),
+            what="the restart's rollout",
+        )
+        scale_by_hand(svc, 2)
+        wait_for(lambda: all_running_on(api, svc, IMAGE_V2, 2), what="2 tasks on v2")
+        after = (await ex.states([svc]))[svc]
+        assert (after.deploy_id, after.updated_at) == (deployed.deploy_id, deployed.updated_at)
+        assert (after.previous_image, after.update_state) == (IMAGE_V1, "completed")
+        detail = await ex.execute(Rollback(svc, deploy_id=deployed.deploy_id))
+        assert detail == f"rollback {IMAGE_V2} -> {IMAGE_V1} (image only)"
+    finally:
+        await ex.aclose()
+
+
 async def test_our_restart_is_not_taken_for_a_deploy(
     api: docker.APIClient, make_service: ServiceFactory
 ) -> None:
@@ -293,7 +369,7 @@ async def test_our_restart_is_not_taken_for_a_deploy(
 
 
 async def test_an_update_swarm_paused_is_a_failed_deploy_we_roll_back_but_never_scale(
-    api: docker.APIClient, pausing_service: str
+    api: docker.APIClient, pausing_service: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     svc = pausing_service
     wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
@@ -301,9 +377,14 @@ async def test_an_update_swarm_paused_is_a_failed_deploy_we_roll_back_but_never_
     wait_for(lambda: update_state(api, svc) == "paused", what="swarm to pause the update")
     ex = SwarmExecutor("swarm")
     try:
-        st = (await ex.states([svc]))[svc]
+        with caplog.at_level(logging.WARNING, logger="remediation.swarm"):
+            st = (await ex.states([svc]))[svc]
+            await ex.states([svc])
         assert (st.update_state, st.image, st.previous_image) == ("paused", IMAGE_V2, IMAGE_V1)
         assert st.deploy_id and st.deploying
+        # said once, for a target no rollback policy covers (nothing else tells of it)
+        (said,) = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+        assert f"swarm paused the update of {svc} (deploy {st.deploy_id})" in said
         for action in (Scale(svc, replicas=3, current=2), Restart(svc)):
             # a write would drop the pause and let the failed rollout go on
             with pytest.raises(ExecutorError, match="paused its update") as err:
