@@ -13,8 +13,10 @@ the new mean path for steps ``1..horizon``.
 
 Documented "not enough data": a series gets NaN (mean, lower and upper) while it has fewer
 than ``min_history`` valid samples, or when its last valid sample is older than
-``max_gap`` seconds. Nothing here raises on degenerate values; ``ForecastError`` is only
-raised for unusable arguments (a 3-D array, a non-positive step, a wrong column length).
+``max_gap`` seconds; the first sample after such a gap starts the level of the models
+that keep one (``_restart``) as a series' first sample does. Nothing here raises on
+degenerate values; ``ForecastError`` is only raised for unusable arguments (a 3-D array, a
+non-positive step, a wrong column length).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class OnlineForecaster(ABC):
     - ``nonnegative``: negative samples are missing and forecasts are clipped at zero.
     - ``min_history``: valid samples a series needs before it is forecast.
     - ``max_gap``: seconds without a valid sample after which a series is not forecast
-      (``None``: forever).
+      (``None``: forever); the sample that ends such a gap starts the level again.
     - ``intervals``: keep interval bookkeeping (off for the members of ``auto``).
     """
 
@@ -171,6 +173,13 @@ class OnlineForecaster(ABC):
         if self.nonnegative:
             y[y < 0] = np.nan
         valid = np.isfinite(y)
+        if self.max_gap is not None:
+            # back after a gap longer than ``max_gap`` (no forecast meanwhile): the state
+            # describes the data before the gap, which may have been at another level
+            back = valid & (self.seen_ > 0) & (self.since_valid_ * self.step_ > self.max_gap)
+            if back.any():
+                self.jump_[back] = 0.0
+                self._restart(back)
         if self.tracker_ is not None:
             self.tracker_.observe(y)
         self.raw_ = y  # before outlier clipping: for models that learn from level shifts
@@ -220,6 +229,11 @@ class OnlineForecaster(ABC):
         """Move the model's own counters and rings as ``k`` updates without a valid sample
         would, from the empty state (only for models that set ``skips_exactly``)."""
         raise NotImplementedError
+
+    def _restart(self, rows: NDArray[np.bool_]) -> None:
+        """Start the level of ``rows`` again from their next sample, which ends a gap longer
+        than ``max_gap``. Models whose state is a level (not the last value) override it."""
+        return
 
     def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
         pred = self.mean_[:, 0]

@@ -152,6 +152,10 @@ class CandidateScorer:
         """``k`` updates that scored nothing and issued no path, from the empty state."""
         self.pos = (self.pos + k) % self.horizon
 
+    def forget(self, rows: NDArray[np.bool_]) -> None:
+        """Drop the paths pending for ``rows``: they will not be scored."""
+        self.paths[:, rows] = np.nan
+
     def push(self, paths: FloatArray) -> None:
         """Remember the candidate paths [n, k, horizon] issued now."""
         self.paths[self.pos] = paths[:, :, self.steps]

@@ -92,6 +92,23 @@ def test_a_series_silent_longer_than_max_gap_has_no_forecast(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_series_back_after_a_gap_longer_than_max_gap_starts_from_its_new_level(
+    name: str,
+) -> None:
+    # 100 for 200 ticks, silent for 10 minutes (max_gap: 5), back at 10
+    rng = np.random.default_rng(0)
+    y = np.concatenate(
+        [100 + rng.normal(0, 1, 200), np.full(40, np.nan), 10 + rng.normal(0, 1, 12)]
+    )
+    model = make_model(name, horizon=20, max_gap=300.0, min_history=8).fit(y[None, :240], step=15.0)
+    for v in y[240:]:
+        model.update([v])
+        mean, lower, upper = model.predict()
+        assert np.all(np.abs(mean - 10) < 5), mean
+        assert np.all(lower <= 10 + 5) and np.all(upper >= 10 - 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_huge_values_stay_finite(name: str) -> None:
     y = np.abs(np.random.default_rng(2).normal(1e90, 1e89, (1, 200)))
     mean, lower, upper = make_model(name, horizon=3).fit(y).predict()
