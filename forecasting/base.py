@@ -34,6 +34,8 @@ from forecasting.scoring import ResidualTracker
 FloatArray = NDArray[np.float64]
 
 _SCALE_RATE = 0.1  # EWMA rate of the one-step absolute error used for clipping
+_SCALE_FLOOR = 1e-6  # the clipping scale is at least this fraction of the forecast's size...
+_SCALE_FLOOR_ABS = 1e-12  # ...and at least this: a flat series (zero error) still clips
 
 
 class OnlineForecaster(ABC):
@@ -48,7 +50,8 @@ class OnlineForecaster(ABC):
       updates (round robin, so each update does 1/refresh_every of the work).
     - ``clip``: an innovation beyond ``clip`` x 1.25 x (mean absolute one-step error) is
       clipped, unless the previous sample jumped the same way (a level shift, not a spike);
-      ``None`` disables clipping.
+      ``None`` disables clipping. The error is taken as at least a millionth of the
+      forecast (and 1e-12), so a flat series still clips an absurd sample.
     - ``nonnegative``: negative samples are missing and forecasts are clipped at zero.
     - ``min_history``: valid samples a series needs before it is forecast.
     - ``max_gap``: seconds without a valid sample after which a series is not forecast
@@ -242,8 +245,12 @@ class OnlineForecaster(ABC):
         if not has.any():
             return y
         sign = np.sign(err)
+        # a flat series has no error to scale by: without a floor one absurd sample would
+        # pass unclipped, and the next ordinary one be clipped towards it
+        floor = _SCALE_FLOOR * np.abs(pred) + _SCALE_FLOOR_ABS
         with np.errstate(invalid="ignore"):
-            bound = (np.inf if self.clip is None else self.clip) * 1.25 * self.scale_
+            scale = np.maximum(self.scale_, floor)
+            bound = (np.inf if self.clip is None else self.clip) * 1.25 * scale
             spike = has & (bound > 0) & (np.abs(err) > bound) & (self.jump_ != sign)
         shift = sign * np.where(spike, bound, 0.0)
         clipped = np.where(spike, pred + shift, y)

@@ -67,6 +67,23 @@ def test_an_isolated_spike_is_clipped(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("base", [0.0, 5.0])
+def test_a_spike_on_a_flat_series_is_clipped_and_the_series_recovers(
+    name: str, base: float
+) -> None:
+    # a flat series has no error to scale the clipping by: the spike must still be clipped,
+    # and the ordinary samples after it must not be clipped towards it
+    y = np.full((1, 400), base)
+    y[0, 300] = 1e12
+    model = make_model(name, horizon=20, nonnegative=True, min_history=8).fit(y[:, :300], step=15.0)
+    for v in y[0, 300:]:
+        model.update([v])
+        mean, lower, upper = model.predict()
+        check(mean, lower, upper)
+        assert np.all(np.abs(upper - base) < 1.0) and np.all(np.abs(mean - base) < 1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_level_shift_is_not_clipped_away(name: str) -> None:
     rng = np.random.default_rng(1)
     y = np.concatenate([10 + rng.normal(0, 0.5, 300), 100 + rng.normal(0, 0.5, 10)])[None, :]
