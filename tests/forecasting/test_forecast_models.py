@@ -122,6 +122,18 @@ def test_robust_trend_recovers_a_ramp_despite_outliers() -> None:
     assert np.max(np.abs(mean[0] - truth)) < 1.5
 
 
+@pytest.mark.parametrize("offset", range(4))
+def test_robust_trend_slope_is_not_tilted_by_two_absurd_samples(offset: int) -> None:
+    # the window is thinned to every 4th sample: at some phases both samples are kept
+    rng = np.random.default_rng(0)
+    y = 50 + rng.normal(0, 1.0, 560)
+    y[500 + offset : 502 + offset] = 1e12
+    model = RobustTrend(horizon=20, clip=None).fit(y[None, :], step=15.0)
+    assert abs(model.coef_[0, 1]) < 5.0  # per window length: the series is flat
+    mean, _, _ = model.predict()
+    np.testing.assert_allclose(mean[0], 50.0, atol=5.0)
+
+
 def test_robust_trend_with_harmonics_keeps_forecasting_after_each_update() -> None:
     # A window of at least one season turns the time-of-day harmonics on; the update path
     # evaluates them for all series at once (it used to fail on their shapes).
