@@ -7,7 +7,7 @@ from an empty state, so an online update is exactly what a refit on one more col
 
 Every update: clean the sample (non-finite or beyond ±1e100 → missing; negative → missing
 for non-negative metrics; an isolated extreme jump is clipped against the last one-step
-forecast), score
+forecast, and a wild run of them that comes back as wildly restarts the level), score
 the paths issued earlier (interval quantiles), let the model update its state, and issue
 the new mean path for steps ``1..horizon``.
 
@@ -36,6 +36,7 @@ FloatArray = NDArray[np.float64]
 _SCALE_RATE = 0.1  # EWMA rate of the one-step absolute error used for clipping
 _SCALE_FLOOR = 1e-6  # the clipping scale is at least this fraction of the forecast's size...
 _SCALE_FLOOR_ABS = 1e-12  # ...and at least this: a flat series (zero error) still clips
+_WILD = 100.0  # a level shift beyond this many clipping bounds is wild (see ``_clip``)
 
 
 class OnlineForecaster(ABC):
@@ -112,6 +113,7 @@ class OnlineForecaster(ABC):
         self.since_valid_ = np.full(n, np.inf)
         self.scale_ = np.full(n, np.nan)
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
+        self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
         self.mean_ = np.full((n, self.horizon), np.nan)
         self.tracker_: ResidualTracker | None = None
         if self.intervals:
@@ -182,6 +184,7 @@ class OnlineForecaster(ABC):
             back = valid & (self.seen_ > 0) & (self.since_valid_ * self.step_ > self.max_gap)
             if back.any():
                 self.jump_[back] = 0.0
+                self.wild_[back] = 0.0
                 self._restart(back)
         if self.tracker_ is not None:
             self.tracker_.observe(y)
@@ -234,8 +237,9 @@ class OnlineForecaster(ABC):
         raise NotImplementedError
 
     def _restart(self, rows: NDArray[np.bool_]) -> None:
-        """Start the level of ``rows`` again from their next sample, which ends a gap longer
-        than ``max_gap``. Models whose state is a level (not the last value) override it."""
+        """Start the level of ``rows`` again from their next sample: it ends a gap longer
+        than ``max_gap``, or a wild spike that passed as a level shift (``_clip``). Models
+        whose state is a level (not the last value) override it."""
         return
 
     def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
@@ -251,14 +255,30 @@ class OnlineForecaster(ABC):
         with np.errstate(invalid="ignore"):
             scale = np.maximum(self.scale_, floor)
             bound = (np.inf if self.clip is None else self.clip) * 1.25 * scale
-            spike = has & (bound > 0) & (np.abs(err) > bound) & (self.jump_ != sign)
+            extreme = has & (bound > 0) & (np.abs(err) > bound)
+            wild = extreme & (np.abs(err) > _WILD * bound)
+        spike = extreme & (self.jump_ != sign)
+        # A wild level shift that now comes back as wildly was a spike of a few samples (two
+        # bogus 1e12 readings): this sample passes and the models start their level from
+        # it, instead of being clipped towards the spike while slow models decay from it.
+        back = spike & (self.wild_ == -sign)
+        spike &= ~back
         shift = sign * np.where(spike, bound, 0.0)
         clipped = np.where(spike, pred + shift, y)
         # remember the direction of an extreme sample, clipped or not: a run of them in one
         # direction is a level shift and passes after its first sample
-        extreme = has & (bound > 0) & (np.abs(err) > bound)
-        self.jump_ = np.where(has, np.where(extreme, sign, 0.0), self.jump_)
-        used = np.abs(np.where(spike, shift, err))
+        run = extreme & ~back
+        self.jump_ = np.where(has, np.where(run, sign, 0.0), self.jump_)
+        passed = run & ~spike
+        self.wild_ = np.where(has & ~run, 0.0, np.where(passed & wild, sign, self.wild_))
+        if back.any():
+            if self.tracker_ is not None:
+                self.tracker_.forget(back)
+            self._restart(back)
+        # nor does a wild error inflate the scale, which would turn clipping off for hours
+        # (``fmin``: no bound yet while the scale is unknown)
+        with np.errstate(invalid="ignore"):
+            used = np.fmin(np.abs(np.where(spike, shift, err)), _WILD * bound)
         self.scale_ = np.where(
             has,
             np.where(

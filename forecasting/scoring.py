@@ -80,6 +80,10 @@ class ResidualTracker:
         self.updates += k
         self.pos = (self.pos + k) % self.horizon
 
+    def forget(self, rows: NDArray[np.bool_]) -> None:
+        """Drop the paths pending for ``rows``: they will not be scored."""
+        self.paths[:, rows] = np.nan
+
     def push(self, path: FloatArray) -> None:
         """Remember the path [n, horizon] issued now."""
         self.paths[self.pos] = path
@@ -119,6 +123,9 @@ class ResidualTracker:
         return lower, upper
 
 
+_ERROR_CAP = 20.0
+
+
 class CandidateScorer:
     """Exponentially weighted mean absolute error of ``k`` candidate forecasts per series.
 
@@ -142,6 +149,13 @@ class CandidateScorer:
         slots = (self.pos - 1 - self.steps) % self.horizon
         pred = self.paths[slots, :, :, np.arange(self.steps.size)]  # [e, n, k]
         err = np.abs(y[None, :, None] - pred).transpose(1, 2, 0)
+        # a spike that outlier clipping let through (the second of two: a level shift, as
+        # far as it can tell) gives errors that would decide the choice for hours: one error
+        # counts at most ``_ERROR_CAP`` times the best candidate's mean error plus the sample
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mae = np.where(self.w > 0, self.s / self.w, np.inf)
+        cap = _ERROR_CAP * np.min(mae, axis=1) + np.abs(y)[:, None]  # [n, e]
+        err = np.minimum(err, cap[:, None, :])
         ok = np.isfinite(err)
         decay = np.where(ok, 1.0 - self.lam, 1.0)
         self.s = self.s * decay + np.where(ok, self.lam * err, 0.0)

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from forecasting import clip_outliers, counter_to_rate, counter_to_rate_batch, make_model, resample
+from forecasting import (
+    backtest,
+    clip_outliers,
+    counter_to_rate,
+    counter_to_rate_batch,
+    make_model,
+    resample,
+)
 from forecasting.registry import MODEL_TYPES
 
 NAMES = sorted(MODEL_TYPES)
@@ -81,6 +88,22 @@ def test_a_spike_on_a_flat_series_is_clipped_and_the_series_recovers(
         mean, lower, upper = model.predict()
         check(mean, lower, upper)
         assert np.all(np.abs(upper - base) < 1.0) and np.all(np.abs(mean - base) < 1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", [1e12, 1e100])
+def test_a_wild_spike_of_two_samples_is_forgotten_when_the_series_comes_back(
+    name: str, bad: float
+) -> None:
+    # the first bogus sample is clipped, the second passes as a level shift; the ordinary
+    # sample after them ends it: no model may decay from the spike for hours
+    rng = np.random.default_rng(0)
+    y = 50 + rng.normal(0, 1, (1, 1500))
+    y[0, 500:502] = bad
+    out = backtest(make_model(name, horizon=20), y, step=15.0, ahead=(1, 20))
+    _, lower, upper = out[1]  # forecasts of each tick made one tick before it
+    assert np.all(np.abs(upper[0, 503:] - 50) < 10) and np.all(np.abs(lower[0, 503:] - 50) < 10)
+    assert np.all(np.abs(out[20][0][0, 522:] - 50) < 10)
 
 
 @pytest.mark.parametrize("name", NAMES)
