@@ -112,6 +112,8 @@ class OnlineForecaster(ABC):
         self.seen_ = np.zeros(n)
         self.since_valid_ = np.full(n, np.inf)
         self.scale_ = np.full(n, np.nan)
+        self.scaled_ = np.zeros(n)  # one-step errors the scale has averaged
+        self.next_ = np.full(n, np.nan)  # the one-step forecast, issued or not (warm-up)
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
         self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
         self.mean_ = np.full((n, self.horizon), np.nan)
@@ -196,6 +198,7 @@ class OnlineForecaster(ABC):
         self._observe(y)
         self.updates_ += 1
         mean = self._path()
+        self.next_ = np.maximum(mean[:, 0], 0.0) if self.nonnegative else mean[:, 0].copy()
         short = self.seen_ < self.min_history
         if self.max_gap is not None:
             short |= self.since_valid_ * self.step_ > self.max_gap
@@ -244,6 +247,13 @@ class OnlineForecaster(ABC):
 
     def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
         pred = self.mean_[:, 0]
+        # before ``min_history`` nothing is clipped (no forecast was issued to clip against),
+        # but the scale learns from the forecasts the model would have issued: the interval
+        # of the first forecast falls back on it (``ResidualTracker.bounds``)
+        warm = valid & ~np.isfinite(pred) & np.isfinite(self.next_)
+        warm &= self.seen_ < self.min_history
+        if warm.any():
+            self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
         has = valid & np.isfinite(pred)
         if not has.any():
@@ -279,16 +289,16 @@ class OnlineForecaster(ABC):
         # (``fmin``: no bound yet while the scale is unknown)
         with np.errstate(invalid="ignore"):
             used = np.fmin(np.abs(np.where(spike, shift, err)), _WILD * bound)
-        self.scale_ = np.where(
-            has,
-            np.where(
-                np.isfinite(self.scale_),
-                (1 - _SCALE_RATE) * self.scale_ + _SCALE_RATE * used,
-                used,
-            ),
-            self.scale_,
-        )
+        self._learn_scale(has, used)
         return clipped
+
+    def _learn_scale(self, rows: NDArray[np.bool_], used: FloatArray) -> None:
+        """Average the one-step errors ``used`` of ``rows`` into the scale: a plain mean of
+        the first ``1 / _SCALE_RATE``, an EWMA after them."""
+        self.scaled_ += rows
+        rate = np.maximum(_SCALE_RATE, 1.0 / np.maximum(self.scaled_, 1.0))
+        old = np.where(np.isfinite(self.scale_), self.scale_, 0.0)
+        self.scale_ = np.where(rows, (1 - rate) * old + rate * used, self.scale_)
 
     # --- what a model implements ----------------------------------------------------
 

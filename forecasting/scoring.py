@@ -107,8 +107,8 @@ class ResidualTracker:
 
         Where fewer than ``min_errors`` errors of a step were seen (short history), the
         width falls back to ``z · 1.25 · scale · sqrt(h)`` (``scale``: the mean absolute
-        one-step error, 1.25x of which estimates a standard deviation), and to zero width
-        when even that is unknown.
+        one-step error, 1.25x of which estimates a standard deviation, learnt from the
+        second sample on), and to zero width when even that is unknown (one sample).
         """
         steps = mean.shape[1]
         h = np.arange(1, steps + 1, dtype=np.float64)

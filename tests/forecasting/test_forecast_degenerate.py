@@ -41,6 +41,21 @@ def test_a_constant_series_forecasts_the_constant(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_the_first_forecasts_have_honest_intervals(name: str) -> None:
+    # the interval trackers have no errors yet: the first forecasts, right after
+    # ``min_history`` samples, fall back on the spread of the model's in-sample errors
+    rng = np.random.default_rng(0)
+    y = 100 + 10 * rng.standard_normal((400, 12))
+    model = make_model(name, horizon=5, min_history=8).fit(y[:, :8], step=15.0)
+    for j in range(8, 12):
+        mean, lower, upper = model.predict()
+        check(mean, lower, upper)
+        inside = (lower[:, 0] <= y[:, j]) & (y[:, j] <= upper[:, 0])
+        assert 0.8 <= inside.mean() <= 0.97, (j, inside.mean())
+        model.update(y[:, j])
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_an_all_nan_series_has_no_forecast(name: str) -> None:
     y = np.vstack([np.full(50, np.nan), np.linspace(1, 2, 50)])
     mean, lower, upper = make_model(name, horizon=3).fit(y, step=60.0).predict()
