@@ -131,8 +131,8 @@ class OnlineForecaster(ABC):
         self._skip_empty(empty)
         for j in range(empty, t):
             self._advance(batch[:, j])
-        if self.tracker_ is not None:
-            self.tracker_.refresh()
+        # no refresh of every interval quantile here: the staggered ones of the updates are
+        # what a model fitted one column earlier and updated once has, bit for bit
         return self
 
     def update(self, column: ArrayLike) -> Self:

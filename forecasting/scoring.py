@@ -39,7 +39,8 @@ class ResidualTracker:
 
     ``errors`` holds the last ``window`` signed errors of each (series, step). Quantiles are
     recomputed for about ``n / refresh_every`` series per update (staggered), so the cost of
-    an update stays flat; ``refresh()`` recomputes all at once (after a fit).
+    an update stays flat; a fit refreshes them the same way, so that fitting on one more
+    column gives the same bounds as an update.
     """
 
     def __init__(
@@ -88,10 +89,6 @@ class ResidualTracker:
         """Remember the path [n, horizon] issued now."""
         self.paths[self.pos] = path
         self.pos = (self.pos + 1) % self.horizon
-
-    def refresh(self) -> None:
-        """Recompute the quantiles of every series."""
-        self._refresh(np.arange(self.lo.shape[0]))
 
     def _refresh(self, rows: NDArray[np.int64]) -> None:
         s = np.sort(self.errors[rows], axis=-1)

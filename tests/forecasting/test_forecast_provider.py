@@ -56,8 +56,10 @@ def test_one_new_column_is_an_online_update_that_matches_a_full_refit() -> None:
         reselect_every=40,
         season=86400.0,
     ).fit(y[:, 1:400], step=STEP, end=NOW + STEP * 399)
-    mean, _, _ = model.predict()
+    mean, lower, upper = model.predict()
     np.testing.assert_allclose(np.stack([out[t].mean for t in "abc"]), mean, rtol=1e-9)
+    np.testing.assert_allclose(np.stack([out[t].lower for t in "abc"]), lower, rtol=1e-9)
+    np.testing.assert_allclose(np.stack([out[t].upper for t in "abc"]), upper, rtol=1e-9)
 
 
 def test_changed_targets_a_new_horizon_or_a_clock_gone_back_refit_from_history() -> None:
