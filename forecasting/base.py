@@ -112,8 +112,10 @@ class OnlineForecaster(ABC):
         self.seen_ = np.zeros(n)
         self.since_valid_ = np.full(n, np.inf)
         self.scale_ = np.full(n, np.nan)
-        self.scaled_ = np.zeros(n)  # one-step errors the scale has averaged
+        self.scaled_ = np.zeros(n)  # one-step errors the scale has averaged...
+        self.averaging_ = True  # ...until every series has 1 / _SCALE_RATE of them
         self.next_ = np.full(n, np.nan)  # the one-step forecast, issued or not (warm-up)
+        self.warming_ = True  # some series has fewer than ``min_history`` samples
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
         self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
         self.mean_ = np.full((n, self.horizon), np.nan)
@@ -183,7 +185,8 @@ class OnlineForecaster(ABC):
         if self.max_gap is not None:
             # back after a gap longer than ``max_gap`` (no forecast meanwhile): the state
             # describes the data before the gap, which may have been at another level
-            back = valid & (self.seen_ > 0) & (self.since_valid_ * self.step_ > self.max_gap)
+            # (a series' first sample "comes back" too: starting its level is a no-op)
+            back = valid & (self.since_valid_ * self.step_ > self.max_gap)
             if back.any():
                 self.jump_[back] = 0.0
                 self.wild_[back] = 0.0
@@ -198,7 +201,8 @@ class OnlineForecaster(ABC):
         self._observe(y)
         self.updates_ += 1
         mean = self._path()
-        self.next_ = np.maximum(mean[:, 0], 0.0) if self.nonnegative else mean[:, 0].copy()
+        if self.warming_ and (self.clip is not None or self.tracker_ is not None):
+            self.next_ = np.maximum(mean[:, 0], 0.0) if self.nonnegative else mean[:, 0].copy()
         short = self.seen_ < self.min_history
         if self.max_gap is not None:
             short |= self.since_valid_ * self.step_ > self.max_gap
@@ -250,23 +254,32 @@ class OnlineForecaster(ABC):
         # before ``min_history`` nothing is clipped (no forecast was issued to clip against),
         # but the scale learns from the forecasts the model would have issued: the interval
         # of the first forecast falls back on it (``ResidualTracker.bounds``)
-        warm = valid & ~np.isfinite(pred) & np.isfinite(self.next_)
-        warm &= self.seen_ < self.min_history
-        if warm.any():
-            self._learn_scale(warm, np.abs(y - self.next_))
+        if self.warming_:  # ``seen_`` only grows: once over, for good
+            warm = self.seen_ < self.min_history
+            self.warming_ = bool(warm.any())
+            warm &= valid & ~np.isfinite(pred) & np.isfinite(self.next_)
+            if warm.any():
+                self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
         has = valid & np.isfinite(pred)
         if not has.any():
             return y
-        sign = np.sign(err)
         # a flat series has no error to scale by: without a floor one absurd sample would
         # pass unclipped, and the next ordinary one be clipped towards it
         floor = _SCALE_FLOOR * np.abs(pred) + _SCALE_FLOOR_ABS
         with np.errstate(invalid="ignore"):
-            scale = np.maximum(self.scale_, floor)
-            bound = (np.inf if self.clip is None else self.clip) * 1.25 * scale
+            bound = (
+                (np.inf if self.clip is None else self.clip) * 1.25 * np.maximum(self.scale_, floor)
+            )
+            # never while the scale is unknown (NaN), nor with ``clip = 0``
             extreme = has & (bound > 0) & (np.abs(err) > bound)
-            wild = extreme & (np.abs(err) > _WILD * bound)
+        if not extreme.any():  # the usual update: nothing to clip, no run goes on
+            self.jump_ = np.where(has, 0.0, self.jump_)
+            self.wild_ = np.where(has, 0.0, self.wild_)
+            self._learn_scale(has, np.abs(err))
+            return y
+        sign = np.sign(err)
+        wild = extreme & (np.abs(err) > _WILD * bound)
         spike = extreme & (self.jump_ != sign)
         # A wild level shift that now comes back as wildly was a spike of a few samples (two
         # bogus 1e12 readings): this sample passes and the models start their level from
@@ -286,19 +299,22 @@ class OnlineForecaster(ABC):
                 self.tracker_.forget(back)
             self._restart(back)
         # nor does a wild error inflate the scale, which would turn clipping off for hours
-        # (``fmin``: no bound yet while the scale is unknown)
-        with np.errstate(invalid="ignore"):
-            used = np.fmin(np.abs(np.where(spike, shift, err)), _WILD * bound)
-        self._learn_scale(has, used)
+        self._learn_scale(has, np.minimum(np.abs(np.where(spike, shift, err)), _WILD * bound))
         return clipped
 
     def _learn_scale(self, rows: NDArray[np.bool_], used: FloatArray) -> None:
         """Average the one-step errors ``used`` of ``rows`` into the scale: a plain mean of
         the first ``1 / _SCALE_RATE``, an EWMA after them."""
+        if not self.averaging_:  # every series has its first errors: the plain EWMA
+            self.scale_ = np.where(
+                rows, self.scale_ + _SCALE_RATE * (used - self.scale_), self.scale_
+            )
+            return
         self.scaled_ += rows
-        rate = np.maximum(_SCALE_RATE, 1.0 / np.maximum(self.scaled_, 1.0))
+        rate = 1.0 / np.minimum(np.maximum(self.scaled_, 1.0), 1.0 / _SCALE_RATE)
         old = np.where(np.isfinite(self.scale_), self.scale_, 0.0)
-        self.scale_ = np.where(rows, (1 - rate) * old + rate * used, self.scale_)
+        self.scale_ = np.where(rows, old + rate * (used - old), self.scale_)
+        self.averaging_ = bool(np.any(self.scaled_ < 1.0 / _SCALE_RATE))
 
     # --- what a model implements ----------------------------------------------------
 

@@ -140,18 +140,21 @@ class CandidateScorer:
         self.s = np.zeros((n, k, e))
         self.w = np.zeros((n, k, e))
         self.count = np.zeros((n, k))
+        self._back = self.steps + 1  # the path scored at step index i was issued i + 1 ago
+        self._cols = np.arange(e)
+        self.cap = np.full((n, e), np.inf)
+        """``_ERROR_CAP`` x the best candidate's mean error per (series, step), as of the
+        last ``scores``."""
 
     def observe(self, y: FloatArray) -> None:
         """Update the error of every candidate with the new sample ``y`` [n]."""
-        slots = (self.pos - 1 - self.steps) % self.horizon
-        pred = self.paths[slots, :, :, np.arange(self.steps.size)]  # [e, n, k]
+        slots = (self.pos - self._back) % self.horizon
+        pred = self.paths[slots, :, :, self._cols]  # [e, n, k]
         err = np.abs(y[None, :, None] - pred).transpose(1, 2, 0)
         # a spike that outlier clipping let through (the second of two: a level shift, as
         # far as it can tell) gives errors that would decide the choice for hours: one error
         # counts at most ``_ERROR_CAP`` times the best candidate's mean error plus the sample
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mae = np.where(self.w > 0, self.s / self.w, np.inf)
-        cap = _ERROR_CAP * np.min(mae, axis=1) + np.abs(y)[:, None]  # [n, e]
+        cap = self.cap + np.abs(y)[:, None]  # [n, e]
         err = np.minimum(err, cap[:, None, :])
         ok = np.isfinite(err)
         decay = np.where(ok, 1.0 - self.lam, 1.0)
@@ -177,6 +180,7 @@ class CandidateScorer:
         (fewer than ``min_count`` scored one-step forecasts)."""
         has = self.w > 0
         mae = np.where(has, self.s / np.where(has, self.w, 1.0), 0.0)
+        self.cap = _ERROR_CAP * np.min(np.where(has, mae, np.inf), axis=1)
         n_has = np.sum(has, axis=-1)
         score = np.where(n_has > 0, np.sum(mae, axis=-1) / np.maximum(n_has, 1), np.inf)
         return np.where(self.count >= min_count, score, np.inf)

@@ -215,10 +215,10 @@ def _resistant_line(x: FloatArray, ys: FloatArray) -> FloatArray:
     the slope joins the medians of the first and last thirds, the intercept is the median
     offset, so up to a sixth of the points can be anything. Fitted values [n, points]."""
     third = max(1, x.size // 3)
-    xs = np.where(np.isfinite(ys), x, np.nan)
-    dy = masked_median(ys[:, -third:]) - masked_median(ys[:, :third])
-    dx = masked_median(xs[:, -third:]) - masked_median(xs[:, :third])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(np.isfinite(dy) & (dx > 0), dy / dx, 0.0)
+    ends = masked_median(np.stack([ys[:, :third], ys[:, -third:]], axis=1))  # [n, 2]
+    dy = ends[:, 1] - ends[:, 0]
+    # the thirds' middle times, missing samples or not: it is only where IRLS starts
+    dx = float(np.median(x[-third:]) - np.median(x[:third]))
+    slope = np.where(np.isfinite(dy), dy / dx, 0.0) if dx > 0 else np.zeros(len(ys))
     fitted: FloatArray = slope[:, None] * x[None, :]
     return fitted + masked_median(ys - fitted)[:, None]

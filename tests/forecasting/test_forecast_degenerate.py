@@ -230,3 +230,4 @@ def test_clip_outliers_clips_spikes_and_leaves_constant_series() -> None:
     assert out[0, 100] < 15
     np.testing.assert_array_equal(out[1], 3.0)
     assert np.isnan(clip_outliers(np.full((1, 4), np.nan))).all()
+    assert clip_outliers(np.empty((2, 0))).shape == (2, 0)
