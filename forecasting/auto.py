@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from forecasting.base import FloatArray, OnlineForecaster
 from forecasting.errors import ForecastError
@@ -111,6 +112,14 @@ class Auto(OnlineForecaster):
             model._skip_empty(k)
         if self.fallback_ not in self.models_:
             self.fallback_._skip_empty(k)
+
+    def _restart(self, rows: NDArray[np.bool_]) -> None:
+        # the members run without ``max_gap``: they learn of the gap from here
+        self.scorer_.forget(rows)
+        for model in self.models_:
+            model._restart(rows)
+        if self.fallback_ not in self.models_:
+            self.fallback_._restart(rows)
 
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)

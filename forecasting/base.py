@@ -7,14 +7,16 @@ from an empty state, so an online update is exactly what a refit on one more col
 
 Every update: clean the sample (non-finite or beyond ±1e100 → missing; negative → missing
 for non-negative metrics; an isolated extreme jump is clipped against the last one-step
-forecast), score
+forecast, and a wild run of them that comes back as wildly restarts the level), score
 the paths issued earlier (interval quantiles), let the model update its state, and issue
 the new mean path for steps ``1..horizon``.
 
 Documented "not enough data": a series gets NaN (mean, lower and upper) while it has fewer
 than ``min_history`` valid samples, or when its last valid sample is older than
-``max_gap`` seconds. Nothing here raises on degenerate values; ``ForecastError`` is only
-raised for unusable arguments (a 3-D array, a non-positive step, a wrong column length).
+``max_gap`` seconds; the first sample after such a gap starts the level of the models
+that keep one (``_restart``) as a series' first sample does. Nothing here raises on
+degenerate values; ``ForecastError`` is only raised for unusable arguments (a 3-D array, a
+non-positive step, a wrong column length).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from forecasting.scoring import ResidualTracker
 FloatArray = NDArray[np.float64]
 
 _SCALE_RATE = 0.1  # EWMA rate of the one-step absolute error used for clipping
+_SCALE_FLOOR = 1e-6  # the clipping scale is at least this fraction of the forecast's size...
+_SCALE_FLOOR_ABS = 1e-12  # ...and at least this: a flat series (zero error) still clips
+_WILD = 100.0  # a level shift beyond this many clipping bounds is wild (see ``_clip``)
 
 
 class OnlineForecaster(ABC):
@@ -46,11 +51,12 @@ class OnlineForecaster(ABC):
       updates (round robin, so each update does 1/refresh_every of the work).
     - ``clip``: an innovation beyond ``clip`` x 1.25 x (mean absolute one-step error) is
       clipped, unless the previous sample jumped the same way (a level shift, not a spike);
-      ``None`` disables clipping.
+      ``None`` disables clipping. The error is taken as at least a millionth of the
+      forecast (and 1e-12), so a flat series still clips an absurd sample.
     - ``nonnegative``: negative samples are missing and forecasts are clipped at zero.
     - ``min_history``: valid samples a series needs before it is forecast.
     - ``max_gap``: seconds without a valid sample after which a series is not forecast
-      (``None``: forever).
+      (``None``: forever); the sample that ends such a gap starts the level again.
     - ``intervals``: keep interval bookkeeping (off for the members of ``auto``).
     """
 
@@ -106,7 +112,12 @@ class OnlineForecaster(ABC):
         self.seen_ = np.zeros(n)
         self.since_valid_ = np.full(n, np.inf)
         self.scale_ = np.full(n, np.nan)
+        self.scaled_ = np.zeros(n)  # one-step errors the scale has averaged...
+        self.averaging_ = True  # ...until every series has 1 / _SCALE_RATE of them
+        self.next_ = np.full(n, np.nan)  # the one-step forecast, issued or not (warm-up)
+        self.warming_ = True  # some series has fewer than ``min_history`` samples
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
+        self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
         self.mean_ = np.full((n, self.horizon), np.nan)
         self.tracker_: ResidualTracker | None = None
         if self.intervals:
@@ -122,8 +133,8 @@ class OnlineForecaster(ABC):
         self._skip_empty(empty)
         for j in range(empty, t):
             self._advance(batch[:, j])
-        if self.tracker_ is not None:
-            self.tracker_.refresh()
+        # no refresh of every interval quantile here: the staggered ones of the updates are
+        # what a model fitted one column earlier and updated once has, bit for bit
         return self
 
     def update(self, column: ArrayLike) -> Self:
@@ -171,6 +182,15 @@ class OnlineForecaster(ABC):
         if self.nonnegative:
             y[y < 0] = np.nan
         valid = np.isfinite(y)
+        if self.max_gap is not None:
+            # back after a gap longer than ``max_gap`` (no forecast meanwhile): the state
+            # describes the data before the gap, which may have been at another level
+            # (a series' first sample "comes back" too: starting its level is a no-op)
+            back = valid & (self.since_valid_ * self.step_ > self.max_gap)
+            if back.any():
+                self.jump_[back] = 0.0
+                self.wild_[back] = 0.0
+                self._restart(back)
         if self.tracker_ is not None:
             self.tracker_.observe(y)
         self.raw_ = y  # before outlier clipping: for models that learn from level shifts
@@ -181,6 +201,8 @@ class OnlineForecaster(ABC):
         self._observe(y)
         self.updates_ += 1
         mean = self._path()
+        if self.warming_ and (self.clip is not None or self.tracker_ is not None):
+            self.next_ = np.maximum(mean[:, 0], 0.0) if self.nonnegative else mean[:, 0].copy()
         short = self.seen_ < self.min_history
         if self.max_gap is not None:
             short |= self.since_valid_ * self.step_ > self.max_gap
@@ -221,33 +243,78 @@ class OnlineForecaster(ABC):
         would, from the empty state (only for models that set ``skips_exactly``)."""
         raise NotImplementedError
 
+    def _restart(self, rows: NDArray[np.bool_]) -> None:
+        """Start the level of ``rows`` again from their next sample: it ends a gap longer
+        than ``max_gap``, or a wild spike that passed as a level shift (``_clip``). Models
+        whose state is a level (not the last value) override it."""
+        return
+
     def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
         pred = self.mean_[:, 0]
+        # before ``min_history`` nothing is clipped (no forecast was issued to clip against),
+        # but the scale learns from the forecasts the model would have issued: the interval
+        # of the first forecast falls back on it (``ResidualTracker.bounds``)
+        if self.warming_:  # ``seen_`` only grows: once over, for good
+            warm = self.seen_ < self.min_history
+            self.warming_ = bool(warm.any())
+            warm &= valid & ~np.isfinite(pred) & np.isfinite(self.next_)
+            if warm.any():
+                self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
         has = valid & np.isfinite(pred)
         if not has.any():
             return y
-        sign = np.sign(err)
+        # a flat series has no error to scale by: without a floor one absurd sample would
+        # pass unclipped, and the next ordinary one be clipped towards it
+        floor = _SCALE_FLOOR * np.abs(pred) + _SCALE_FLOOR_ABS
         with np.errstate(invalid="ignore"):
-            bound = (np.inf if self.clip is None else self.clip) * 1.25 * self.scale_
-            spike = has & (bound > 0) & (np.abs(err) > bound) & (self.jump_ != sign)
+            bound = (
+                (np.inf if self.clip is None else self.clip) * 1.25 * np.maximum(self.scale_, floor)
+            )
+            # never while the scale is unknown (NaN), nor with ``clip = 0``
+            extreme = has & (bound > 0) & (np.abs(err) > bound)
+        if not extreme.any():  # the usual update: nothing to clip, no run goes on
+            self.jump_ = np.where(has, 0.0, self.jump_)
+            self.wild_ = np.where(has, 0.0, self.wild_)
+            self._learn_scale(has, np.abs(err))
+            return y
+        sign = np.sign(err)
+        wild = extreme & (np.abs(err) > _WILD * bound)
+        spike = extreme & (self.jump_ != sign)
+        # A wild level shift that now comes back as wildly was a spike of a few samples (two
+        # bogus 1e12 readings): this sample passes and the models start their level from
+        # it, instead of being clipped towards the spike while slow models decay from it.
+        back = spike & (self.wild_ == -sign)
+        spike &= ~back
         shift = sign * np.where(spike, bound, 0.0)
         clipped = np.where(spike, pred + shift, y)
         # remember the direction of an extreme sample, clipped or not: a run of them in one
         # direction is a level shift and passes after its first sample
-        extreme = has & (bound > 0) & (np.abs(err) > bound)
-        self.jump_ = np.where(has, np.where(extreme, sign, 0.0), self.jump_)
-        used = np.abs(np.where(spike, shift, err))
-        self.scale_ = np.where(
-            has,
-            np.where(
-                np.isfinite(self.scale_),
-                (1 - _SCALE_RATE) * self.scale_ + _SCALE_RATE * used,
-                used,
-            ),
-            self.scale_,
-        )
+        run = extreme & ~back
+        self.jump_ = np.where(has, np.where(run, sign, 0.0), self.jump_)
+        passed = run & ~spike
+        self.wild_ = np.where(has & ~run, 0.0, np.where(passed & wild, sign, self.wild_))
+        if back.any():
+            if self.tracker_ is not None:
+                self.tracker_.forget(back)
+            self._restart(back)
+        # nor does a wild error inflate the scale, which would turn clipping off for hours
+        self._learn_scale(has, np.minimum(np.abs(np.where(spike, shift, err)), _WILD * bound))
         return clipped
+
+    def _learn_scale(self, rows: NDArray[np.bool_], used: FloatArray) -> None:
+        """Average the one-step errors ``used`` of ``rows`` into the scale: a plain mean of
+        the first ``1 / _SCALE_RATE``, an EWMA after them."""
+        if not self.averaging_:  # every series has its first errors: the plain EWMA
+            self.scale_ = np.where(
+                rows, self.scale_ + _SCALE_RATE * (used - self.scale_), self.scale_
+            )
+            return
+        self.scaled_ += rows
+        rate = 1.0 / np.minimum(np.maximum(self.scaled_, 1.0), 1.0 / _SCALE_RATE)
+        old = np.where(np.isfinite(self.scale_), self.scale_, 0.0)
+        self.scale_ = np.where(rows, old + rate * (used - old), self.scale_)
+        self.averaging_ = bool(np.any(self.scaled_ < 1.0 / _SCALE_RATE))
 
     # --- what a model implements ----------------------------------------------------
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from forecasting.base import FloatArray, OnlineForecaster, steps_for
 from forecasting.scoring import CandidateScorer
@@ -135,6 +136,14 @@ class HoltWinters(OnlineForecaster):
             first = 2 * self.season_steps_ - 1 - self.updates_  # the update that starts it
             if first < k:
                 self._start_season(int(self._bin(self.time_ + (max(first, 0) + 1) * self.step_)))
+
+    def _restart(self, rows: NDArray[np.bool_]) -> None:
+        # the next sample starts the level as a series' first one does (the season stays:
+        # it is the time of day's shape, not the level); the paths issued from the stale
+        # level were never used and would only punish the candidates that follow it fast
+        self.level_[rows] = np.nan
+        self.trend_[rows] = 0.0
+        self.scorer_.forget(rows)
 
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)

@@ -39,7 +39,8 @@ class ResidualTracker:
 
     ``errors`` holds the last ``window`` signed errors of each (series, step). Quantiles are
     recomputed for about ``n / refresh_every`` series per update (staggered), so the cost of
-    an update stays flat; ``refresh()`` recomputes all at once (after a fit).
+    an update stays flat; a fit refreshes them the same way, so that fitting on one more
+    column gives the same bounds as an update.
     """
 
     def __init__(
@@ -80,14 +81,14 @@ class ResidualTracker:
         self.updates += k
         self.pos = (self.pos + k) % self.horizon
 
+    def forget(self, rows: NDArray[np.bool_]) -> None:
+        """Drop the paths pending for ``rows``: they will not be scored."""
+        self.paths[:, rows] = np.nan
+
     def push(self, path: FloatArray) -> None:
         """Remember the path [n, horizon] issued now."""
         self.paths[self.pos] = path
         self.pos = (self.pos + 1) % self.horizon
-
-    def refresh(self) -> None:
-        """Recompute the quantiles of every series."""
-        self._refresh(np.arange(self.lo.shape[0]))
 
     def _refresh(self, rows: NDArray[np.int64]) -> None:
         s = np.sort(self.errors[rows], axis=-1)
@@ -103,8 +104,8 @@ class ResidualTracker:
 
         Where fewer than ``min_errors`` errors of a step were seen (short history), the
         width falls back to ``z · 1.25 · scale · sqrt(h)`` (``scale``: the mean absolute
-        one-step error, 1.25x of which estimates a standard deviation), and to zero width
-        when even that is unknown.
+        one-step error, 1.25x of which estimates a standard deviation, learnt from the
+        second sample on), and to zero width when even that is unknown (one sample).
         """
         steps = mean.shape[1]
         h = np.arange(1, steps + 1, dtype=np.float64)
@@ -117,6 +118,9 @@ class ResidualTracker:
         lower = mean + np.minimum(lo, 0.0)
         upper = mean + np.maximum(hi, 0.0)
         return lower, upper
+
+
+_ERROR_CAP = 20.0
 
 
 class CandidateScorer:
@@ -136,12 +140,22 @@ class CandidateScorer:
         self.s = np.zeros((n, k, e))
         self.w = np.zeros((n, k, e))
         self.count = np.zeros((n, k))
+        self._back = self.steps + 1  # the path scored at step index i was issued i + 1 ago
+        self._cols = np.arange(e)
+        self.cap = np.full((n, e), np.inf)
+        """``_ERROR_CAP`` x the best candidate's mean error per (series, step), as of the
+        last ``scores``."""
 
     def observe(self, y: FloatArray) -> None:
         """Update the error of every candidate with the new sample ``y`` [n]."""
-        slots = (self.pos - 1 - self.steps) % self.horizon
-        pred = self.paths[slots, :, :, np.arange(self.steps.size)]  # [e, n, k]
+        slots = (self.pos - self._back) % self.horizon
+        pred = self.paths[slots, :, :, self._cols]  # [e, n, k]
         err = np.abs(y[None, :, None] - pred).transpose(1, 2, 0)
+        # a spike that outlier clipping let through (the second of two: a level shift, as
+        # far as it can tell) gives errors that would decide the choice for hours: one error
+        # counts at most ``_ERROR_CAP`` times the best candidate's mean error plus the sample
+        cap = self.cap + np.abs(y)[:, None]  # [n, e]
+        err = np.minimum(err, cap[:, None, :])
         ok = np.isfinite(err)
         decay = np.where(ok, 1.0 - self.lam, 1.0)
         self.s = self.s * decay + np.where(ok, self.lam * err, 0.0)
@@ -151,6 +165,10 @@ class CandidateScorer:
     def skip(self, k: int) -> None:
         """``k`` updates that scored nothing and issued no path, from the empty state."""
         self.pos = (self.pos + k) % self.horizon
+
+    def forget(self, rows: NDArray[np.bool_]) -> None:
+        """Drop the paths pending for ``rows``: they will not be scored."""
+        self.paths[:, rows] = np.nan
 
     def push(self, paths: FloatArray) -> None:
         """Remember the candidate paths [n, k, horizon] issued now."""
@@ -162,6 +180,7 @@ class CandidateScorer:
         (fewer than ``min_count`` scored one-step forecasts)."""
         has = self.w > 0
         mae = np.where(has, self.s / np.where(has, self.w, 1.0), 0.0)
+        self.cap = _ERROR_CAP * np.min(np.where(has, mae, np.inf), axis=1)
         n_has = np.sum(has, axis=-1)
         score = np.where(n_has > 0, np.sum(mae, axis=-1) / np.maximum(n_has, 1), np.inf)
         return np.where(self.count >= min_count, score, np.inf)

@@ -164,9 +164,13 @@ class RobustTrend(OnlineForecaster):
             self.rho_[rows] = 0.0
             self._decay[rows] = 0.0
             return
-        w = mask.astype(np.float64)
-        cut = np.full((len(rows), 1), np.inf)
-        resid = np.full(ys.shape, np.nan)
+        # IRLS from least squares would start from a fit that one absurd sample tilts, and a
+        # few iterations do not undo that: start from the weights of a resistant line instead
+        resid = np.where(mask, yz - _resistant_line(x[:, 1], ys), np.nan)
+        cut = self._cut(resid)
+        absr = np.abs(np.where(mask, resid, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(mask, np.where(absr > cut, cut / absr, 1.0), 0.0)
         for i in range(max(1, self.iterations)):  # IRLS
             wx = w[:, :, None] * x[None, :, :]  # [n, points, p]
             xtwx = np.swapaxes(wx, 1, 2) @ x + penalty * np.sum(w, axis=1)[:, None, None]
@@ -176,8 +180,7 @@ class RobustTrend(OnlineForecaster):
             coef = np.linalg.solve(xtwx, xtwy[..., None])[..., 0]
             resid = np.where(mask, yz - coef @ x.T, np.nan)
             if i < self.iterations - 1:  # the MAD scale follows the fit as outliers lose weight
-                scale = 1.4826 * masked_median(np.abs(resid))
-                cut = self.huber_k * np.where(scale > 0, scale, np.inf)[:, None]
+                cut = self._cut(resid)
             absr = np.abs(np.where(mask, resid, 0.0))
             with np.errstate(divide="ignore", invalid="ignore"):
                 w = np.where(mask, np.where(absr > cut, cut / absr, 1.0), 0.0)
@@ -195,7 +198,27 @@ class RobustTrend(OnlineForecaster):
         self.rho_[rows] = rho if self.anchor is None else self.anchor
         self._decay[rows] = self.rho_[rows, None] ** self._steps[None, 1:]
 
+    def _cut(self, resid: FloatArray) -> FloatArray:
+        """The Huber threshold [n, 1] for residuals [n, points] (NaN: missing)."""
+        scale = 1.4826 * masked_median(np.abs(resid))
+        cut: FloatArray = self.huber_k * np.where(scale > 0, scale, np.inf)[:, None]
+        return cut
+
     def _path(self) -> FloatArray:
         path = self._ahead + self._decay * self.resid_[:, None]
         # too little data for a regression: the last value (persistence)
         return np.where(np.isfinite(path), path, self.last_[:, None])
+
+
+def _resistant_line(x: FloatArray, ys: FloatArray) -> FloatArray:
+    """Tukey's resistant line through ``ys`` [n, points] (NaN: missing) at ``x`` [points]:
+    the slope joins the medians of the first and last thirds, the intercept is the median
+    offset, so up to a sixth of the points can be anything. Fitted values [n, points]."""
+    third = max(1, x.size // 3)
+    ends = masked_median(np.stack([ys[:, :third], ys[:, -third:]], axis=1))  # [n, 2]
+    dy = ends[:, 1] - ends[:, 0]
+    # the thirds' middle times, missing samples or not: it is only where IRLS starts
+    dx = float(np.median(x[-third:]) - np.median(x[:third]))
+    slope = np.where(np.isfinite(dy), dy / dx, 0.0) if dx > 0 else np.zeros(len(ys))
+    fitted: FloatArray = slope[:, None] * x[None, :]
+    return fitted + masked_median(ys - fitted)[:, None]

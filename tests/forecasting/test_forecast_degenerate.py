@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from forecasting import clip_outliers, counter_to_rate, counter_to_rate_batch, make_model, resample
+from forecasting import (
+    backtest,
+    clip_outliers,
+    counter_to_rate,
+    counter_to_rate_batch,
+    make_model,
+    resample,
+)
 from forecasting.registry import MODEL_TYPES
 
 NAMES = sorted(MODEL_TYPES)
@@ -31,6 +38,21 @@ def test_a_constant_series_forecasts_the_constant(name: str) -> None:
     np.testing.assert_allclose(mean, 7.0)
     np.testing.assert_allclose(lower, 7.0)
     np.testing.assert_allclose(upper, 7.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_first_forecasts_have_honest_intervals(name: str) -> None:
+    # the interval trackers have no errors yet: the first forecasts, right after
+    # ``min_history`` samples, fall back on the spread of the model's in-sample errors
+    rng = np.random.default_rng(0)
+    y = 100 + 10 * rng.standard_normal((400, 12))
+    model = make_model(name, horizon=5, min_history=8).fit(y[:, :8], step=15.0)
+    for j in range(8, 12):
+        mean, lower, upper = model.predict()
+        check(mean, lower, upper)
+        inside = (lower[:, 0] <= y[:, j]) & (y[:, j] <= upper[:, 0])
+        assert 0.8 <= inside.mean() <= 0.97, (j, inside.mean())
+        model.update(y[:, j])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,6 +89,39 @@ def test_an_isolated_spike_is_clipped(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("base", [0.0, 5.0])
+def test_a_spike_on_a_flat_series_is_clipped_and_the_series_recovers(
+    name: str, base: float
+) -> None:
+    # a flat series has no error to scale the clipping by: the spike must still be clipped,
+    # and the ordinary samples after it must not be clipped towards it
+    y = np.full((1, 400), base)
+    y[0, 300] = 1e12
+    model = make_model(name, horizon=20, nonnegative=True, min_history=8).fit(y[:, :300], step=15.0)
+    for v in y[0, 300:]:
+        model.update([v])
+        mean, lower, upper = model.predict()
+        check(mean, lower, upper)
+        assert np.all(np.abs(upper - base) < 1.0) and np.all(np.abs(mean - base) < 1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", [1e12, 1e100])
+def test_a_wild_spike_of_two_samples_is_forgotten_when_the_series_comes_back(
+    name: str, bad: float
+) -> None:
+    # the first bogus sample is clipped, the second passes as a level shift; the ordinary
+    # sample after them ends it: no model may decay from the spike for hours
+    rng = np.random.default_rng(0)
+    y = 50 + rng.normal(0, 1, (1, 1500))
+    y[0, 500:502] = bad
+    out = backtest(make_model(name, horizon=20), y, step=15.0, ahead=(1, 20))
+    _, lower, upper = out[1]  # forecasts of each tick made one tick before it
+    assert np.all(np.abs(upper[0, 503:] - 50) < 10) and np.all(np.abs(lower[0, 503:] - 50) < 10)
+    assert np.all(np.abs(out[20][0][0, 522:] - 50) < 10)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_level_shift_is_not_clipped_away(name: str) -> None:
     rng = np.random.default_rng(1)
     y = np.concatenate([10 + rng.normal(0, 0.5, 300), 100 + rng.normal(0, 0.5, 10)])[None, :]
@@ -89,6 +144,23 @@ def test_a_series_silent_longer_than_max_gap_has_no_forecast(name: str) -> None:
     y[0, 80:] = np.nan
     mean, _, _ = make_model(name, horizon=2, max_gap=600.0).fit(y, step=60.0).predict()
     assert np.isnan(mean[0]).all() and np.isfinite(mean[1]).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_series_back_after_a_gap_longer_than_max_gap_starts_from_its_new_level(
+    name: str,
+) -> None:
+    # 100 for 200 ticks, silent for 10 minutes (max_gap: 5), back at 10
+    rng = np.random.default_rng(0)
+    y = np.concatenate(
+        [100 + rng.normal(0, 1, 200), np.full(40, np.nan), 10 + rng.normal(0, 1, 12)]
+    )
+    model = make_model(name, horizon=20, max_gap=300.0, min_history=8).fit(y[None, :240], step=15.0)
+    for v in y[240:]:
+        model.update([v])
+        mean, lower, upper = model.predict()
+        assert np.all(np.abs(mean - 10) < 5), mean
+        assert np.all(lower <= 10 + 5) and np.all(upper >= 10 - 5)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -158,3 +230,4 @@ def test_clip_outliers_clips_spikes_and_leaves_constant_series() -> None:
     assert out[0, 100] < 15
     np.testing.assert_array_equal(out[1], 3.0)
     assert np.isnan(clip_outliers(np.full((1, 4), np.nan))).all()
+    assert clip_outliers(np.empty((2, 0))).shape == (2, 0)

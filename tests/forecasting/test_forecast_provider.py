@@ -56,8 +56,10 @@ def test_one_new_column_is_an_online_update_that_matches_a_full_refit() -> None:
         reselect_every=40,
         season=86400.0,
     ).fit(y[:, 1:400], step=STEP, end=NOW + STEP * 399)
-    mean, _, _ = model.predict()
+    mean, lower, upper = model.predict()
     np.testing.assert_allclose(np.stack([out[t].mean for t in "abc"]), mean, rtol=1e-9)
+    np.testing.assert_allclose(np.stack([out[t].lower for t in "abc"]), lower, rtol=1e-9)
+    np.testing.assert_allclose(np.stack([out[t].upper for t in "abc"]), upper, rtol=1e-9)
 
 
 def test_changed_targets_a_new_horizon_or_a_clock_gone_back_refit_from_history() -> None:
@@ -130,6 +132,23 @@ def test_the_same_tick_twice_returns_the_same_forecasts() -> None:
     assert provider.refits == 1
     np.testing.assert_array_equal(later["x"].mean, first["x"].mean)
     np.testing.assert_allclose(later["x"].times, first["x"].times + 1.0)
+
+
+def test_a_target_back_after_a_gap_longer_than_max_gap_is_forecast_from_its_new_level() -> None:
+    # ~10, silent for 10 minutes (> max_gap), back at ~100: load arrived while it was down
+    rng = np.random.default_rng(0)
+    y = np.concatenate(
+        [10 + rng.normal(0, 1, 400), np.full(40, np.nan), 100 + rng.normal(0, 1, 12)]
+    )
+    provider = OnlineProvider(ForecastSettings())
+    for j in range(300, y.size):  # the engine's window: the last 300 columns, sliding
+        out = provider.forecast(
+            "q", ["api"], y[None, j - 299 : j + 1], step=STEP, horizon_steps=20, now=NOW + STEP * j
+        )
+        if j >= 440:
+            f = out["api"]
+            assert np.all(np.abs(f.mean - 100) < 5) and np.all(f.upper > 95), (j, f.mean)
+    assert provider.refits == 1
 
 
 def test_targets_without_enough_data_get_no_forecast() -> None:
