@@ -4,12 +4,13 @@ For each action, in order: paused? → duplicate (same idempotency key within th
 window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
 → dry-run? → executor breaker open? → call with a timeout, retrying temporary failures with
 jittered exponential backoff (not those the executor already retried, and not before a
-``Retry-After`` the server gave). A call that times out is not cancelled but abandoned: an
-executor working in a thread (docker-py) cannot be stopped, so the call may still be carried
-out. A restart or rollback is therefore never retried after a timeout, keeps its cooldown
-(its outcome is ``uncertain``), and no new one starts for that (executor, target) while an
-abandoned call for it still runs; a scale (absolute replicas) is retried as any temporary
-failure. At shutdown ``wait_abandoned`` gives such calls the time left and names those still
+``Retry-After`` the server gave). A call that times out is cancelled when its executor is
+``cancellable`` (asyncio I/O only: Fly, the notifiers), and otherwise abandoned: an executor
+working in a thread (docker-py) cannot be stopped, so the call may still be carried out.
+An abandoned restart or rollback is therefore never retried, keeps its cooldown (its
+outcome is ``uncertain``), and no new one starts for that (executor, target) while the
+call still runs; a scale (absolute replicas) is retried as any temporary failure. At
+shutdown ``wait_abandoned`` gives such calls the time left and names those still
 running, to be journalled as interrupted. Only temporary failures count toward an
 executor's breaker: a permanent one (an unknown service, a bad request) is that action's,
 not the executor's.
@@ -290,11 +291,13 @@ class ActionBus:
             return Outcome(action, "done", detail, now, name)
 
     async def _execute(self, executor: Executor, action: Action, name: str) -> str:
-        """``executor.execute(action)`` under the timeout. On timeout the call is left to
-        run (cancelling it would not stop a worker thread, only hide it) and remembered in
-        ``abandoned`` until it ends."""
-        call = asyncio.ensure_future(executor.execute(action))
+        """``executor.execute(action)`` under the timeout. On timeout a ``cancellable``
+        executor's call is cancelled; any other is left to run (cancelling it would not stop
+        a worker thread, only hide it) and remembered in ``abandoned`` until it ends."""
         timeout = self.settings.executor_timeout
+        if getattr(executor, "cancellable", False):
+            return await asyncio.wait_for(executor.execute(action), timeout)
+        call = asyncio.ensure_future(executor.execute(action))
         try:
             return await asyncio.wait_for(asyncio.shield(call), timeout)
         except TimeoutError:

@@ -59,6 +59,10 @@ class Executor(Protocol):
     """Carries out actions for the targets it manages and reports their state."""
 
     name: str
+    # Optional: ``cancellable = True`` says ``execute`` stops when cancelled (it awaits
+    # asyncio I/O only): the bus then cancels a call that timed out. Without it the call is
+    # left to run (a worker thread cannot be stopped) and a restart or rollback is not tried
+    # again meanwhile.
 
     async def execute(self, action: Action) -> str:
         """Carry out ``action``; return a short detail. Raise ``ExecutorError`` on failure."""

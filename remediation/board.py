@@ -58,6 +58,8 @@ def open_count(states: Mapping[str, str]) -> int:
 class BreakerBoard:
     """Holds the published breakers; an executor for ``TripBreaker`` actions."""
 
+    cancellable = True
+
     def __init__(
         self,
         name: str = "breakers",

@@ -110,6 +110,8 @@ def process_group(machine: Mapping[str, Any]) -> str:
 class FlyExecutor:
     """Acts on Fly Machines through the Machines REST API (aiohttp)."""
 
+    cancellable = True  # aiohttp only: a call that timed out stops when cancelled
+
     def __init__(
         self,
         name: str = "fly",

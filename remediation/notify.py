@@ -217,6 +217,8 @@ _S = TypeVar("_S", bound=_RetrySpec)
 class _Notifier(Generic[_S]):
     """Shared parts: construction from a spec, no target state, a poster, a close."""
 
+    cancellable = True  # aiohttp only: a post that timed out is cancelled, not doubled
+
     default_name: ClassVar[str]
     spec_type: Callable[[], _S]
 

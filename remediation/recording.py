@@ -31,6 +31,7 @@ class RecordingExecutor:
     """Keeps replicas in memory; every call is recorded in ``calls``."""
 
     in_memory = True  # states() never waits: the engine awaits it in place
+    cancellable = True
 
     def __init__(self, name: str = "recording", spec: RecordingSpec | None = None) -> None:
         self.name = name

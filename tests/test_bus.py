@@ -283,6 +283,8 @@ class _Stuck(RecordingExecutor):
     """Works in a thread, as the swarm executor does (docker-py in ``asyncio.to_thread``),
     and each call blocks until ``release`` is set: a timeout cannot stop it."""
 
+    cancellable = False
+
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.release = threading.Event()
@@ -393,3 +395,41 @@ def test_a_timed_out_restart_keeps_its_cooldown_and_is_reported_at_shutdown() ->
     assert "cooldown:api:restart" in bus.drain_state(15.0)
     assert running == [(restart, "swarm")] and after == []
     assert swarm.finished == [restart]
+
+
+class _Hanging(RecordingExecutor):
+    """Awaits asyncio I/O only (an HTTP call that never answers): cancellable."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.cancelled = 0
+
+    async def execute(self, action: Action) -> str:
+        self.calls.append(action)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return "never"
+
+
+def test_a_timed_out_call_of_a_cancellable_executor_is_cancelled_before_the_retry() -> None:
+    """A Slack post that hangs: cancelled at the timeout, so the retry is the only post in
+    flight, not a second one beside it."""
+    slack = _Hanging("slack")
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.05, retries=1, notify=("slack",)),
+        executors={"slack": slack},
+        route=lambda a: [],
+        sleep=_no_sleep,
+    )
+
+    async def go() -> tuple[Outcome, int, int]:
+        (outcome,) = await bus.submit([Notify("api", "P2", "queue long")], 0.0)
+        await asyncio.sleep(0)  # a cancellation would have been delivered by now
+        return outcome, slack.cancelled, len(bus.abandoned)
+
+    outcome, cancelled, abandoned = asyncio.run(go())
+    assert outcome.status == "failed" and not outcome.uncertain
+    assert len(slack.calls) == 2 and cancelled == 2 and abandoned == 0

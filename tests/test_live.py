@@ -110,6 +110,8 @@ class _StuckRestart(RecordingExecutor):
     """Restarts in a worker thread, as the swarm executor does, and hangs there until
     ``release``: the bus's timeout cannot stop it."""
 
+    cancellable = False
+
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.release = threading.Event()
