@@ -305,6 +305,7 @@ class Engine:
                 self._discovering[name] = ex
             if isinstance(ex, Persistent):
                 self._persistent[name] = ex
+        self._watch_targets()
         self.restore(self.state_store.load_state())
 
     # --- state -------------------------------------------------------------------------
@@ -487,6 +488,16 @@ class Engine:
                 self.targets[target] = self._discovered(target, name, d)
                 if d.policy:
                     self.target_policies[target] = {p.strip() for p in d.policy.split(",")}
+        if self._discovering:
+            self._watch_targets()
+
+    def _watch_targets(self) -> None:
+        """Tell the sources that want them (``watch_targets``) the targets, configured and
+        discovered: the Alertmanager source reports a known 0 for a quiet one."""
+        for src in self.sources:
+            watch = getattr(src, "watch_targets", None)
+            if watch is not None:
+                watch(self.targets.keys())
 
     def _discovered(self, target: str, executor: str, d: Discovered) -> TargetSettings:
         """A discovered target's settings, its labelled settings checked as config is; with

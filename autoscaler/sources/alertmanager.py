@@ -46,7 +46,7 @@ import json
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -404,6 +404,14 @@ class AlertmanagerSource:
         return [accepted, dups, dropped, rejected, truncated, errors]
 
     # --- pull side ---------------------------------------------------------------------
+
+    def watch_targets(self, targets: Iterable[str]) -> None:
+        """The engine's targets (configured and discovered). Without a ``targets`` map a
+        target's name is its label value, so once a 0 is known (warmup over, or the API
+        read) a target no alert ever named gets its 0 too, and the restart rule forgets an
+        alert of it whose resolve was lost. With a map, only the mapped targets count."""
+        if not self.spec.targets:
+            self._known_targets.update(targets)
 
     async def collect(self, now: float) -> Sequence[Sample]:
         if self._started is None:

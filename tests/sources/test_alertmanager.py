@@ -460,3 +460,25 @@ def test_check_refuses_a_bad_url_and_a_timeout_beyond_the_tick(
     assert "sources.am.timeout: 5 s" in capsys.readouterr().err
     cfg.write_text('[sources.am]\ntype = "alertmanager"\nurl = "http://alertmanager:9093/"\n')
     assert main(["check", str(cfg)]) == 0
+
+
+async def test_the_engines_targets_get_a_known_zero_once_the_warmup_is_over(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    """No alert ever named ``api``: without a targets map its name is its label value, so
+    once a 0 is known the engine's target gets one (and the restart rule may forget)."""
+    from autoscaler.journal import MemoryStore
+    from autoscaler.metrics import make_metrics
+    from autoscaler.service import build_engine
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    settings = settings_factory(
+        sources={"am": {"type": "alertmanager", "token_file": str(token), "warmup": "10m"}}
+    )
+    engine = build_engine(settings, state_store=MemoryStore(), metrics=make_metrics())
+    await engine.tick(1000.0)
+    assert engine.store.observation("api", "alerts_firing", 1000.0).stale  # not known yet
+    await engine.tick(1600.0)
+    firing = engine.store.observation("api", "alerts_firing", 1600.0)
+    assert not firing.stale and firing.value == 0.0
