@@ -432,11 +432,18 @@ class _Loader:
                 continue
             body = dict(table)
             type_ = body.pop("type", None)
-            if type_ not in registry:
+            if not isinstance(type_, str) or type_ not in registry:
                 known = ", ".join(sorted(registry))
                 self.problem(f"{path}.type", f"expected one of {known}, got {_show(type_)}")
                 continue
-            spec = self.dataclass_(registry[type_].spec, body, path)
+            try:
+                entry = registry[type_]
+            except KeyError as exc:  # a plugin that is there but cannot be used
+                cause = exc.__cause__
+                why = "; ".join(cause.problems) if isinstance(cause, ConfigError) else str(exc)
+                self.problem(f"{path}.type", why)
+                continue
+            spec = self.dataclass_(entry.spec, body, path)
             out[name] = Component(type=type_, spec=spec)
         return out
 

@@ -21,7 +21,12 @@ def executor_type(name: str) -> ExecutorType:
         return EXECUTOR_TYPES[name]
     for ep in entry_points(group=EXECUTOR_ENTRY_POINTS):
         if ep.name == name:
-            found = ep.load()
+            try:
+                found = ep.load()
+            except Exception as exc:  # a plugin's import error is a config problem, named
+                raise ConfigError(
+                    [f"entry point {ep.value!r} cannot be loaded: {type(exc).__name__}: {exc}"]
+                ) from exc
             if not isinstance(found, ExecutorType):
                 raise ConfigError([f"entry point {ep.value!r} is not an ExecutorType"])
             return found

@@ -32,6 +32,7 @@ def plugin_dist(tmp_path: Path) -> Iterator[None]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-exec\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[autoscaler.executors]\nacme = acme_exec:EXECUTOR\nbroken = acme_exec:NOT_A_TYPE\n"
+        "missing = acme_missing_module:EXECUTOR\n"
     )
     sys.path.insert(0, str(tmp_path))
     yield
@@ -57,3 +58,24 @@ def test_an_entry_point_that_is_not_an_executor_type_is_refused() -> None:
 def test_an_unknown_executor_type_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown executor type 'nope'"):
         executor_type("nope")
+
+
+@pytest.mark.usefixtures("plugin_dist")
+@pytest.mark.parametrize(
+    ("type_", "why"),
+    [
+        ("missing", "cannot be loaded: ModuleNotFoundError: No module named 'acme_missing_module'"),
+        ("broken", "is not an ExecutorType"),
+    ],
+)
+def test_a_plugin_that_cannot_be_used_is_a_config_problem_at_its_key(type_: str, why: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"executors": {"x": {"type": type_}}})
+    assert err.value.problems[0].startswith("executors.x.type: entry point")
+    assert why in err.value.problems[0]
+
+
+@pytest.mark.parametrize("kind", ["executors", "sources", "policies"])
+def test_a_type_that_is_not_a_string_is_a_config_problem(kind: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{kind}\.x\.type: expected one of .*, got \["):
+        from_mapping({kind: {"x": {"type": ["recording"]}}})
