@@ -31,6 +31,7 @@ from autoscaler.config import (
     read_toml,
     rollback_warnings,
     signal_warnings,
+    stale_after,
 )
 from autoscaler.errors import ConfigError
 
@@ -169,8 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         drivers.append(driver)
         # systemd: READY=1 after the first good pass, WATCHDOG=1 while passes succeed,
         # STATUS= a one-line summary, STOPPING=1 on shutdown. No-op without NOTIFY_SOCKET.
-        stale_after = settings.http.healthz_max_age or 3 * settings.service.interval
-        watchdog = WatchdogPolicy.from_env(os.environ, pid=os.getpid(), stale_after=stale_after)
+        watchdog = WatchdogPolicy.from_env(
+            os.environ, pid=os.getpid(), stale_after=stale_after(settings)
+        )
         driver.on_tick.append(tick_hook(watchdog, clock=time.monotonic, summary=status_line))
         driver.on_stop.append(lambda: watchdog.stopping("stopping"))
         async with asyncio.TaskGroup() as tg:

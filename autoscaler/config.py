@@ -79,7 +79,8 @@ class HttpSettings:
     """Bearer token for POST /v1/pause and /v1/resume; unset disables them. (The Alertmanager
     webhook checks its own ``sources.<name>.token``.)"""
     healthz_max_age: Seconds = 0.0
-    """/healthz fails when the last tick is older than this (0: three intervals)."""
+    """/healthz fails (and the systemd watchdog stops being pinged) when the last tick is
+    older than this; 0: three intervals, at least an interval plus ``tick_timeout``."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -514,6 +515,13 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
     """Relations between tables that no single field can check."""
     if s.service.interval <= 0:
         loader.problem("service.interval", "must be greater than zero")
+    floor = s.service.interval + s.service.tick_timeout
+    if 0 < s.http.healthz_max_age < floor:
+        loader.problem(
+            "http.healthz_max_age",
+            f"must be at least service.interval + service.tick_timeout ({floor:g} s): between"
+            " two ticks /healthz would fail and the systemd watchdog go unpinged (0: default)",
+        )
     for name, t in s.targets.items():
         path = f"targets.{name}"
         if t.min_replicas < 0:
@@ -608,6 +616,14 @@ def _check_forecast_rule(s: Settings, loader: _Loader, path: str, spec: Any) -> 
                 f"{t.startup_delay:g} s, the lead time of {path}, is beyond"
                 f" forecasting.horizon ({horizon:g} s): raise the horizon",
             )
+
+
+def stale_after(s: Settings) -> float:
+    """Age of the last tick beyond which the service is unhealthy (``/healthz`` 503, no
+    systemd watchdog pings): ``http.healthz_max_age``, or three intervals but at least an
+    interval plus ``tick_timeout`` (a pass may wait that long for its sources)."""
+    floor = s.service.interval + s.service.tick_timeout
+    return s.http.healthz_max_age or max(3 * s.service.interval, floor)
 
 
 def signal_warnings(s: Settings) -> list[str]:

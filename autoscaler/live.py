@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from autoscaler.config import Settings
+from autoscaler.config import Settings, stale_after
 from autoscaler.engine import Engine, TickReport
 from autoscaler.http import make_app
 from policies.types import Action
@@ -120,7 +120,7 @@ class LiveDriver:
         runner: web.AppRunner | None = None
         http = self.settings.http
         if http.enabled:
-            max_age = http.healthz_max_age or 3 * self.settings.service.interval
+            max_age = stale_after(self.settings)
             app = make_app(
                 engine=self.engine,
                 clock=self.clock,

@@ -17,6 +17,7 @@ from autoscaler.config import (
     parse_duration,
     rollback_warnings,
     signal_warnings,
+    stale_after,
 )
 from autoscaler.errors import ConfigError
 from policies.markers import Secret
@@ -411,3 +412,15 @@ def test_a_prometheus_source_that_can_outlast_the_tick_timeout_is_refused(
     )
     result = run_cli("check", str(cfg))
     assert result.returncode == 2 and "sources.p.timeout: " in result.stderr
+
+
+def test_a_healthz_max_age_a_pass_can_outlast_is_refused_and_the_default_covers_one() -> None:
+    """Between two ticks the last one is up to an interval old, plus the next pass, which
+    may wait tick_timeout for its sources: less than that fails /healthz and starves the
+    systemd watchdog of a healthy service."""
+    with pytest.raises(ConfigError, match=r"http.healthz_max_age: must be at least .* \(25 s\)"):
+        from_mapping({"service": {"interval": "15s"}, "http": {"healthz_max_age": "20s"}})
+    ok = from_mapping({"service": {"interval": "15s"}, "http": {"healthz_max_age": "25s"}})
+    assert stale_after(ok) == 25.0
+    assert stale_after(from_mapping({"service": {"interval": "15s"}})) == 45.0  # 3 intervals
+    assert stale_after(from_mapping({"service": {"interval": "1s"}})) == 11.0  # 1 s + 10 s
