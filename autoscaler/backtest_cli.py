@@ -20,7 +20,7 @@ from autoscaler.backtest import (
     summary,
     write_timeline,
 )
-from autoscaler.cli import EXIT_USAGE
+from autoscaler.cli import EXIT_USAGE, output_dir
 from autoscaler.config import parse_duration, read_toml
 from autoscaler.dataset import parse_timestamp
 from autoscaler.errors import ConfigError
@@ -147,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         user = _user_config(args.config)
-        out.mkdir(parents=True, exist_ok=True)
+        problem = output_dir(out)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return EXIT_USAGE
         show = sys.stderr.isatty() if args.progress is None else args.progress
         result = asyncio.run(
             backtest(
@@ -165,13 +168,14 @@ def run(args: argparse.Namespace) -> int:
     except SpanError as exc:
         print(f"error: {args.demand}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: {out}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
     info = summary(result, demand_file=str(args.demand))
-    (out / "summary.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    write_timeline(out / "timeline.csv", result)
-    (out / "report.html").write_text(render_report(result, info), encoding="utf-8")
+    try:
+        (out / "summary.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        write_timeline(out / "timeline.csv", result)
+        (out / "report.html").write_text(render_report(result, info), encoding="utf-8")
+    except OSError as exc:  # a full disk, a directory in the way
+        print(f"error: cannot write to {out}: {exc}", file=sys.stderr)
+        return 1
     head, rows = score_rows(result.scores)
     print(text_table(head, rows))
     vio, cost, oracle = (

@@ -19,8 +19,10 @@ import os
 import socket
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autoscaler import __version__
@@ -60,6 +62,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "autoscaler.backtest_cli",
     "autoscaler.forecast_cli",
 )
+
+
+def output_dir(path: Path) -> str | None:
+    """Make ``path`` a directory the run can write its files into, before the run: the
+    problem as a line to print, or ``None``. (A long replay or backtest must not find out
+    at its end that it cannot save what it did.)"""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"error: {path}: {exc.strerror or exc}"
+    return None
 
 
 def load_settings(path: str) -> Settings | None:

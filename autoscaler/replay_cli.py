@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from autoscaler.cli import EXIT_USAGE, load_settings
+from autoscaler.cli import EXIT_USAGE, load_settings, output_dir
 from autoscaler.replay import (
     InputError,
     Progress,
@@ -111,10 +111,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"error: {out}: {exc.strerror or exc}", file=sys.stderr)
+    problem = output_dir(out)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return EXIT_USAGE
     show = sys.stderr.isatty() if args.progress is None else args.progress
     progress = Progress(0, enabled=show)
@@ -136,11 +135,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the recording covers no tick of the {interval:g} s grid", file=sys.stderr)
         return EXIT_USAGE
     summary = summarise(result, settings)
-    write_actions(out / "actions.jsonl", result.records)
-    write_journal(out / "journal.jsonl", result.records)
-    write_timeline(out / "timeline.csv", result)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out / "report.html").write_text(render_report(result, settings, summary), encoding="utf-8")
+    try:
+        write_actions(out / "actions.jsonl", result.records)
+        write_journal(out / "journal.jsonl", result.records)
+        write_timeline(out / "timeline.csv", result)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        report = render_report(result, settings, summary)
+        (out / "report.html").write_text(report, encoding="utf-8")
+    except OSError as exc:  # a full disk, a directory in the way
+        print(f"error: cannot write to {out}: {exc}", file=sys.stderr)
+        return 1
     rows = [
         [t, v["replica_hours"], v["min_replicas"], v["max_replicas"], v["actions"], v["executed"]]
         for t, v in summary["targets"].items()

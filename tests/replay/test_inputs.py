@@ -274,3 +274,17 @@ def test_targets_missing_from_the_config_are_named_and_no_tick_is_an_error(
     assert code == 0 and "1 recorded target(s) not in" in err and "ghost" in err
     code, err = replay_with(tmp_path, HEADER + "16,api,q,1\n", capsys)  # between two ticks
     assert code == 2 and "covers no tick of the 15 s grid" in err
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+def test_outputs_that_cannot_be_written_end_in_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    (tmp_path / "o" / "report.html").mkdir(parents=True)  # in the way of the report
+    if command == "replay":
+        rows = "".join(f"{15 * k},api,queue_length,1\n" for k in range(1, 5))
+        code, err = replay_with(tmp_path, HEADER + rows, capsys)
+    else:
+        code, err = backtest_with(tmp_path, "timestamp,value\n0,5\n60,6\n120,7\n", capsys)
+    assert code == 1, err
+    assert f"error: cannot write to {tmp_path / 'o'}" in err and "Traceback" not in err
