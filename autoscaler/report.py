@@ -11,7 +11,7 @@ import html
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -138,6 +138,19 @@ def chart(
     (higher values are drawn at the top edge)."""
     left, right, top, bottom = 64, 200, 28, 30
     pw, ph = width - left - right, height - top - bottom
+    lines = [
+        replace(ln, x=ln.x[k], y=_tame(ln.y[k])) for ln in lines if (k := _timed(ln.x)) is not None
+    ]
+    bands = [
+        replace(b, x=b.x[k], lo=_tame(b.lo[k]), hi=_tame(b.hi[k]))
+        for b in bands
+        if (k := _timed(b.x)) is not None
+    ]
+    marks = [
+        replace(m, x=m.x[k], y=_tame(m.y[k]), up=m.up[k])
+        for m in marks
+        if (k := _timed(m.x)) is not None
+    ]
     xs_all = [a for ln in lines for a in (ln.x,)] + [b.x for b in bands] + [m.x for m in marks]
     ys_all = (
         [ln.y for ln in lines]
@@ -165,7 +178,7 @@ def chart(
     if x1 <= x0:
         x1 = x0 + 1.0
     if y1 <= y0:
-        y1 = y0 + 1.0
+        y1 = y0 + max(1.0, abs(y0) * 1e-9)  # + 1.0 alone is lost on a value beyond 2**53
     y1 += (y1 - y0) * 0.05
 
     def sx(v: float) -> float:
@@ -252,6 +265,27 @@ def chart(
         out.append(f'<text x="{x + 24}" y="{y}">{html.escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+_Y_LIMIT = 1e300
+"""Values are drawn within +-this: the axis span of +-1e308 would overflow to infinity."""
+
+
+def _timed(x: FloatArray) -> NDArray[np.bool_] | slice | None:
+    """Which points have a time a chart can place: all (a slice) in the usual case, else a
+    mask without the non-finite ones; ``None`` when none has."""
+    ok = np.isfinite(x)
+    if ok.all():
+        return slice(None)
+    return ok if ok.any() else None
+
+
+def _tame(y: FloatArray) -> FloatArray:
+    """``y`` within +-``_Y_LIMIT`` (NaN and infinities stay: they break the line)."""
+    finite = np.isfinite(y)
+    if not finite.any() or np.abs(y[finite]).max() <= _Y_LIMIT:
+        return y
+    return np.where(finite, np.clip(y, -_Y_LIMIT, _Y_LIMIT), y)
 
 
 def _segments(x: FloatArray, y: FloatArray, *, step: bool) -> list[list[tuple[float, float]]]:
