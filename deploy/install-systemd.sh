@@ -9,6 +9,9 @@
 # Environment:   PYTHON (default python3, >= 3.11), PREFIX (default /opt/autoscaler),
 #                pip's own settings (PIP_INDEX_URL, PIP_CERT, ...) pass through.
 set -eu
+# The venv must be readable by the service user whatever root's umask (027 on CIS-hardened
+# hosts would leave /opt/autoscaler 0750 root:root and ExecStart unrunnable).
+umask 022
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/opt/autoscaler}
@@ -32,7 +35,9 @@ done
 
 # 1. The service user: no login, no home outside the state directory.
 if ! id autoscaler >/dev/null 2>&1; then
-    useradd --system --user-group --home-dir /var/lib/autoscaler --no-create-home \
+    group=--user-group  # a group of that name left from an earlier install: join it
+    getent group autoscaler >/dev/null 2>&1 && group="--gid autoscaler"
+    useradd --system $group --home-dir /var/lib/autoscaler --no-create-home \
         --shell /usr/sbin/nologin autoscaler
 fi
 

@@ -114,7 +114,9 @@ def box() -> Iterator[Box]:
             sh("docker", "cp", str(CA_BUNDLE), f"{cid}:/tmp/ca.crt")
             env = ["env", "PIP_CERT=/tmp/ca.crt"]
         b.run("groupadd", "-g", str(os.stat("/var/run/docker.sock").st_gid), "docker")
-        b.run(*env, "/src/deploy/install-systemd.sh", "--no-gpu", "--no-start", timeout=900)
+        # root's umask as on a CIS-hardened host: the service must still run the venv
+        install = "umask 027 && exec /src/deploy/install-systemd.sh --no-gpu --no-start"
+        b.run(*env, "sh", "-c", install, timeout=900)
         b.run("install", "-m", "0640", "-g", "autoscaler",
               "/src/tests/deploy/systemd-smoke.toml", "/etc/autoscaler/config.toml")  # fmt: skip
         b.run("mkdir", "-p", "/etc/systemd/system/autoscaler.service.d")
