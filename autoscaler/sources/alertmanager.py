@@ -166,6 +166,21 @@ def _labels(value: object, where: str) -> dict[str, str]:
     return value
 
 
+def _named(value: object, where: str) -> tuple[dict[str, str], str]:
+    """An alert's labels and its ``alertname``, which it must have."""
+    labels = _labels(value, where)
+    name = labels.get("alertname", "")
+    if not name:
+        raise PayloadError(f"{where}: no alertname")
+    return labels, name
+
+
+def _target(labels: Mapping[str, str], target_label: str, targets: Mapping[str, str]) -> str:
+    """The target an alert names: its ``target_label`` value, renamed by ``targets``."""
+    value = labels.get(target_label, "")
+    return targets.get(value, value)
+
+
 def parse_payload(doc: object, *, target_label: str, targets: Mapping[str, str]) -> list[_Alert]:
     """Alerts of a version-4 webhook payload; ``PayloadError`` naming the first problem."""
     if not isinstance(doc, dict):
@@ -183,10 +198,7 @@ def parse_payload(doc: object, *, target_label: str, targets: Mapping[str, str])
         status = a.get("status")
         if status not in ("firing", "resolved"):
             raise PayloadError(f"{where}.status: expected firing or resolved")
-        labels = _labels(a.get("labels"), f"{where}.labels")
-        name = labels.get("alertname", "")
-        if not name:
-            raise PayloadError(f"{where}.labels: no alertname")
+        labels, name = _named(a.get("labels"), f"{where}.labels")
         if status == "firing":
             at = parse_time(a.get("startsAt"), f"{where}.startsAt")
         else:
@@ -196,9 +208,7 @@ def parse_payload(doc: object, *, target_label: str, targets: Mapping[str, str])
             raise PayloadError(f"{where}.fingerprint: expected a string")
         if not fp:  # older senders: identify the alert by its label set
             fp = "labels:" + json.dumps(labels, sort_keys=True)
-        value = labels.get(target_label, "")
-        target = targets.get(value, value)
-        out.append(_Alert(name, status, target, at, labels, fp))
+        out.append(_Alert(name, status, _target(labels, target_label, targets), at, labels, fp))
     return out
 
 
@@ -219,18 +229,15 @@ def parse_api_alerts(doc: object, *, target_label: str, targets: Mapping[str, st
         state = status.get("state") if isinstance(status, dict) else None
         if state not in ("active", "suppressed", "unprocessed"):
             raise PayloadError(f"{where}.status.state: expected active, suppressed or unprocessed")
-        labels = _labels(a.get("labels"), f"{where}.labels")
-        name = labels.get("alertname", "")
-        if not name:
-            raise PayloadError(f"{where}.labels: no alertname")
+        labels, name = _named(a.get("labels"), f"{where}.labels")
         at = parse_time(a.get("startsAt"), f"{where}.startsAt")
         fp = a.get("fingerprint")
         if not isinstance(fp, str) or not fp:
             raise PayloadError(f"{where}.fingerprint: expected a non-empty string")
         if state == "suppressed":
             continue
-        value = labels.get(target_label, "")
-        out.append(_Alert(name, "firing", targets.get(value, value), at, labels, fp))
+        target = _target(labels, target_label, targets)
+        out.append(_Alert(name, "firing", target, at, labels, fp))
     return out
 
 
