@@ -29,10 +29,9 @@ from autoscaler import __version__
 from autoscaler.config import (
     HttpSettings,
     Settings,
+    config_warnings,
     load,
     read_toml,
-    rollback_warnings,
-    signal_warnings,
     stale_after,
 )
 from autoscaler.errors import ConfigError
@@ -108,7 +107,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(s.targets)} targets, {len(s.sources)} sources, "
         f"{len(s.executors)} executors, {len(s.policies)} policies)"
     )
-    for warning in [*signal_warnings(s), *rollback_warnings(s)]:
+    for warning in config_warnings(s):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
@@ -172,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_USAGE
     configure(args.log_level or settings.service.log_level, settings.service.log_format)
-    for warning in [*signal_warnings(settings), *rollback_warnings(settings)]:
+    for warning in config_warnings(settings):
         log.warning("config: %s", warning)
     store = open_state_store(settings)
     if store is None:

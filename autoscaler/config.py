@@ -694,3 +694,9 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate a TOML config file."""
     p = Path(path)
     return from_mapping(read_toml(p), env=env, base_dir=p.parent.resolve())
+
+
+def config_warnings(s: Settings) -> list[str]:
+    """What ``check`` warns of and ``run`` logs: signals no source produces, swarm targets
+    no rollback rule covers."""
+    return [*signal_warnings(s), *rollback_warnings(s)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoscaler.config import load, rollback_warnings, signal_warnings
+from autoscaler.config import config_warnings, load
 from tests.deploy.helpers import DEPLOY
 
 SECRET = "/run/secrets/autoscaler_token"
@@ -20,7 +20,7 @@ def test_swarm_config_loads_and_binds_all_interfaces(tmp_path: Path) -> None:
     config.write_text(text.replace(SECRET, str(token)))
     settings = load(config, env={})
     # every signal a rule reads is queried, and the swarm target has a rollback rule
-    assert not signal_warnings(settings) and not rollback_warnings(settings)
+    assert config_warnings(settings) == []
     assert settings.http.host == "0.0.0.0"
     assert settings.executors["swarm"].type == "swarm"
     assert settings.service.state_path.startswith("/var/lib/autoscaler/")
