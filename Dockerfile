@@ -80,5 +80,7 @@ EXPOSE 8080
 # No curl in slim images: the probe is the venv's python. /healthz is 503 when the loop stalls.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request as u\ntry:\n    u.urlopen(os.environ['AUTOSCALER_HEALTHZ_URL'], timeout=4)\nexcept Exception as e:\n    sys.exit(f'unhealthy: {e}')"]
+# PID 1 here: the command handles SIGTERM from its first line (autoscaler/entry.py), so a
+# stop during start-up is not ignored until the grace period ends.
 ENTRYPOINT ["autoscaler"]
 CMD ["run", "--config", "/etc/autoscaler/config.toml"]

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from autoscaler.cli import main
+from autoscaler.entry import main
 
 sys.exit(main())
