@@ -19,6 +19,9 @@ delivery would make them (a ``firing`` event for one not already known), alerts 
 firing that are no longer listed get a ``resolved`` event (their resolve was lost), and
 from then on a 0 is known: the warmup no longer applies. A failed request is counted
 (``errors`` by reason), logged, and retried at the next pass; the warmup holds meanwhile.
+Every ``resync`` after the last answer the source reads the API again, the same way: a
+resolve lost while the service runs (Alertmanager gave up on a POST that failed) is
+corrected then, instead of holding the alert as firing until its target's count is 0.
 Firing means what the webhook reports: Alertmanager notifies only alerts that are not
 suppressed (silenced or inhibited), so those are left out; ``receiver`` restricts the
 answer to the alerts routed to the receiver whose webhook points here.
@@ -97,6 +100,9 @@ class AlertmanagerSpec:
     ``receiver`` filter; the receiver whose webhook points here); empty: all alerts."""
     timeout: Seconds = 2.0
     """Seconds the request to ``url`` may take; below ``service.tick_timeout``."""
+    resync: Seconds = 300.0
+    """Seconds between reads of the API (``url``) after one answered: a resolve the webhook
+    lost is corrected within this (0: read only until the first answer)."""
 
     def __post_init__(self) -> None:
         if self.url:
@@ -114,6 +120,8 @@ class AlertmanagerSpec:
                 )
         if self.timeout <= 0:
             raise InvalidField("timeout", "must be greater than zero")
+        if self.resync < 0:
+            raise InvalidField("resync", "must be 0 (off) or more")
 
     def worst_case(self) -> float:
         """Seconds a collect may take against an Alertmanager that never answers."""
@@ -274,6 +282,8 @@ class AlertmanagerSource:
         ``http``, ``malformed``, ``too_large``, ``cancelled``)."""
         self.synced = False
         """Alertmanager's API answered once: what fires is known, 0 included."""
+        self._synced_at = math.nan
+        """``now`` of the pass whose read of the API last succeeded."""
         self._started: float | None = None
         self._counted: set[str] = set()
         """Targets given a count during the warmup."""
@@ -423,7 +433,7 @@ class AlertmanagerSource:
     async def collect(self, now: float) -> Sequence[Sample]:
         if self._started is None:
             self._started = now
-        if self.spec.url and not self.synced:
+        if self.spec.url and self._sync_due(now):
             await self._sync(now)
         firing: Counter[str] = Counter(
             a.target for a in self._seen.values() if a.status == "firing" and a.target
@@ -442,6 +452,14 @@ class AlertmanagerSource:
             Sample(t, "alerts_firing", float(firing.get(t, 0)), now)
             for t in sorted(self._known_targets)
         ]
+
+    def _sync_due(self, now: float) -> bool:
+        """No answer yet, or the last one is ``resync`` old (or from the future: the clock
+        went back)."""
+        if not self.synced:
+            return True
+        resync = self.spec.resync
+        return resync > 0 and not 0 <= now - self._synced_at < resync
 
     async def _sync(self, now: float) -> None:
         """Take Alertmanager's list of firing alerts as the truth; on failure count, log
@@ -476,6 +494,7 @@ class AlertmanagerSource:
         ]
         self._ingest([*gone, *listed], delivered=False)
         self.synced = True
+        self._synced_at = now
         log.info(
             "alertmanager API read",
             extra={"source": self.name, "firing": len(listed), "resolved": len(gone)},

@@ -445,6 +445,28 @@ async def test_a_webhook_delivery_during_the_api_request_is_not_undone(intake: A
         await server.close()
 
 
+async def test_the_api_is_read_again_every_resync_and_after_the_clock_went_back() -> None:
+    asked: list[int] = []
+
+    async def answer() -> bytes:
+        asked.append(1)
+        return b"[]"
+
+    server = await api_server(answer)
+    try:
+        spec = AlertmanagerSpec(url=str(server.make_url("")), resync=60.0)
+        src = AlertmanagerSource("am", spec)
+        for now in (1000.0, 1015.0, 1059.0, 1060.0, 1075.0):
+            await src.collect(now)
+        assert len(asked) == 2  # at 1000 and 1060
+        await src.collect(500.0)  # the clock stepped back: the last answer is not "recent"
+        assert len(asked) == 3
+        await src.collect(515.0)
+        assert len(asked) == 3
+    finally:
+        await server.close()
+
+
 def test_check_refuses_a_bad_url_and_a_timeout_beyond_the_tick(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -458,6 +480,9 @@ def test_check_refuses_a_bad_url_and_a_timeout_beyond_the_tick(
     )
     assert main(["check", str(cfg)]) == 2
     assert "sources.am.timeout: 5 s" in capsys.readouterr().err
+    cfg.write_text('[sources.am]\ntype = "alertmanager"\nresync = -1\n')
+    assert main(["check", str(cfg)]) == 2
+    assert "sources.am.resync: expected a duration" in capsys.readouterr().err
     cfg.write_text('[sources.am]\ntype = "alertmanager"\nurl = "http://alertmanager:9093/"\n')
     assert main(["check", str(cfg)]) == 0
 

@@ -5,6 +5,7 @@ agrees with it at the first pass."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import urllib.request
@@ -216,3 +217,27 @@ async def test_an_alertmanager_down_at_start_keeps_the_warmup_until_it_answers(
     assert d.action is None and "api is healthy" in d.reason, d.reason
     assert memory["firing"] == {}
     assert dict(intake.errors) == {"connection": 1} and intake.synced
+
+
+async def test_a_resolve_lost_while_running_is_corrected_at_the_next_resync(
+    start_alertmanager: Callable[..., AlertmanagerServer],
+) -> None:
+    am = start_alertmanager(webhook_url=NOWHERE)  # every delivery fails: resolves are lost
+    await asyncio.to_thread(api_alerts, am, [firing("ApiDown", "api")])
+    spec = AlertmanagerSpec(targets={"api": "api"}, url=am.url, resync=60.0)
+    intake = AlertmanagerSource("am", spec)
+    once = AlertmanagerSource("am", dataclasses.replace(spec, resync=0.0))
+    t0 = time.time()
+    for src in (intake, once):
+        assert [(s.target, s.value) for s in await src.collect(t0)] == [("api", 1.0)]
+        src.drain(t0)
+
+    await asyncio.to_thread(api_alerts, am, [resolved("ApiDown", "api")])
+    # not yet due: the source asks only every resync
+    assert [(s.target, s.value) for s in await intake.collect(t0 + 30)] == [("api", 1.0)]
+    assert [(s.target, s.value) for s in await intake.collect(t0 + 60)] == [("api", 0.0)]
+    (gone,) = intake.drain(t0 + 60)
+    assert (gone.name, gone.status, gone.fingerprint) == ("ApiDown", "resolved", API_DOWN_FP)
+    # resync = 0: read at start-up only, the lost resolve stays
+    assert [(s.target, s.value) for s in await once.collect(t0 + 60)] == [("api", 1.0)]
+    assert not intake.errors and not once.errors
