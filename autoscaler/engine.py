@@ -18,7 +18,6 @@ import logging
 import math
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -407,7 +406,7 @@ class Engine:
             duration = time.perf_counter() - started
             self.last_tick = now
             m = self.metrics
-            m.ticks.labels("error" if source_errors else "ok").inc()
+            m.child(m.ticks, "error" if source_errors else "ok").inc()
             m.tick_duration.observe(duration)
             m.last_tick.set(now)
             return TickReport(now, duration, decisions, outcomes, source_errors, holds)
@@ -448,15 +447,16 @@ class Engine:
                 log.warning("source failed", extra={"source": src.name, "error": msg})
                 continue
             self.source_up[src.name] = True
-            self.metrics.source_up.labels(src.name).set(1)
+            m = self.metrics
+            m.child(m.source_up, src.name).set(1)
             self._produced[src.name] = tuple(res)  # our own: a source may reuse its list
+            if not res:
+                continue
             before = dict(self.store.dropped)
             if self.store.ingest(res):
                 for reason, count in self.store.dropped.items():
                     if count > before.get(reason, 0):
-                        self.metrics.dropped_samples.labels(reason).inc(
-                            count - before.get(reason, 0)
-                        )
+                        m.child(m.dropped_samples, reason).inc(count - before.get(reason, 0))
         self.store.advance(now)
         self._failed_keys = failed_keys
         return errors
@@ -596,7 +596,7 @@ class Engine:
             bounds = plan.bounds
             obs = latest.of(target, failed)
             fcs = TargetForecasts(target, forecasts)
-            tev = events_by_target.get(target, [])
+            tev = events_by_target.get(target, ())
             state = states.get(target)
             per_target: list[Decision] = []
             for policy, memory in plan.rules:
@@ -611,9 +611,13 @@ class Engine:
                     reason = f"policy error, holding: {exc!r}"
                     per_target.append(Decision(policy.name, target, now, None, reason))
             out.extend(self._merge(target, per_target, plan, state, now))
-        counts = Counter((d.policy, d.action.kind if d.action else "hold") for d in out)
+        counts: dict[tuple[str, str], int] = {}
+        for d in out:
+            key = (d.policy, d.action.kind if d.action else "hold")
+            counts[key] = counts.get(key, 0) + 1
+        m = self.metrics
         for (policy_name, kind), n in counts.items():
-            self.metrics.decisions.labels(policy_name, kind).inc(n)
+            m.child(m.decisions, policy_name, kind).inc(n)
         return out
 
     def _plan(self, target: str, tset: TargetSettings) -> _Plan:
