@@ -554,7 +554,7 @@ async def replay(
     engine.forecaster = tap
     signals = sorted({s.signal for s in series})
     targets = list(settings.targets)
-    owner = [executors.get(settings.targets[t].executor) for t in targets]
+    pairs = [(executors.get(settings.targets[t].executor), t) for t in targets]
     replicas = np.full((len(ticks), len(targets)), -1, dtype=np.int64)
     observations = np.full((len(signals), len(ticks), len(targets)), np.nan)
     started = time.perf_counter()
@@ -572,12 +572,9 @@ async def replay(
             report = await engine.tick(now)
             if ahead is not None:
                 ahead.check()
-            for j, target in enumerate(targets):
-                ex = owner[j]
-                if ex is not None:
-                    replicas[i, j] = ex.replicas.get(target, -1)
-                for k, sig in enumerate(signals):
-                    observations[k, i, j] = engine.store.observation(target, sig, now).value
+            replicas[i] = [-1 if ex is None else ex.replicas.get(t, -1) for ex, t in pairs]
+            for k, sig in enumerate(signals):
+                observations[k, i] = engine.store.values(sig, targets)
             if on_tick is not None:
                 on_tick(now, report)
             if progress is not None:
