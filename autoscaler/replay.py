@@ -440,13 +440,17 @@ class ForecastTap:
         out: Mapping[str, Forecast] = self.inner.forecast(
             signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
         )
+        times: FloatArray | None = None
+        first = 0.0
         for target, f in out.items():
             # Forecast.at without its searchsorted: horizon times are on the tick grid.
             n = len(f.times)
             if n == 0:
                 continue
+            if f.times is not times:  # (the forecasts of one batch share their times)
+                times, first = f.times, float(f.times[0])
             at = now + self.lead.get(target, step)
-            i = min(n - 1, max(0, math.ceil((at - float(f.times[0])) / step - 1e-9)))
+            i = min(n - 1, max(0, math.ceil((at - first) / step - 1e-9)))
             rows = self._rows.get((target, signal))
             if rows is None:
                 rows = tuple(array("d") for _ in range(4))

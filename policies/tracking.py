@@ -106,7 +106,7 @@ class TrackingPolicy:
         for m in spec.metrics:
             reading = read(ctx, m.signal)
             goal = m.target_for(ctx.target)
-            if not reading.ok:
+            if reading.problem:
                 problems.append(reading.problem)
                 metrics[m.signal] = {"target": goal, "value": None}
                 continue
@@ -125,7 +125,7 @@ class TrackingPolicy:
                 "recommendation": want,
             }
         inputs["metrics"] = metrics
-        best_signal = max(recs, key=lambda s: recs[s]) if recs else ""
+        best_signal = max(recs, key=recs.__getitem__) if recs else ""
         best = recs.get(best_signal, 0)
         if problems and best <= current:
             # Partial data may scale up on what is known, never in.
