@@ -688,7 +688,9 @@ class Engine:
         if combined is not None and combined.action is not None:
             out.append(combined)
             return
-        out.extend(d for d in scaling if d.action is None)
+        for d in scaling:  # (a loop: a generator costs more than the one or two votes)
+            if d.action is None:
+                out.append(d)
         if combined is not None:
             out.append(combined)
 
