@@ -274,11 +274,11 @@ class Engine:
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _discovering: dict[str, Discovering] = field(init=False, default_factory=dict)
     _persistent: dict[str, Persistent] = field(init=False, default_factory=dict)
+    """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
     _by_executor: list[tuple[str, Executor, list[str], bool]] = field(
         init=False, default_factory=list
     )
     """The targets of each executor, with the executor and whether it is in memory."""
-    """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
     _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
     """Discovered targets' settings with the labels they came from: parsed once."""
     _retrying: dict[str, Retrying] = field(init=False, default_factory=dict)
