@@ -472,7 +472,7 @@ class ForecastTap:
 TickHook = Callable[[float, TickReport], None]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class ReplayResult:
     """What a replay produced."""
 
@@ -487,6 +487,15 @@ class ReplayResult:
     signals: list[str]
     wall_seconds: float
     target_ticks: int
+
+    def __repr__(self) -> str:
+        # A summary: ``asyncio.run(replay(...))`` reprs its result twice on the way out
+        # (Python 3.11's signal.getsignal on the runner's SIGINT handler), and the full
+        # repr of a month's journal takes seconds.
+        return (
+            f"ReplayResult({len(self.ticks)} ticks, {len(self.targets)} targets,"
+            f" {len(self.records)} journal records)"
+        )
 
 
 class Progress:
