@@ -169,7 +169,10 @@ def combine_scale(
 
 
 def _clamp(replicas: int, bounds: Bounds) -> int:
-    return min(max(replicas, bounds.min_replicas), bounds.max_replicas)
+    # min(max(replicas, low), high), in comparisons (as ``decisions.clamp``: cheaper)
+    low, high = bounds.min_replicas, bounds.max_replicas
+    replicas = low if replicas < low else replicas
+    return high if replicas > high else replicas
 
 
 def _remember(
