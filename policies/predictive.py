@@ -104,16 +104,14 @@ class PredictivePolicy:
                 )
             ]
         fresh(ctx)
-        inputs.update(
-            value=reading.value,
-            forecast={
-                "mean": fc.mean,
-                "lower": num(fc.lower),
-                "upper": fc.upper,
-                "at": fc.at,
-                "model": fc.model,
-            },
-        )
+        inputs["value"] = reading.value
+        inputs["forecast"] = {
+            "mean": fc.mean,
+            "lower": num(fc.lower),
+            "upper": fc.upper,
+            "at": fc.at,
+            "model": fc.model,
+        }
         if spec.mode == "step":
             return [self._step(ctx, current, reading.value, fc.upper, lead, inputs)]
         return [self._track(ctx, current, reading.value, fc.upper, lead, inputs)]
