@@ -93,6 +93,8 @@ class ActionBus:
             for name in self.executors
         }
         self._dirty: dict[str, Any] = {}
+        self._breakers_saved: dict[str, dict[str, Any]] = {}
+        """Each breaker's state as ``drain_state`` last exported it."""
 
     # --- persistence -------------------------------------------------------------------
 
@@ -120,9 +122,14 @@ class ActionBus:
                 del table[k]
                 self._dirty[f"{prefix}:{k}"] = None
         for name, br in self.breakers.items():
-            self._dirty[f"breaker:{name}"] = br.to_dict()
+            saved = br.to_dict()
+            if self._breakers_saved.get(name) == saved:
+                continue  # unchanged (nearly every pass): nothing to write or export
+            self._breakers_saved[name] = saved
+            self._dirty[f"breaker:{name}"] = saved
             if self.metrics is not None:
-                self.metrics.executor_breaker.labels(name).set(BREAKER_VALUES[br.state])
+                m = self.metrics
+                m.child(m.executor_breaker, name).set(BREAKER_VALUES[br.state])
         out, self._dirty = self._dirty, {}
         return out
 
@@ -145,6 +152,8 @@ class ActionBus:
         window = 60.0
         while self._executed and self._executed[0] <= now - window:
             self._executed.popleft()
+        if not actions:
+            return outcomes  # the usual pass
         for action in actions:
             status, detail = self._gate(action, now)
             if status is not None:
@@ -178,8 +187,9 @@ class ActionBus:
                 if id(action) not in reached:
                     self._unmark(action)
         if self.metrics is not None:
+            m = self.metrics
             for (kind, status), n in Counter((o.action.kind, o.status) for o in outcomes).items():
-                self.metrics.actions.labels(kind, status).inc(n)
+                m.child(m.actions, kind, status).inc(n)
         return outcomes
 
     def _gate(self, action: Action, now: float) -> tuple[OutcomeStatus | None, str]:

@@ -18,7 +18,6 @@ import logging
 import math
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -276,6 +275,10 @@ class Engine:
     _discovering: dict[str, Discovering] = field(init=False, default_factory=dict)
     _persistent: dict[str, Persistent] = field(init=False, default_factory=dict)
     """Executors by capability, sorted once: a runtime Protocol check costs microseconds."""
+    _by_executor: list[tuple[str, Executor, list[str], bool]] = field(
+        init=False, default_factory=list
+    )
+    """The targets of each executor, with the executor and whether it is in memory."""
     _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
     """Discovered targets' settings with the labels they came from: parsed once."""
     _retrying: dict[str, Retrying] = field(init=False, default_factory=dict)
@@ -306,6 +309,7 @@ class Engine:
             if isinstance(ex, Persistent):
                 self._persistent[name] = ex
         self._watch_targets()
+        self._group_targets()
         self.restore(self.state_store.load_state())
 
     # --- state -------------------------------------------------------------------------
@@ -407,7 +411,7 @@ class Engine:
             duration = time.perf_counter() - started
             self.last_tick = now
             m = self.metrics
-            m.ticks.labels("error" if source_errors else "ok").inc()
+            m.child(m.ticks, "error" if source_errors else "ok").inc()
             m.tick_duration.observe(duration)
             m.last_tick.set(now)
             return TickReport(now, duration, decisions, outcomes, source_errors, holds)
@@ -448,15 +452,16 @@ class Engine:
                 log.warning("source failed", extra={"source": src.name, "error": msg})
                 continue
             self.source_up[src.name] = True
-            self.metrics.source_up.labels(src.name).set(1)
+            m = self.metrics
+            m.child(m.source_up, src.name).set(1)
             self._produced[src.name] = tuple(res)  # our own: a source may reuse its list
+            if not res:
+                continue
             before = dict(self.store.dropped)
             if self.store.ingest(res):
                 for reason, count in self.store.dropped.items():
                     if count > before.get(reason, 0):
-                        self.metrics.dropped_samples.labels(reason).inc(
-                            count - before.get(reason, 0)
-                        )
+                        m.child(m.dropped_samples, reason).inc(count - before.get(reason, 0))
         self.store.advance(now)
         self._failed_keys = failed_keys
         return errors
@@ -490,6 +495,7 @@ class Engine:
                     self.target_policies[target] = {p.strip() for p in d.policy.split(",")}
         if self._discovering:
             self._watch_targets()
+            self._group_targets()
 
     def _watch_targets(self) -> None:
         """Tell the sources that want them (``watch_targets``) the targets, configured and
@@ -534,19 +540,24 @@ class Engine:
         self._labelled[target] = (key, tset)
         return tset
 
-    async def _states(self) -> dict[str, TargetState]:
+    def _group_targets(self) -> None:
+        """Group the targets by executor, for ``_states``: again whenever they change."""
         by_executor: dict[str, list[str]] = {}
         for name, t in self.targets.items():
             if t.executor in self.executors:
                 by_executor.setdefault(t.executor, []).append(name)
-        names = list(by_executor)
+        self._by_executor = [
+            (name, self.executors[name], targets, in_memory(self.executors[name]))
+            for name, targets in by_executor.items()
+        ]
+
+    async def _states(self) -> dict[str, TargetState]:
+        groups = self._by_executor
         results = await settle(
-            [
-                (self.executors[n].states(by_executor[n]), in_memory(self.executors[n]))
-                for n in names
-            ],
+            [(ex.states(targets), direct) for _, ex, targets, direct in groups],
             self.settings.bus.executor_timeout,
         )
+        names = [name for name, _, _, _ in groups]
         states: dict[str, TargetState] = {}
         for name, res in zip(names, results, strict=True):
             if isinstance(res, BaseException):
@@ -593,27 +604,32 @@ class Engine:
         out: list[Decision] = []
         for target, tset in self.targets.items():
             plan = self._plan(target, tset)
-            bounds = plan.bounds
-            obs = latest.of(target, failed)
-            fcs = TargetForecasts(target, forecasts)
-            tev = events_by_target.get(target, [])
             state = states.get(target)
-            per_target: list[Decision] = []
-            for policy, memory in plan.rules:
-                ctx = Context(
-                    now, target, bounds, state, obs, fcs, history, tev, memory, self.breakers
-                )
-                try:
-                    per_target.extend(policy.evaluate(ctx))
-                except Exception as exc:
-                    self.metrics.errors.labels("policy").inc()
-                    log.exception("policy %s failed for %s", policy.name, target)
-                    reason = f"policy error, holding: {exc!r}"
-                    per_target.append(Decision(policy.name, target, now, None, reason))
-            out.extend(self._merge(target, per_target, plan, state, now))
-        counts = Counter((d.policy, d.action.kind if d.action else "hold") for d in out)
+            decided: list[Decision] = []
+            if plan.rules:  # (a target with none still goes to combine_scale: its bounds)
+                bounds = plan.bounds
+                obs = latest.of(target, failed)
+                fcs = TargetForecasts(target, forecasts)
+                tev = events_by_target.get(target, ())
+                for policy, memory in plan.rules:
+                    ctx = Context(
+                        now, target, bounds, state, obs, fcs, history, tev, memory, self.breakers
+                    )
+                    try:
+                        decided.extend(policy.evaluate(ctx))
+                    except Exception as exc:
+                        self.metrics.errors.labels("policy").inc()
+                        log.exception("policy %s failed for %s", policy.name, target)
+                        reason = f"policy error, holding: {exc!r}"
+                        decided.append(Decision(policy.name, target, now, None, reason))
+            self._merge(target, decided, plan, state, now, out)
+        counts: dict[tuple[str, str], int] = {}
+        for d in out:
+            key = (d.policy, "hold" if d.action is None else d.action.kind)
+            counts[key] = counts.get(key, 0) + 1
+        m = self.metrics
         for (policy_name, kind), n in counts.items():
-            self.metrics.decisions.labels(policy_name, kind).inc(n)
+            m.child(m.decisions, policy_name, kind).inc(n)
         return out
 
     def _plan(self, target: str, tset: TargetSettings) -> _Plan:
@@ -641,41 +657,42 @@ class Engine:
         plan: _Plan,
         state: TargetState | None,
         now: float,
-    ) -> list[Decision]:
+        out: list[Decision],
+    ) -> None:
         """Fold the scaling rules' votes (holds vote too) into at most one scale decision;
-        keep every other decision as it is."""
+        keep every other decision as it is. The result is appended to ``out``."""
         scaling: list[Decision] = []
-        rest: list[Decision] = []
         for d in decisions:
             if d.policy in self._scaling or isinstance(d.action, Scale):
                 scaling.append(d)
             else:
-                rest.append(d)
+                out.append(d)
         if state is not None and state.deploying:
             why = f"deploy in progress ({state.update_state}), scaling waits"
-            held = [
+            out.extend(d for d in scaling if d.action is None)
+            out.extend(
                 Decision(d.policy, target, now, None, why, d.inputs)
                 for d in scaling
                 if isinstance(d.action, Scale)
-            ]
-            return [*rest, *(d for d in scaling if d.action is None), *held]
-        current = None if state is None else state.desired_replicas
+            )
+            return
         combined = combine_scale(
             target,
             scaling,
             bounds=plan.bounds,
-            current=current,
+            current=None if state is None else state.desired_replicas,
             now=now,
             memory=plan.combine,
             behavior=plan.settings.behavior,
         )
         if combined is not None and combined.action is not None:
-            rest.append(combined)
-            return rest
-        rest.extend(d for d in scaling if d.action is None)
+            out.append(combined)
+            return
+        for d in scaling:  # (a loop: a generator costs more than the one or two votes)
+            if d.action is None:
+                out.append(d)
         if combined is not None:
-            rest.append(combined)
-        return rest
+            out.append(combined)
 
     async def _journal(
         self, now: float, decisions: Sequence[Decision], outcomes: Sequence[Outcome]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge)
 
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
@@ -25,6 +28,18 @@ class Metrics:
     dropped_samples: Counter
     paused: Gauge
     errors: Counter
+    _children: dict[tuple[Any, tuple[str, ...]], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` checks its arguments and
+        takes a lock on every call, and a pass asks for the same few children each time."""
+        key = (metric, labels)
+        found: M | None = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:

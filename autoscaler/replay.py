@@ -440,13 +440,17 @@ class ForecastTap:
         out: Mapping[str, Forecast] = self.inner.forecast(
             signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
         )
+        times: FloatArray | None = None
+        first = 0.0
         for target, f in out.items():
             # Forecast.at without its searchsorted: horizon times are on the tick grid.
             n = len(f.times)
             if n == 0:
                 continue
+            if f.times is not times:  # (the forecasts of one batch share their times)
+                times, first = f.times, float(f.times[0])
             at = now + self.lead.get(target, step)
-            i = min(n - 1, max(0, math.ceil((at - float(f.times[0])) / step - 1e-9)))
+            i = min(n - 1, max(0, math.ceil((at - first) / step - 1e-9)))
             rows = self._rows.get((target, signal))
             if rows is None:
                 rows = tuple(array("d") for _ in range(4))
@@ -468,7 +472,7 @@ class ForecastTap:
 TickHook = Callable[[float, TickReport], None]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class ReplayResult:
     """What a replay produced."""
 
@@ -483,6 +487,15 @@ class ReplayResult:
     signals: list[str]
     wall_seconds: float
     target_ticks: int
+
+    def __repr__(self) -> str:
+        # A summary: ``asyncio.run(replay(...))`` reprs its result twice on the way out
+        # (Python 3.11's signal.getsignal on the runner's SIGINT handler), and the full
+        # repr of a month's journal takes seconds.
+        return (
+            f"ReplayResult({len(self.ticks)} ticks, {len(self.targets)} targets,"
+            f" {len(self.records)} journal records)"
+        )
 
 
 class Progress:
@@ -554,7 +567,7 @@ async def replay(
     engine.forecaster = tap
     signals = sorted({s.signal for s in series})
     targets = list(settings.targets)
-    owner = [executors.get(settings.targets[t].executor) for t in targets]
+    pairs = [(executors.get(settings.targets[t].executor), t) for t in targets]
     replicas = np.full((len(ticks), len(targets)), -1, dtype=np.int64)
     observations = np.full((len(signals), len(ticks), len(targets)), np.nan)
     started = time.perf_counter()
@@ -572,12 +585,9 @@ async def replay(
             report = await engine.tick(now)
             if ahead is not None:
                 ahead.check()
-            for j, target in enumerate(targets):
-                ex = owner[j]
-                if ex is not None:
-                    replicas[i, j] = ex.replicas.get(target, -1)
-                for k, sig in enumerate(signals):
-                    observations[k, i, j] = engine.store.observation(target, sig, now).value
+            replicas[i] = [-1 if ex is None else ex.replicas.get(t, -1) for ex, t in pairs]
+            for k, sig in enumerate(signals):
+                observations[k, i] = engine.store.values(sig, targets)
             if on_tick is not None:
                 on_tick(now, report)
             if progress is not None:

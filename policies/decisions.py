@@ -45,7 +45,11 @@ def scale(
 
 def clamp(replicas: int, ctx: Context) -> int:
     """``replicas`` within the target's bounds."""
-    return min(max(replicas, ctx.bounds.min_replicas), ctx.bounds.max_replicas)
+    # min(max(replicas, low), high), in comparisons: a few times per rule and pass, where
+    # the two builtin calls cost three times as much
+    low, high = ctx.bounds.min_replicas, ctx.bounds.max_replicas
+    replicas = low if replicas < low else replicas
+    return high if replicas > high else replicas
 
 
 def preamble(

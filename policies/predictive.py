@@ -104,16 +104,14 @@ class PredictivePolicy:
                 )
             ]
         fresh(ctx)
-        inputs.update(
-            value=reading.value,
-            forecast={
-                "mean": fc.mean,
-                "lower": num(fc.lower),
-                "upper": fc.upper,
-                "at": fc.at,
-                "model": fc.model,
-            },
-        )
+        inputs["value"] = reading.value
+        inputs["forecast"] = {
+            "mean": fc.mean,
+            "lower": num(fc.lower),
+            "upper": fc.upper,
+            "at": fc.at,
+            "model": fc.model,
+        }
         if spec.mode == "step":
             return [self._step(ctx, current, reading.value, fc.upper, lead, inputs)]
         return [self._track(ctx, current, reading.value, fc.upper, lead, inputs)]
@@ -161,15 +159,15 @@ class PredictivePolicy:
     ) -> Decision:
         spec = self.spec
         inputs["target"] = spec.target
-        kw: dict[str, Any] = {
-            "current": current,
-            "target": spec.target,
-            "kind": spec.kind,
-            "tolerance": spec.tolerance,
-        }
-        need_now, _ = desired_replicas(value=value, **kw)
-        need_ahead, _ = desired_replicas(value=upper, **kw)
-        inputs.update(need_now=need_now, need_ahead=need_ahead)
+        target, kind, tolerance = spec.target, spec.kind, spec.tolerance
+        need_now, _ = desired_replicas(
+            current=current, value=value, target=target, kind=kind, tolerance=tolerance
+        )
+        need_ahead, _ = desired_replicas(
+            current=current, value=upper, target=target, kind=kind, tolerance=tolerance
+        )
+        inputs["need_now"] = need_now
+        inputs["need_ahead"] = need_ahead
         best = max(need_now, need_ahead)
         want = clamp(best, ctx)
         sig = spec.signal

@@ -99,8 +99,11 @@ def combine_scale(
         mem["last_current"] = current
     votes: list[tuple[int, Decision]] = []
     asked = False
+    top = 0  # the largest vote
     for d in decisions:
         if d.target == target and (v := vote(d)) is not None:
+            if not votes or v > top:
+                top = v
             votes.append((v, d))
             asked = asked or isinstance(d.action, Scale)
     if not votes:
@@ -116,9 +119,10 @@ def combine_scale(
         limits = {"min_replicas": bounds.min_replicas, "max_replicas": bounds.max_replicas}
         action = Scale(target=target, replicas=want, current=current)
         return Decision("bounds", target, now, action, reason, limits, want)
-    top = max(v for v, _ in votes)
     raw = _clamp(top, bounds)
-    if not any(float(t) <= now for t, _ in mem.get("votes") or ()):
+    saved = mem.get("votes") or ()
+    # (runs are in time order, so the first one nearly always answers the question)
+    if not (saved and float(saved[0][0]) <= now) and not any(float(t) <= now for t, _ in saved):
         # the first vote (a start with no saved memory, a new target, a clock gone back):
         # the window opens with the current count, as the HPA's does, so a scale-in still
         # waits the window out instead of following the very first sample
@@ -165,7 +169,10 @@ def combine_scale(
 
 
 def _clamp(replicas: int, bounds: Bounds) -> int:
-    return min(max(replicas, bounds.min_replicas), bounds.max_replicas)
+    # min(max(replicas, low), high), in comparisons (as ``decisions.clamp``: cheaper)
+    low, high = bounds.min_replicas, bounds.max_replicas
+    replicas = low if replicas < low else replicas
+    return high if replicas > high else replicas
 
 
 def _remember(

@@ -78,12 +78,13 @@ def desired_replicas(
     *, current: int, value: float, target: float, kind: str, tolerance: float
 ) -> tuple[int, float]:
     """The HPA recommendation for one metric and the usage ratio it is based on."""
-    base = max(current, 1)
+    base = current if current >= 1 else 1  # max(current, 1); comparisons are cheaper here
     ratio = value / target if kind == "average" else value / (target * base)
     if abs(ratio - 1.0) <= tolerance:
         return current, ratio
     # The epsilon keeps 4 * 0.7 / 0.7 from rounding up to 5.
-    return max(0, math.ceil(base * ratio - 1e-9)), ratio
+    want = math.ceil(base * ratio - 1e-9)
+    return (want if want > 0 else 0), ratio
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ class TrackingPolicy:
         for m in spec.metrics:
             reading = read(ctx, m.signal)
             goal = m.target_for(ctx.target)
-            if not reading.ok:
+            if reading.problem:
                 problems.append(reading.problem)
                 metrics[m.signal] = {"target": goal, "value": None}
                 continue
@@ -125,7 +126,7 @@ class TrackingPolicy:
                 "recommendation": want,
             }
         inputs["metrics"] = metrics
-        best_signal = max(recs, key=lambda s: recs[s]) if recs else ""
+        best_signal = max(recs, key=recs.__getitem__) if recs else ""
         best = recs.get(best_signal, 0)
         if problems and best <= current:
             # Partial data may scale up on what is known, never in.

@@ -62,9 +62,11 @@ class RecordingExecutor:
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         out: dict[str, TargetState] = {}
-        cache = self._states
+        cache, replicas = self._states, self.replicas
         for t in targets:
-            n = self._replicas(t)
+            n = replicas.get(t)
+            if n is None:
+                n = self._replicas(t)
             state = cache.get(t)
             if state is None or state.desired_replicas != n:  # states are frozen: reuse
                 state = cache[t] = TargetState(target=t, desired_replicas=n, running_replicas=n)

@@ -219,6 +219,16 @@ def test_a_resolve_is_not_held_by_its_triggers_cooldown_nor_the_next_trigger_by_
     assert [o.status for o in asyncio.run(bus.submit([other], 100))] == ["done"]
 
 
+def test_breaker_state_is_saved_once_and_again_only_when_it_changes() -> None:
+    bus, _ = make_bus()
+    assert bus.drain_state(0.0)["breaker:rec"]["state"] == "closed"  # the first drain
+    assert "breaker:rec" not in bus.drain_state(15.0)  # nothing changed: nothing to write
+    for _ in range(bus.breakers["rec"].failure_threshold):
+        bus.breakers["rec"].record_failure(20.0)
+    assert bus.drain_state(30.0)["breaker:rec"]["state"] == "open"
+    assert "breaker:rec" not in bus.drain_state(45.0)
+
+
 def test_permanent_failures_do_not_open_the_executors_breaker() -> None:
     """A bad request for one target says nothing about the executor: other targets keep
     being served. Temporary failures (the API down) do open it."""

@@ -60,6 +60,18 @@ def test_missing_series_is_stale_nan() -> None:
     assert obs.stale and math.isnan(obs.value)
 
 
+def test_values_reads_each_targets_latest_value_as_its_observation_does() -> None:
+    store = WindowStore(interval=15, signals={"q": SignalSettings(max_age=60)})
+    store.ingest([Sample("api", "q", 3.0, 100.0), Sample("web", "q", 5.0, 10.0)])
+    store.advance(105.0)  # web's sample is stale: its value is still the latest one
+    targets = ["web", "db", "api"]
+    got = store.values("q", targets)
+    want = [store.observation(t, "q", 105.0).value for t in targets]
+    assert got[0] == want[0] == 5.0 and got[2] == want[2] == 3.0
+    assert math.isnan(got[1]) and math.isnan(want[1])
+    assert all(math.isnan(v) for v in store.values("nothing", targets))
+
+
 def test_a_non_finite_sample_is_counted_and_never_stored_as_a_value() -> None:
     store = WindowStore(interval=15)
     dropped = store.ingest(
