@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,9 @@ class Forecast:
     def at(self, t: float) -> tuple[float, float, float]:
         """Mean, lower and upper at the first horizon time at or after ``t`` (the last one
         if ``t`` lies beyond the horizon)."""
-        i = int(np.searchsorted(self.times, t - 1e-9))
-        i = min(i, len(self.times) - 1)
+        # bisect, not np.searchsorted: on a few dozen horizon times and one value numpy's
+        # call overhead is most of a policy's read of its forecast
+        i = min(bisect_left(self.times, t - 1e-9), len(self.times) - 1)
         return float(self.mean[i]), float(self.lower[i]), float(self.upper[i])
 
     def max_upper(self, until: float) -> float:

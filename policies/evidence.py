@@ -8,7 +8,6 @@ with a gap, or one the history does not yet cover, does not hold.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,10 +96,7 @@ def forecast_at(ctx: Context, signal: str, *, at: float, max_age: float) -> Fore
         return ForecastReading(
             signal, at, problem=f"forecast of {signal} does not reach {at - ctx.now:g} s ahead"
         )
-    # ``fc.at(at)``, with the search done by ``bisect`` on the few dozen horizon times:
-    # ``np.searchsorted`` on one value costs more than the rest of this function.
-    i = min(bisect_left(fc.times, at - 1e-9), len(fc.times) - 1)
-    mean, lower, upper = float(fc.mean[i]), float(fc.lower[i]), float(fc.upper[i])
+    mean, lower, upper = fc.at(at)
     if not (math.isfinite(mean) and math.isfinite(upper)):
         return ForecastReading(signal, at, problem=f"forecast of {signal} is not finite")
     return ForecastReading(signal, at, mean, lower, upper, fc.model)
