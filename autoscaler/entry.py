@@ -4,18 +4,22 @@ In a container the command is PID 1, and the kernel drops a signal sent to PID 1
 no handler. Until the service installs its own (``live``), which happens after the imports,
 the config load and the start-up reads, ``docker stop`` would be ignored and the task
 killed when the grace period ends. This module imports nothing heavy and installs a
-handler that exits with the status a SIGTERM gives (128 + 15); ``finally`` blocks and
-context managers run on the way out.
+handler at once. A SIGTERM before the service's handler ends the process as it would
+have without one: by the signal (what systemd counts as a clean stop); as PID 1, where the
+signal cannot end it, by exiting with the status a shell gives for it, 128 + 15.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)  # ends any process but PID 1, which ignores it
     raise SystemExit(128 + signum)
 
 
