@@ -99,6 +99,7 @@ class Auto(OnlineForecaster):
         self.scorer_ = CandidateScorer(n, len(self.models_), horizon=self.horizon, span=span)
         self.default_index_ = self.members.index(self.default)
         self.choice_ = np.full(n, self.default_index_, dtype=np.int64)
+        self._rows = np.arange(n)
         if "persistence" in self.members:  # reuse the member instead of running it twice
             self.fallback_ = self.models_[self.members.index("persistence")]
         else:
@@ -143,11 +144,11 @@ class Auto(OnlineForecaster):
         self.choice_ = np.where(better, best, self.choice_)
 
     def _path(self) -> FloatArray:
-        paths = np.stack([m.mean_ for m in self.models_], axis=1)  # [n, members, horizon]
-        self.scorer_.push(paths)
-        chosen = paths[np.arange(paths.shape[0]), self.choice_]
+        paths = np.array([m.mean_ for m in self.models_])  # [members, n, horizon]: no stack()
+        self.scorer_.push(paths.transpose(1, 0, 2))
+        chosen = paths[self.choice_, self._rows]
         return np.where(np.isfinite(chosen), chosen, self.fallback_.mean_)
 
     def chosen(self) -> list[str]:
         """The family currently used for each series."""
-        return [self.members[i] for i in self.choice_]
+        return [self.members[i] for i in self.choice_.tolist()]

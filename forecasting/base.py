@@ -205,7 +205,7 @@ class OnlineForecaster(ABC):
             # describes the data before the gap, which may have been at another level
             # (a series' first sample "comes back" too: starting its level is a no-op)
             back = valid & (self.since_valid_ * self.step_ > self.max_gap)
-            if back.any():
+            if np.count_nonzero(back):  # (a third of ``any()``'s cost on a small array)
                 self.jump_[back] = 0.0
                 self.wild_[back] = 0.0
                 self._restart(back)
@@ -284,21 +284,22 @@ class OnlineForecaster(ABC):
                 self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
         has = valid & np.isfinite(pred)
-        if not has.any():
+        if not np.count_nonzero(has):
             return y
+        dev = np.abs(err)
         # a flat series has no error to scale by: without a floor one absurd sample would
         # pass unclipped, and the next ordinary one be clipped towards it
         floor = _SCALE_FLOOR * np.abs(pred) + _SCALE_FLOOR_ABS
         bound = (np.inf if self.clip is None else self.clip) * 1.25 * np.maximum(self.scale_, floor)
         # never while the scale is unknown (NaN), nor with ``clip = 0``
-        extreme = has & (bound > 0) & (np.abs(err) > bound)
-        if not extreme.any():  # the usual update: nothing to clip, no run goes on
-            self.jump_ = np.where(has, 0.0, self.jump_)
-            self.wild_ = np.where(has, 0.0, self.wild_)
-            self._learn_scale(has, np.abs(err))
+        extreme = has & (bound > 0) & (dev > bound)
+        if not np.count_nonzero(extreme):  # the usual update: nothing to clip, no run goes on
+            self.jump_[has] = 0.0
+            self.wild_[has] = 0.0
+            self._learn_scale(has, dev)
             return y
         sign = np.sign(err)
-        wild = extreme & (np.abs(err) > _WILD * bound)
+        wild = extreme & (dev > _WILD * bound)
         spike = extreme & (self.jump_ != sign)
         # A wild level shift that now comes back as wildly was a spike of a few samples (two
         # bogus 1e12 readings): this sample passes and the models start their level from
