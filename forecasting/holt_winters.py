@@ -124,6 +124,8 @@ class HoltWinters(OnlineForecaster):
         self.scorer_ = CandidateScorer(n, c, horizon=self.horizon, span=span)
         self.choice_ = np.zeros(n, dtype=np.int64)
         self.paths_ = np.full((n, c, self.horizon), np.nan)
+        self._ahead = np.arange(1, self.horizon + 1)
+        self._rows = np.arange(n)
 
     def _bin(self, t: FloatArray) -> Any:
         period = self.season_steps_ * self.step_
@@ -221,11 +223,10 @@ class HoltWinters(OnlineForecaster):
     def _path(self) -> FloatArray:
         base = self.level_[:, :, None] + self.trend_[:, :, None] * self.damp_[None, :, :]
         if self.season_on_:
-            ahead = self.time_ + self.step_ * np.arange(1, self.horizon + 1)
-            bins = self._bin(ahead)
-            profile = self._profile(bins)[:, None, :]
-            season = np.where(self.profile_mask_[None, :, None], profile, self.season_[:, :, bins])
-            base = base + season
+            bins = self._bin(self.time_ + self.step_ * self._ahead)
+            season = self.season_[:, :, bins]  # a new array: the profile's rows go in place
+            season[:, self.profile_mask_] = self._profile(bins)[:, None, :]
+            base += season
         self.paths_ = base
         self.scorer_.push(base)
-        return base[np.arange(base.shape[0]), self.choice_]
+        return base[self._rows, self.choice_]
