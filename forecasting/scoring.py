@@ -112,14 +112,14 @@ class ResidualTracker:
 
     def _refresh(self, rows: NDArray[np.int64]) -> None:
         s = np.sort(self.errors[rows], axis=-1)
-        k = np.sum(np.isfinite(s), axis=-1)
+        k = np.isfinite(s).sum(axis=-1)
         lo, hi = sorted_quantile(s, self._q, k)
         self.lo[rows] = lo
         self.hi[rows] = hi
         self.count[rows] = k
         self.below[rows] = np.minimum(lo, 0.0)
         self.above[rows] = np.maximum(hi, 0.0)
-        self.enough = bool(np.all(self.count >= MIN_ERRORS))
+        self.enough = bool((self.count >= MIN_ERRORS).all())
 
     def bounds(
         self, mean: FloatArray, *, scale: FloatArray, min_errors: int = MIN_ERRORS
