@@ -190,7 +190,7 @@ class OnlineProvider:
         mean, lower, upper = model.predict(horizon_steps)
         times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
         ok = np.all(np.isfinite(mean) & np.isfinite(lower) & np.isfinite(upper), axis=1)
-        rows = {targets[i]: i for i in np.flatnonzero(ok).tolist()}
+        rows = {t: i for i, (t, good) in enumerate(zip(targets, ok.tolist(), strict=True)) if good}
         names = model.chosen() if isinstance(model, Auto) else None
         models = model.name if names is None else [f"{model.name}:{n}" for n in names]
         return ForecastBatch(now, times, mean, lower, upper, rows, models)

@@ -99,34 +99,38 @@ class Auto(OnlineForecaster):
         self.scorer_ = CandidateScorer(n, len(self.models_), horizon=self.horizon, span=span)
         self.default_index_ = self.members.index(self.default)
         self.choice_ = np.full(n, self.default_index_, dtype=np.int64)
+        self._rows = np.arange(n)
         if "persistence" in self.members:  # reuse the member instead of running it twice
             self.fallback_ = self.models_[self.members.index("persistence")]
         else:
             self.fallback_ = Persistence(horizon=self.horizon, clip=None, intervals=False)
             self.fallback_.fit(np.empty((n, 0)), step=self.step_, end=self.time_)
+        # the models every update advances: the members, and the fallback if not one of them
+        self._running = list(self.models_)
+        if self.fallback_ not in self.models_:
+            self._running.append(self.fallback_)
 
     def _idle(self, k: int) -> None:
         # nothing is scored, so no choice changes
         self.scorer_.skip(k)
-        for model in self.models_:
+        for model in self._running:
             model._skip_empty(k)
-        if self.fallback_ not in self.models_:
-            self.fallback_._skip_empty(k)
 
     def _restart(self, rows: NDArray[np.bool_]) -> None:
         # the members run without ``max_gap``: they learn of the gap from here
         self.scorer_.forget(rows)
-        for model in self.models_:
+        for model in self._running:
             model._restart(rows)
-        if self.fallback_ not in self.models_:
-            self.fallback_._restart(rows)
 
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)
-        for model in self.models_:
-            model._advance(y)
-        if self.fallback_ not in self.models_:
-            self.fallback_._advance(y)
+        # the sample is cleaned once for the members that would clean it alike
+        prepared: dict[bool, tuple[FloatArray, NDArray[np.bool_]]] = {}
+        for model in self._running:
+            sample = prepared.get(model.nonnegative)
+            if sample is None:
+                sample = prepared[model.nonnegative] = model._prepare(y)
+            model._step(*sample)
         if self.updates_ % self.reselect_every == 0:
             self._select()
 
@@ -140,11 +144,11 @@ class Auto(OnlineForecaster):
         self.choice_ = np.where(better, best, self.choice_)
 
     def _path(self) -> FloatArray:
-        paths = np.stack([m.mean_ for m in self.models_], axis=1)  # [n, members, horizon]
-        self.scorer_.push(paths)
-        chosen = paths[np.arange(paths.shape[0]), self.choice_]
+        paths = np.array([m.mean_ for m in self.models_])  # [members, n, horizon]: no stack()
+        self.scorer_.push(paths.transpose(1, 0, 2))
+        chosen = paths[self.choice_, self._rows]
         return np.where(np.isfinite(chosen), chosen, self.fallback_.mean_)
 
     def chosen(self) -> list[str]:
         """The family currently used for each series."""
-        return [self.members[i] for i in self.choice_]
+        return [self.members[i] for i in self.choice_.tolist()]

@@ -115,7 +115,7 @@ class OnlineForecaster(ABC):
         self.scaled_ = np.zeros(n)  # one-step errors the scale has averaged...
         self.averaging_ = True  # ...until every series has 1 / _SCALE_RATE of them
         self.next_ = np.full(n, np.nan)  # the one-step forecast, issued or not (warm-up)
-        self.warming_ = True  # some series has fewer than ``min_history`` samples
+        self.warming_ = self.min_history > 0  # some series has fewer than ``min_history`` samples
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
         self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
         self.mean_ = np.full((n, self.horizon), np.nan)
@@ -131,8 +131,9 @@ class OnlineForecaster(ABC):
         self._start(n)
         empty = _leading_empty(batch, nonnegative=self.nonnegative)
         self._skip_empty(empty)
-        for j in range(empty, t):
-            self._advance(batch[:, j])
+        with np.errstate(invalid="ignore"):  # see ``update``
+            for j in range(empty, t):
+                self._advance(batch[:, j])
         # no refresh of every interval quantile here: the staggered ones of the updates are
         # what a model fitted one column earlier and updated once has, bit for bit
         return self
@@ -144,7 +145,10 @@ class OnlineForecaster(ABC):
         y = np.array(column, dtype=np.float64, copy=True).ravel()
         if y.shape != (self.n_series_,):
             raise ForecastError(f"expected {self.n_series_} values, got {y.size}")
-        self._advance(y)
+        # once here rather than around each operation that may meet a NaN or an infinite
+        # forecast (``_clip``): entering one costs as much as a few array operations
+        with np.errstate(invalid="ignore"):
+            self._advance(y)
         return self
 
     def predict(self, steps: int | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -160,8 +164,8 @@ class OnlineForecaster(ABC):
             return mean, mean.copy(), mean.copy()
         lower, upper = self.tracker_.bounds(mean, scale=self.scale_)
         if self.nonnegative:
-            lower = np.maximum(lower, 0.0)
-            upper = np.maximum(upper, 0.0)
+            np.maximum(lower, 0.0, out=lower)
+            np.maximum(upper, 0.0, out=upper)
         return mean, lower, upper
 
     def times(self, steps: int | None = None) -> FloatArray:
@@ -177,38 +181,57 @@ class OnlineForecaster(ABC):
     # --- the update path ------------------------------------------------------------
 
     def _advance(self, raw: FloatArray) -> None:
-        self.time_ += self.step_
+        self._step(*self._prepare(raw))
+
+    def _prepare(self, raw: FloatArray) -> tuple[FloatArray, NDArray[np.bool_]]:
+        """The sample as this model sees it (cleaned, negatives missing for a non-negative
+        metric) and where it is valid. ``auto`` prepares it once for all its members."""
         y = clean(raw)
         if self.nonnegative:
             y[y < 0] = np.nan
-        valid = np.isfinite(y)
+        return y, np.isfinite(y)
+
+    def _step(self, y: FloatArray, valid: NDArray[np.bool_]) -> None:
+        """One update on a prepared sample (``_prepare``), which it does not modify.
+
+        A handful of operations on arrays of a few series each, so numpy's cost per call
+        (about a microsecond) is what an update costs: work whose result nothing reads is
+        skipped (the gap bookkeeping without ``max_gap``, the clipping state without
+        clipping or intervals, the warm-up mask once every series has its history).
+        """
+        self.time_ += self.step_
         if self.max_gap is not None:
             # back after a gap longer than ``max_gap`` (no forecast meanwhile): the state
             # describes the data before the gap, which may have been at another level
             # (a series' first sample "comes back" too: starting its level is a no-op)
             back = valid & (self.since_valid_ * self.step_ > self.max_gap)
-            if back.any():
+            if np.count_nonzero(back):  # (a third of ``any()``'s cost on a small array)
                 self.jump_[back] = 0.0
                 self.wild_[back] = 0.0
                 self._restart(back)
         if self.tracker_ is not None:
             self.tracker_.observe(y)
         self.raw_ = y  # before outlier clipping: for models that learn from level shifts
-        if self.clip is not None or self.tracker_ is not None:  # else nothing reads its state
+        clips = self.clip is not None or self.tracker_ is not None  # else nothing reads it
+        if clips:
             y = self._clip(y, valid)
         self.seen_ += valid
-        self.since_valid_ = np.where(valid, 0.0, self.since_valid_ + 1.0)
+        if self.max_gap is not None:  # nothing else reads it
+            self.since_valid_ = np.where(valid, 0.0, self.since_valid_ + 1.0)
         self._observe(y)
         self.updates_ += 1
         mean = self._path()
-        if self.warming_ and (self.clip is not None or self.tracker_ is not None):
-            self.next_ = np.maximum(mean[:, 0], 0.0) if self.nonnegative else mean[:, 0].copy()
-        short = self.seen_ < self.min_history
+        if self.warming_:
+            if clips:
+                self.next_ = np.maximum(mean[:, 0], 0.0) if self.nonnegative else mean[:, 0].copy()
+            # ``seen_`` only grows: once every series has its history, for good
+            short = self.seen_ < self.min_history
+            self.warming_ = bool(short.any())
+            mean[short] = np.nan
         if self.max_gap is not None:
-            short |= self.since_valid_ * self.step_ > self.max_gap
-        mean[short] = np.nan
+            mean[self.since_valid_ * self.step_ > self.max_gap] = np.nan
         if self.nonnegative:
-            mean = np.maximum(mean, 0.0)
+            np.maximum(mean, 0.0, out=mean)  # ``_path`` returns a new array
         if self.tracker_ is not None:
             self.tracker_.push(mean)
         self.mean_ = mean
@@ -254,32 +277,29 @@ class OnlineForecaster(ABC):
         # before ``min_history`` nothing is clipped (no forecast was issued to clip against),
         # but the scale learns from the forecasts the model would have issued: the interval
         # of the first forecast falls back on it (``ResidualTracker.bounds``)
-        if self.warming_:  # ``seen_`` only grows: once over, for good
+        if self.warming_:  # as of the previous update (``_step``)
             warm = self.seen_ < self.min_history
-            self.warming_ = bool(warm.any())
             warm &= valid & ~np.isfinite(pred) & np.isfinite(self.next_)
             if warm.any():
                 self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
         has = valid & np.isfinite(pred)
-        if not has.any():
+        if not np.count_nonzero(has):
             return y
+        dev = np.abs(err)
         # a flat series has no error to scale by: without a floor one absurd sample would
         # pass unclipped, and the next ordinary one be clipped towards it
         floor = _SCALE_FLOOR * np.abs(pred) + _SCALE_FLOOR_ABS
-        with np.errstate(invalid="ignore"):
-            bound = (
-                (np.inf if self.clip is None else self.clip) * 1.25 * np.maximum(self.scale_, floor)
-            )
-            # never while the scale is unknown (NaN), nor with ``clip = 0``
-            extreme = has & (bound > 0) & (np.abs(err) > bound)
-        if not extreme.any():  # the usual update: nothing to clip, no run goes on
-            self.jump_ = np.where(has, 0.0, self.jump_)
-            self.wild_ = np.where(has, 0.0, self.wild_)
-            self._learn_scale(has, np.abs(err))
+        bound = (np.inf if self.clip is None else self.clip) * 1.25 * np.maximum(self.scale_, floor)
+        # never while the scale is unknown (NaN), nor with ``clip = 0``
+        extreme = has & (bound > 0) & (dev > bound)
+        if not np.count_nonzero(extreme):  # the usual update: nothing to clip, no run goes on
+            self.jump_[has] = 0.0
+            self.wild_[has] = 0.0
+            self._learn_scale(has, dev)
             return y
         sign = np.sign(err)
-        wild = extreme & (np.abs(err) > _WILD * bound)
+        wild = extreme & (dev > _WILD * bound)
         spike = extreme & (self.jump_ != sign)
         # A wild level shift that now comes back as wildly was a spike of a few samples (two
         # bogus 1e12 readings): this sample passes and the models start their level from
@@ -328,7 +348,8 @@ class OnlineForecaster(ABC):
 
     @abstractmethod
     def _path(self) -> FloatArray:
-        """The mean forecast [n, horizon] for ``time_ + step_ * (1..horizon)``."""
+        """The mean forecast [n, horizon] for ``time_ + step_ * (1..horizon)``, as a new
+        array (the update masks and clips it in place)."""
 
 
 def _leading_empty(batch: FloatArray, *, nonnegative: bool) -> int:

@@ -103,6 +103,7 @@ class HoltWinters(OnlineForecaster):
         self.season_steps_ = m
         self.bins_ = min(m, self.max_season_bins) if self.seasonal_ok_ else 1
         self.steps_per_bin_ = max(m / self.bins_, 1.0) if self.seasonal_ok_ else 1.0
+        self._season_rate = np.maximum(self.gamma_, 0.0) / self.steps_per_bin_  # per update
         self.season_on_ = False
         self.level_ = np.full((n, c), np.nan)
         self.trend_ = np.zeros((n, c))
@@ -123,11 +124,20 @@ class HoltWinters(OnlineForecaster):
         self.scorer_ = CandidateScorer(n, c, horizon=self.horizon, span=span)
         self.choice_ = np.zeros(n, dtype=np.int64)
         self.paths_ = np.full((n, c, self.horizon), np.nan)
+        self._ahead = np.arange(1, self.horizon + 1)
+        self._rows = np.arange(n)
 
-    def _bin(self, t: FloatArray | float) -> Any:
+    def _bin(self, t: FloatArray) -> Any:
         period = self.season_steps_ * self.step_
         phase = np.mod(t, period) / period
         return np.minimum((phase * self.bins_).astype(np.int64), self.bins_ - 1)
+
+    def _bin_of(self, t: float) -> int:
+        """``_bin`` of one time, in Python floats (the same operations, the same bits):
+        numpy's dispatch on a scalar costs more than the arithmetic."""
+        period = self.season_steps_ * self.step_
+        phase = t % period / period
+        return min(int(phase * self.bins_), self.bins_ - 1)
 
     def _idle(self, k: int) -> None:
         # nothing is scored, so no choice changes; the level stays unset and sums zero
@@ -135,7 +145,7 @@ class HoltWinters(OnlineForecaster):
         if self.seasonal_ok_ and not self.season_on_:
             first = 2 * self.season_steps_ - 1 - self.updates_  # the update that starts it
             if first < k:
-                self._start_season(int(self._bin(self.time_ + (max(first, 0) + 1) * self.step_)))
+                self._start_season(self._bin_of(self.time_ + (max(first, 0) + 1) * self.step_))
 
     def _restart(self, rows: NDArray[np.bool_]) -> None:
         # the next sample starts the level as a series' first one does (the season stays:
@@ -148,31 +158,35 @@ class HoltWinters(OnlineForecaster):
     def _observe(self, y: FloatArray) -> None:
         self.scorer_.observe(y)
         valid = np.isfinite(y)
-        b_now = int(self._bin(self.time_)) if self.seasonal_ok_ else 0
+        b_now = self._bin_of(self.time_) if self.seasonal_ok_ else 0
         s_now = self.season_[:, :, b_now]
         if self.season_on_:
-            profile = self._profile(np.array([b_now]))[:, 0]
-            s_now = np.where(self.profile_mask_[None, :], profile[:, None], s_now)
-        pred = self.level_ + self.phi_ * self.trend_ + s_now
-        err = y[:, None] - pred
-        ok = valid[:, None] & np.isfinite(err)
-        e = np.where(ok, err, 0.0)
-        new_level = self.level_ + self.phi_ * self.trend_ + self.alpha_ * e
+            profile = self._profile(slice(b_now, b_now + 1))  # [n, 1]
+            s_now = np.where(self.profile_mask_, profile, s_now)
+        damped = self.phi_ * self.trend_
+        ahead = self.level_ + damped  # without the season: the new level's start
+        err = y[:, None] - (ahead + s_now)
+        e = np.where(np.isfinite(err), err, 0.0)  # (a missing sample gives NaN too)
         # a series' first valid sample starts its level
         start = valid[:, None] & ~np.isfinite(self.level_)
-        self.level_ = np.where(start, y[:, None] - s_now, new_level)
-        self.trend_ = self.phi_ * self.trend_ + self.beta_ * e
+        self.level_ = np.where(start, y[:, None] - s_now, ahead + self.alpha_ * e)
+        self.trend_ = damped + self.beta_ * e
         if self.season_on_:
-            gamma = np.maximum(self.gamma_, 0.0) / self.steps_per_bin_
-            self.season_[:, :, b_now] = s_now + gamma * e
+            self.season_[:, :, b_now] = s_now + self._season_rate * e
         if self.seasonal_ok_:
             keep_bin = np.where(valid, self.bin_keep_, 1.0)
             keep_all = np.where(valid, self.all_keep_, 1.0)
             yv = np.where(valid, y, 0.0)
-            self.bin_sum_[:, b_now] = self.bin_sum_[:, b_now] * keep_bin + yv
-            self.bin_count_[:, b_now] = self.bin_count_[:, b_now] * keep_bin + valid
-            self.all_sum_ = self.all_sum_ * keep_all + yv
-            self.all_count_ = self.all_count_ * keep_all + valid
+            # in place, on the bin's column: the same products and sums, fewer copies
+            bin_sum, bin_count = self.bin_sum_[:, b_now], self.bin_count_[:, b_now]
+            bin_sum *= keep_bin
+            bin_sum += yv
+            bin_count *= keep_bin
+            bin_count += valid
+            self.all_sum_ *= keep_all
+            self.all_sum_ += yv
+            self.all_count_ *= keep_all
+            self.all_count_ += valid
             if not self.season_on_ and self.updates_ + 1 >= 2 * self.season_steps_:
                 self._start_season(b_now)
         if self.updates_ % self.reselect_every == 0:
@@ -181,9 +195,10 @@ class HoltWinters(OnlineForecaster):
     def _profile(self, bins: Any) -> FloatArray:
         """The time-of-day profile [n, len(bins)] (zero where a bin has no data yet)."""
         count = self.bin_count_[:, bins]
-        has = (count > 0) & (self.all_count_ > 0)[:, None]
+        seen = self.all_count_ > 0
+        has = (count > 0) & seen[:, None]
         mean = self.bin_sum_[:, bins] / np.where(has, count, 1.0)
-        centre = self.all_sum_ / np.where(self.all_count_ > 0, self.all_count_, 1.0)
+        centre = self.all_sum_ / np.where(seen, self.all_count_, 1.0)
         return np.where(has, mean - centre[:, None], 0.0)
 
     def _start_season(self, b_now: int) -> None:
@@ -208,11 +223,10 @@ class HoltWinters(OnlineForecaster):
     def _path(self) -> FloatArray:
         base = self.level_[:, :, None] + self.trend_[:, :, None] * self.damp_[None, :, :]
         if self.season_on_:
-            ahead = self.time_ + self.step_ * np.arange(1, self.horizon + 1)
-            bins = self._bin(ahead)
-            profile = self._profile(bins)[:, None, :]
-            season = np.where(self.profile_mask_[None, :, None], profile, self.season_[:, :, bins])
-            base = base + season
+            bins = self._bin(self.time_ + self.step_ * self._ahead)
+            season = self.season_[:, :, bins]  # a new array: the profile's rows go in place
+            season[:, self.profile_mask_] = self._profile(bins)[:, None, :]
+            base += season
         self.paths_ = base
         self.scorer_.push(base)
-        return base[np.arange(base.shape[0]), self.choice_]
+        return base[self._rows, self.choice_]

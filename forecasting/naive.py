@@ -22,10 +22,10 @@ class Persistence(OnlineForecaster):
         self.last_ = np.full(n, np.nan)
 
     def _observe(self, y: FloatArray) -> None:
-        self.last_ = np.where(np.isfinite(y), y, self.last_)
+        np.copyto(self.last_, y, where=np.isfinite(y))
 
     def _path(self) -> FloatArray:
-        return np.repeat(self.last_[:, None], self.horizon, axis=1)
+        return self.last_[:, None].repeat(self.horizon, axis=1)
 
 
 class SeasonalNaive(OnlineForecaster):
@@ -66,15 +66,21 @@ class SeasonalNaive(OnlineForecaster):
         # came before the clipper could judge it (the first samples) would repeat forever.
         self.buffer_[:, self.pos_] = self.raw_
         self.pos_ = (self.pos_ + 1) % self.period_
-        self.last_ = np.where(np.isfinite(y), y, self.last_)
+        np.copyto(self.last_, y, where=np.isfinite(y))
+
+    def _past(self) -> FloatArray:
+        """The values one season before each step ahead [n, horizon] (a view when the ring
+        does not wrap: most updates)."""
+        start = self.pos_  # the slot of "now + 1 - m"
+        if start + self.horizon <= self.period_:
+            return self.buffer_[:, start : start + self.horizon]
+        return self.buffer_[:, (self.pos_ - 1 + self._ahead) % self.period_]
 
     def _path(self) -> FloatArray:
-        last = np.repeat(self.last_[:, None], self.horizon, axis=1)
         if not self.seasonal_:
-            return last
-        idx = (self.pos_ - 1 + self._ahead) % self.period_
-        past = self.buffer_[:, idx]
-        return np.where(np.isfinite(past), past, last)
+            return self.last_[:, None].repeat(self.horizon, axis=1)
+        past = self._past()
+        return np.where(np.isfinite(past), past, self.last_[:, None])
 
 
 class SeasonalChange(SeasonalNaive):
@@ -106,10 +112,10 @@ class SeasonalChange(SeasonalNaive):
         super()._observe(y)
 
     def _path(self) -> FloatArray:
-        last = np.repeat(self.last_[:, None], self.horizon, axis=1)
+        last = self.last_[:, None].repeat(self.horizon, axis=1)
         if not self.seasonal_:
             return last
-        past = self.buffer_[:, (self.pos_ - 1 + self._ahead) % self.period_]
+        past = self._past()
         base = self.base_[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.clip(past / base, 1.0 / self.max_ratio, self.max_ratio)

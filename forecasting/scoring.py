@@ -16,22 +16,33 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 
 
-def sorted_quantile(s: FloatArray, q: float, k: NDArray[np.int64] | None = None) -> FloatArray:
+def sorted_quantile(
+    s: FloatArray, q: float | FloatArray, k: NDArray[np.int64] | None = None
+) -> FloatArray:
     """Quantile ``q`` along the last axis of an array sorted with NaN last (NaN when empty).
 
-    ``k`` is the count of finite values per slice when the caller already has it.
+    ``q`` may hold several quantiles [m]: the result then has a leading axis of them (one
+    pass over ``s`` for all). ``k`` is the count of finite values per slice when the caller
+    already has it.
     """
     w = s.shape[-1]
     flat = s.reshape(-1, w)
     k = np.sum(np.isfinite(flat), axis=-1) if k is None else k.reshape(-1)
-    pos = q * np.maximum(k - 1, 0)
+    qs = np.asarray(q, dtype=np.float64)
+    top = np.maximum(k - 1, 0)
+    pos = qs.reshape(-1, 1) * top  # [m, slices]
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(k - 1, 0))
+    hi = np.minimum(lo + 1, top)
     rows = np.arange(flat.shape[0])
     a = flat[rows, lo]
     b = flat[rows, hi]
     out = np.where(k > 0, a + (pos - lo) * (b - a), np.nan)
-    return out.reshape(s.shape[:-1])
+    return out.reshape(qs.shape + s.shape[:-1])
+
+
+MIN_ERRORS = 10
+"""Errors of a horizon step its interval quantiles need; with fewer, ``bounds`` falls back
+on the one-step scale."""
 
 
 class ResidualTracker:
@@ -51,28 +62,37 @@ class ResidualTracker:
         self.q_lo = (1.0 - coverage) / 2.0
         self.q_hi = 1.0 - self.q_lo
         self.z = NormalDist().inv_cdf(self.q_hi)
-        self.paths = np.full((horizon, n, horizon), np.nan)
+        # each path issued is filed by the update it forecasts: slot ``(pos + 1 + h) %
+        # horizon`` gets its step ``h``, so an update reads its own slot whole
+        self.due = np.full((horizon, n, horizon), np.nan)
         self.pos = 0
         self.errors = np.full((n, horizon, window), np.nan)
         self.epos = 0
         self.lo = np.full((n, horizon), np.nan)
         self.hi = np.full((n, horizon), np.nan)
         self.count = np.zeros((n, horizon))
+        # the interval's offsets from the mean where ``count`` is enough, and whether it is
+        # everywhere: ``bounds`` is then two additions (both change only at a refresh)
+        self.below = np.full((n, horizon), np.nan)
+        self.above = np.full((n, horizon), np.nan)
+        self.enough = False
         self.refresh_every = max(1, refresh_every)
-        self._offset = np.arange(n) % self.refresh_every
+        # series i is refreshed when (updates + i) % refresh_every == 0: flat cost per
+        # update; the rows due at each phase of the cycle, worked out once
+        due = (-np.arange(n)) % self.refresh_every
+        self._due = {int(p): np.flatnonzero(due == p) for p in np.unique(due)}
         self.updates = 0
         self._h = np.arange(horizon)
+        self._file = (self._h[:, None] + 1 + self._h[None, :]) % horizon  # [pos, h] → slot
+        self._q = np.array([self.q_lo, self.q_hi])
 
     def observe(self, y: FloatArray) -> None:
         """Score the paths issued 1..horizon steps ago against the new sample ``y`` [n]."""
-        slots = (self.pos - 1 - self._h) % self.horizon
-        pred = self.paths[slots, :, self._h]  # [horizon, n]
-        self.errors[:, :, self.epos] = (y[None, :] - pred).T
+        self.errors[:, :, self.epos] = y[:, None] - self.due[self.pos]
         self.epos = (self.epos + 1) % self.window
-        # series i is refreshed when (updates + i) % refresh_every == 0: flat cost per update
         self.updates += 1
-        rows = np.flatnonzero((self.updates + self._offset) % self.refresh_every == 0)
-        if rows.size:
+        rows = self._due.get(self.updates % self.refresh_every)
+        if rows is not None:
             self._refresh(rows)
 
     def skip(self, k: int) -> None:
@@ -83,22 +103,26 @@ class ResidualTracker:
 
     def forget(self, rows: NDArray[np.bool_]) -> None:
         """Drop the paths pending for ``rows``: they will not be scored."""
-        self.paths[:, rows] = np.nan
+        self.due[:, rows] = np.nan
 
     def push(self, path: FloatArray) -> None:
         """Remember the path [n, horizon] issued now."""
-        self.paths[self.pos] = path
+        self.due[self._file[self.pos], :, self._h] = path.T
         self.pos = (self.pos + 1) % self.horizon
 
     def _refresh(self, rows: NDArray[np.int64]) -> None:
         s = np.sort(self.errors[rows], axis=-1)
-        k = np.sum(np.isfinite(s), axis=-1)
-        self.lo[rows] = sorted_quantile(s, self.q_lo, k)
-        self.hi[rows] = sorted_quantile(s, self.q_hi, k)
+        k = np.isfinite(s).sum(axis=-1)
+        lo, hi = sorted_quantile(s, self._q, k)
+        self.lo[rows] = lo
+        self.hi[rows] = hi
         self.count[rows] = k
+        self.below[rows] = np.minimum(lo, 0.0)
+        self.above[rows] = np.maximum(hi, 0.0)
+        self.enough = bool((self.count >= MIN_ERRORS).all())
 
     def bounds(
-        self, mean: FloatArray, *, scale: FloatArray, min_errors: int = 10
+        self, mean: FloatArray, *, scale: FloatArray, min_errors: int = MIN_ERRORS
     ) -> tuple[FloatArray, FloatArray]:
         """Lower and upper bounds around ``mean`` [n, steps].
 
@@ -108,6 +132,8 @@ class ResidualTracker:
         second sample on), and to zero width when even that is unknown (one sample).
         """
         steps = mean.shape[1]
+        if min_errors == MIN_ERRORS and self.enough:  # the usual case, once errors are in
+            return mean + self.below[:, :steps], mean + self.above[:, :steps]
         h = np.arange(1, steps + 1, dtype=np.float64)
         s = np.where(np.isfinite(scale), scale, 0.0)[:, None]
         fallback = self.z * 1.25 * s * np.sqrt(h)[None, :]
@@ -134,32 +160,38 @@ class CandidateScorer:
         self.horizon = horizon
         self.steps = np.unique(np.array([0, (horizon - 1) // 2, horizon - 1]))
         e = self.steps.size
-        self.paths = np.full((horizon, n, k, e), np.nan)
+        # the forecasts of the scored steps, filed by the update they are for (slot
+        # ``(pos + step + 1) % horizon``) rather than by the one that issued them: an
+        # update reads its slot whole, laid out as ``s``, instead of gathering diagonals
+        self.due = np.full((horizon, n, k, e), np.nan)
         self.pos = 0
         self.lam = 1.0 / max(span, 1.0)
         self.s = np.zeros((n, k, e))
         self.w = np.zeros((n, k, e))
         self.count = np.zeros((n, k))
-        self._back = self.steps + 1  # the path scored at step index i was issued i + 1 ago
-        self._cols = np.arange(e)
+        self._ahead = [(i, int(st) + 1) for i, st in enumerate(self.steps)]
         self.cap = np.full((n, e), np.inf)
         """``_ERROR_CAP`` x the best candidate's mean error per (series, step), as of the
         last ``scores``."""
 
     def observe(self, y: FloatArray) -> None:
         """Update the error of every candidate with the new sample ``y`` [n]."""
-        slots = (self.pos - self._back) % self.horizon
-        pred = self.paths[slots, :, :, self._cols]  # [e, n, k]
-        err = np.abs(y[None, :, None] - pred).transpose(1, 2, 0)
+        pred = self.due[self.pos]  # [n, k, e]
+        err = np.abs(y[:, None, None] - pred)
         # a spike that outlier clipping let through (the second of two: a level shift, as
         # far as it can tell) gives errors that would decide the choice for hours: one error
         # counts at most ``_ERROR_CAP`` times the best candidate's mean error plus the sample
         cap = self.cap + np.abs(y)[:, None]  # [n, e]
-        err = np.minimum(err, cap[:, None, :])
+        np.minimum(err, cap[:, None, :], out=err)
         ok = np.isfinite(err)
+        # where ``ok`` is false, ``decay`` is 1 and the added terms 0: ``s`` and ``w`` stay
         decay = np.where(ok, 1.0 - self.lam, 1.0)
-        self.s = self.s * decay + np.where(ok, self.lam * err, 0.0)
-        self.w = self.w * decay + np.where(ok, self.lam, 0.0)
+        err[~ok] = 0.0
+        err *= self.lam
+        self.s *= decay
+        self.s += err
+        self.w *= decay
+        self.w += ok * self.lam
         self.count += ok[:, :, 0]
 
     def skip(self, k: int) -> None:
@@ -168,11 +200,12 @@ class CandidateScorer:
 
     def forget(self, rows: NDArray[np.bool_]) -> None:
         """Drop the paths pending for ``rows``: they will not be scored."""
-        self.paths[:, rows] = np.nan
+        self.due[:, rows] = np.nan
 
     def push(self, paths: FloatArray) -> None:
         """Remember the candidate paths [n, k, horizon] issued now."""
-        self.paths[self.pos] = paths[:, :, self.steps]
+        for i, ahead in self._ahead:
+            self.due[(self.pos + ahead) % self.horizon, :, :, i] = paths[:, :, ahead - 1]
         self.pos = (self.pos + 1) % self.horizon
 
     def scores(self, min_count: int = 24) -> FloatArray:

@@ -75,6 +75,16 @@ class ForecastBatch(Mapping[str, Forecast]):
         """The model's label, for every row or one per row."""
         self._cache: dict[str, Forecast] = {}
 
+    @property
+    def rows(self) -> Mapping[str, int]:
+        """Row of each series that has a forecast."""
+        return self._rows
+
+    @property
+    def models(self) -> str | Sequence[str]:
+        """The model's label, for every row or one per row."""
+        return self._models
+
     def __getitem__(self, name: str) -> Forecast:
         f = self._cache.get(name)
         if f is None:
