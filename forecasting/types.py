@@ -31,10 +31,11 @@ class Forecast:
 
     def at(self, t: float) -> tuple[float, float, float]:
         """Mean, lower and upper at the first horizon time at or after ``t`` (the last one
-        if ``t`` lies beyond the horizon)."""
+        if ``t`` lies beyond the horizon or is NaN)."""
         # bisect, not np.searchsorted: on a few dozen horizon times and one value numpy's
-        # call overhead is most of a policy's read of its forecast
-        i = min(bisect_left(self.times, t - 1e-9), len(self.times) - 1)
+        # call overhead is most of a policy's read of its forecast (NaN sorts last there)
+        last = len(self.times) - 1
+        i = min(bisect_left(self.times, t - 1e-9), last) if t == t else last
         return float(self.mean[i]), float(self.lower[i]), float(self.upper[i])
 
     def max_upper(self, until: float) -> float:

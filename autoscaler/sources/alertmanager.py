@@ -18,10 +18,13 @@ an answer arrives) it asks Alertmanager what fires (``GET /api/v2/alerts``, unde
 delivery would make them (a ``firing`` event for one not already known), alerts it knew as
 firing that are no longer listed get a ``resolved`` event (their resolve was lost), and
 from then on a 0 is known: the warmup no longer applies. A failed request is counted
-(``errors`` by reason), logged, and retried at the next pass; the warmup holds meanwhile.
-Every ``resync`` after the last answer the source reads the API again, the same way: a
-resolve lost while the service runs (Alertmanager gave up on a POST that failed) is
-corrected then, instead of holding the alert as firing until its target's count is 0.
+(``errors`` by reason) and retried at the next pass; the warmup holds meanwhile. Once an
+answer arrived the source reads the API again every ``resync``, the same way: a resolve
+lost while the service runs (Alertmanager gave up on a POST that failed) is corrected then,
+instead of holding the alert as firing until its target's count is 0. A failed re-read is
+tried again a ``resync`` later: an outage of Alertmanager costs one request per
+``resync``, not one per pass. The first failure of a run is logged as a warning, the
+recovery as info; each failure is counted.
 Firing means what the webhook reports: Alertmanager notifies only alerts that are not
 suppressed (silenced or inhibited), so those are left out; ``receiver`` restricts the
 answer to the alerts routed to the receiver whose webhook points here.
@@ -282,8 +285,10 @@ class AlertmanagerSource:
         ``http``, ``malformed``, ``too_large``, ``cancelled``)."""
         self.synced = False
         """Alertmanager's API answered once: what fires is known, 0 included."""
-        self._synced_at = math.nan
-        """``now`` of the pass whose read of the API last succeeded."""
+        self._tried_at = math.nan
+        """``now`` of the pass that last asked the API."""
+        self._failing = False
+        """The last request failed (the next failure is not logged again)."""
         self._started: float | None = None
         self._counted: set[str] = set()
         """Targets given a count during the warmup."""
@@ -454,16 +459,17 @@ class AlertmanagerSource:
         ]
 
     def _sync_due(self, now: float) -> bool:
-        """No answer yet, or the last one is ``resync`` old (or from the future: the clock
-        went back)."""
+        """No answer yet, or the last request is ``resync`` old (or from the future: the
+        clock went back)."""
         if not self.synced:
             return True
         resync = self.spec.resync
-        return resync > 0 and not 0 <= now - self._synced_at < resync
+        return resync > 0 and not 0 <= now - self._tried_at < resync
 
     async def _sync(self, now: float) -> None:
         """Take Alertmanager's list of firing alerts as the truth; on failure count, log
-        and leave everything as it was (the next pass asks again)."""
+        and leave everything as it was (``_sync_due`` says when to ask again)."""
+        self._tried_at = now
         delivered: set[str] = set()
         self._delivered = delivered
         try:
@@ -477,10 +483,13 @@ class AlertmanagerSource:
         except (SyncError, PayloadError) as exc:
             reason = exc.reason if isinstance(exc, SyncError) else "malformed"
             self.errors[reason] += 1
-            log.warning(
-                "could not read what fires from alertmanager, asking again next pass",
-                extra={"source": self.name, "reason": reason, "error": str(exc)[:300]},
-            )
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "could not read what fires from alertmanager; asking again %s",
+                    f"every {self.spec.resync:g} s" if self.synced else "every pass",
+                    extra={"source": self.name, "reason": reason, "error": str(exc)[:300]},
+                )
             return
         finally:
             self._delivered = None
@@ -492,10 +501,12 @@ class AlertmanagerSource:
             for fp, a in self._seen.items()
             if a.status == "firing" and fp not in fingerprints and fp not in delivered
         ]
-        self._ingest([*gone, *listed], delivered=False)
-        self.synced = True
-        self._synced_at = now
-        log.info(
+        changed = self._ingest([*gone, *listed], delivered=False)
+        # info at the first answer, after failures, or when it corrected something
+        quiet = self.synced and not self._failing and not changed
+        self.synced, self._failing = True, False
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "alertmanager API read",
             extra={"source": self.name, "firing": len(listed), "resolved": len(gone)},
         )

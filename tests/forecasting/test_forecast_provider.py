@@ -12,6 +12,7 @@ from autoscaler.config import ForecastSettings, from_mapping
 from autoscaler.errors import ConfigError
 from autoscaler.forecasts import OnlineProvider, make_provider
 from forecasting import make_model
+from forecasting.types import Forecast
 
 STEP = 15.0
 NOW = 1_700_000_000.0
@@ -35,6 +36,19 @@ def test_forecasts_cover_every_target_at_the_tick_grid() -> None:
     assert np.all(f.lower <= f.mean) and np.all(f.mean <= f.upper)
     assert f.model.startswith("auto:")
     assert f.max_upper(NOW + 60) >= f.at(NOW + 60)[0]
+
+
+def test_a_forecast_is_read_at_the_first_step_at_or_after_a_time() -> None:
+    times = NOW + STEP * np.arange(1, 4)
+    values = np.array([1.0, 2.0, 3.0])
+    f = Forecast(NOW, times, values, values - 0.5, values + 0.5, "m")
+    assert f.at(NOW) == (1.0, 0.5, 1.5)  # before the horizon: the first step
+    assert f.at(NOW + STEP) == (1.0, 0.5, 1.5)  # on a step: that step
+    assert f.at(NOW + STEP + 1e-10)[0] == 1.0  # within the tolerance of a step
+    assert f.at(NOW + STEP + 1)[0] == 2.0  # past it: the next one
+    assert f.at(NOW + 100 * STEP)[0] == 3.0  # beyond the horizon: the last
+    assert f.at(float("nan"))[0] == 3.0  # NaN sorts last, as numpy's searchsorted has it
+    assert f.at(float("-inf"))[0] == 1.0
 
 
 def test_one_new_column_is_an_online_update_that_matches_a_full_refit() -> None:

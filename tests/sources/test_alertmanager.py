@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import math
 import re
 from collections.abc import AsyncIterator
@@ -463,6 +464,34 @@ async def test_the_api_is_read_again_every_resync_and_after_the_clock_went_back(
         assert len(asked) == 3
         await src.collect(515.0)
         assert len(asked) == 3
+    finally:
+        await server.close()
+
+
+async def test_an_alertmanager_down_after_the_first_answer_is_asked_once_per_resync(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    asked: list[float] = []
+    app = web.Application()
+
+    async def alerts(request: web.Request) -> web.Response:
+        asked.append(1)
+        if len(asked) == 1:
+            return web.Response(body=b"[]", content_type="application/json")
+        return web.Response(status=503, text="down")
+
+    app.add_routes([web.get("/api/v2/alerts", alerts)])
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        src = AlertmanagerSource("am", AlertmanagerSpec(url=str(server.make_url("")), resync=300.0))
+        with caplog.at_level(logging.WARNING, logger="autoscaler.sources.alertmanager"):
+            for k in range(41):  # 10 minutes of 15 s passes
+                await src.collect(1000.0 + 15 * k)
+        assert len(asked) == 3  # at 1000, 1300 (fails), 1600 (fails): not every pass
+        assert dict(src.errors) == {"http": 2} and src.synced
+        warned = [r for r in caplog.records if "could not read" in r.getMessage()]
+        assert len(warned) == 1  # the first failure of the run; the counter has each
     finally:
         await server.close()
 
