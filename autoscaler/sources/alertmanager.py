@@ -495,7 +495,8 @@ class AlertmanagerSource:
             self._delivered = None
         listed = [a for a in listed if a.fingerprint not in delivered]
         fingerprints = {a.fingerprint for a in listed}
-        # Known as firing but no longer listed: the resolve was lost (we were down).
+        # Known as firing but no longer listed: the resolve was lost (we were down, or its
+        # delivery failed for good).
         gone = [
             _Alert(a.name, "resolved", a.target, now, a.labels, fp)
             for fp, a in self._seen.items()
