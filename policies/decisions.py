@@ -45,11 +45,7 @@ def scale(
 
 def clamp(replicas: int, ctx: Context) -> int:
     """``replicas`` within the target's bounds."""
-    # min(max(replicas, low), high), in comparisons: a few times per rule and pass, where
-    # the two builtin calls cost three times as much
-    low, high = ctx.bounds.min_replicas, ctx.bounds.max_replicas
-    replicas = low if replicas < low else replicas
-    return high if replicas > high else replicas
+    return ctx.bounds.clamp(replicas)
 
 
 def preamble(

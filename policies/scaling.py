@@ -107,11 +107,11 @@ def combine_scale(
             votes.append((v, d))
             asked = asked or isinstance(d.action, Scale)
     if not votes:
-        if _clamp(current, bounds) == current:
+        if bounds.clamp(current) == current:
             return None
         # No rule has an opinion, but the bounds are config too: enforce them (as the HPA
         # does for a target scaled by hand past its max).
-        want = _clamp(current, bounds)
+        want = bounds.clamp(current)
         reason = (
             f"{current} replicas is outside [{bounds.min_replicas}, {bounds.max_replicas}]: "
             f"scale to {want}"
@@ -119,10 +119,8 @@ def combine_scale(
         limits = {"min_replicas": bounds.min_replicas, "max_replicas": bounds.max_replicas}
         action = Scale(target=target, replicas=want, current=current)
         return Decision("bounds", target, now, action, reason, limits, want)
-    raw = _clamp(top, bounds)
-    saved = mem.get("votes") or ()
-    # (runs are in time order, so the first one nearly always answers the question)
-    if not (saved and float(saved[0][0]) <= now) and not any(float(t) <= now for t, _ in saved):
+    raw = bounds.clamp(top)
+    if not any(float(t) <= now for t, _ in mem.get("votes") or ()):
         # the first vote (a start with no saved memory, a new target, a clock gone back):
         # the window opens with the current count, as the HPA's does, so a scale-in still
         # waits the window out instead of following the very first sample
@@ -146,7 +144,7 @@ def combine_scale(
     if raw < current and want > raw:
         notes.append(f"held at {want} by the highest vote of the last {how.scale_down_window:g} s")
     want = _rate_limit(mem, how, now=now, current=current, want=want, notes=notes)
-    clamped = _clamp(want, bounds)
+    clamped = bounds.clamp(want)
     if clamped != want:
         notes.append(f"clamped to [{bounds.min_replicas}, {bounds.max_replicas}]")
         want = clamped
@@ -166,13 +164,6 @@ def combine_scale(
     mem["pending"] = [now, want]
     action = Scale(target=target, replicas=want, current=current)
     return Decision(winner.policy, target, now, action, reason, inputs, want)
-
-
-def _clamp(replicas: int, bounds: Bounds) -> int:
-    # min(max(replicas, low), high), in comparisons (as ``decisions.clamp``: cheaper)
-    low, high = bounds.min_replicas, bounds.max_replicas
-    replicas = low if replicas < low else replicas
-    return high if replicas > high else replicas
 
 
 def _remember(
