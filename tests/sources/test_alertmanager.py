@@ -471,18 +471,15 @@ async def test_the_api_is_read_again_every_resync_and_after_the_clock_went_back(
 async def test_an_alertmanager_down_after_the_first_answer_is_asked_once_per_resync(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    asked: list[float] = []
-    app = web.Application()
+    asked: list[int] = []
 
-    async def alerts(request: web.Request) -> web.Response:
+    async def answer() -> bytes:
         asked.append(1)
-        if len(asked) == 1:
-            return web.Response(body=b"[]", content_type="application/json")
-        return web.Response(status=503, text="down")
+        if len(asked) > 1:
+            raise web.HTTPServiceUnavailable(text="down")
+        return b"[]"
 
-    app.add_routes([web.get("/api/v2/alerts", alerts)])
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server = await api_server(answer)
     try:
         src = AlertmanagerSource("am", AlertmanagerSpec(url=str(server.make_url("")), resync=300.0))
         with caplog.at_level(logging.WARNING, logger="autoscaler.sources.alertmanager"):
