@@ -428,12 +428,12 @@ class AlertmanagerSource:
     # --- pull side ---------------------------------------------------------------------
 
     def watch_targets(self, targets: Iterable[str]) -> None:
-        """The engine's targets (configured and discovered). Without a ``targets`` map a
-        target's name is its label value, so once a 0 is known (warmup over, or the API
-        read) a target no alert ever named gets its 0 too, and the restart rule forgets an
-        alert of it whose resolve was lost. With a map, only the mapped targets count."""
-        if not self.spec.targets:
-            self._known_targets.update(targets)
+        """The engine's targets (configured and discovered). Every alert that names one
+        reaches it (by its label value, or through the ``targets`` map, which renames only
+        the values it lists), so once a 0 is known (warmup over, or the API read) a target
+        no alert ever named gets its 0 too, and the restart rule forgets an alert of it
+        whose resolve was lost."""
+        self._known_targets.update(targets)
 
     async def collect(self, now: float) -> Sequence[Sample]:
         if self._started is None:

@@ -513,20 +513,21 @@ def test_check_refuses_a_bad_url_and_a_timeout_beyond_the_tick(
     assert main(["check", str(cfg)]) == 0
 
 
+@pytest.mark.parametrize("renames", [{}, {"database": "db"}], ids=["no map", "a map"])
 async def test_the_engines_targets_get_a_known_zero_once_the_warmup_is_over(
-    settings_factory: Any, tmp_path: Path
+    settings_factory: Any, tmp_path: Path, renames: dict[str, str]
 ) -> None:
-    """No alert ever named ``api``: without a targets map its name is its label value, so
-    once a 0 is known the engine's target gets one (and the restart rule may forget)."""
+    """No alert ever named ``api``: an alert would reach it by its label value (a map
+    renames only the values it lists), so once a 0 is known the engine's target gets one
+    (and the restart rule may forget)."""
     from autoscaler.journal import MemoryStore
     from autoscaler.metrics import make_metrics
     from autoscaler.service import build_engine
 
     token = tmp_path / "token"
     token.write_text(TOKEN)
-    settings = settings_factory(
-        sources={"am": {"type": "alertmanager", "token_file": str(token), "warmup": "10m"}}
-    )
+    am = {"type": "alertmanager", "token_file": str(token), "warmup": "10m", "targets": renames}
+    settings = settings_factory(sources={"am": am})
     engine = build_engine(settings, state_store=MemoryStore(), metrics=make_metrics())
     await engine.tick(1000.0)
     assert engine.store.observation("api", "alerts_firing", 1000.0).stale  # not known yet
