@@ -87,7 +87,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "[forecasting], [service] and [signals.*] tables adjust that engine"
         ),
     )
-    p.add_argument("--price-per-replica-hour", type=float, default=None, metavar="P")
+    p.add_argument(
+        "--price-per-replica-hour",
+        type=float,
+        default=None,
+        metavar="P",
+        help="adds a cost column: replica-hours x P (default: none)",
+    )
     p.add_argument(
         "--history",
         type=_duration,

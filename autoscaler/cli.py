@@ -211,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def open_state_store(settings: Settings) -> SQLiteStore | None:
     """The journal and state file of ``run``, or None after printing why it cannot be
-    opened (missing or read-only directory, not an SQLite file): exit ``EXIT_USAGE``."""
+    opened (a read-only directory, or a missing one that cannot be created; not an SQLite
+    file): exit ``EXIT_USAGE``."""
     from autoscaler.journal import SQLiteStore
 
     path = settings.service.state_path

@@ -1,7 +1,7 @@
 """``autoscaler forecast``: rolling-origin forecasts over a recorded series.
 
     autoscaler forecast --series FILE --horizon 5m [--model auto] [--target T --signal S]
-                        [--kind gauge|counter] --out FILE
+                        [--kind gauge|counter] [--coverage C] --out FILE
 
 Input: CSV ``timestamp,value`` or the long format ``timestamp,target,signal,value``
 (``--target``/``--signal`` pick the series; they may be left out when the file holds only
@@ -59,21 +59,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser(
         "forecast",
         help="rolling-origin forecasts over a recorded series",
-        description=(__doc__ or "").split("\n\n", 2)[2].strip(),
+        description=(__doc__ or "").split("\n\n", 2)[2].strip().replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--series", required=True, help="CSV: timestamp,value or timestamp,target,signal,value"
+        "--series",
+        required=True,
+        metavar="FILE",
+        help="CSV: timestamp,value or timestamp,target,signal,value",
     )
-    p.add_argument("--horizon", required=True, help='how far ahead, e.g. "300s" or "5m"')
+    p.add_argument(
+        "--horizon", required=True, metavar="H", help='how far ahead, e.g. "300s" or "5m"'
+    )
     p.add_argument("--model", default="auto", choices=sorted(MODEL_TYPES), help="default: auto")
-    p.add_argument("--target", help="target to pick from a long-format file")
-    p.add_argument("--signal", help="signal to pick from a long-format file")
+    p.add_argument("--target", metavar="T", help="target to pick from a long-format file")
+    p.add_argument("--signal", metavar="S", help="signal to pick from a long-format file")
     p.add_argument(
         "--kind", default="gauge", choices=("gauge", "counter"), help="counter: forecast its rate"
     )
-    p.add_argument("--coverage", type=float, default=0.9, help="interval coverage (default 0.9)")
-    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument(
+        "--coverage", type=float, default=0.9, metavar="C", help="interval coverage (default 0.9)"
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="output CSV")
     p.set_defaults(func=run)
 
 

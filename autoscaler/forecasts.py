@@ -130,14 +130,15 @@ class OnlineProvider:
             return {}
         tick = round(now / step)
         state = self._states.get(signal)
-        new = hist.shape[1]  # columns the model has not seen: all of them, unless...
         if (
-            state is not None
-            and state.targets == targets
-            and state.step == step
-            and state.horizon_steps == horizon_steps
+            state is None
+            or state.targets != targets
+            or state.step != step
+            or state.horizon_steps != horizon_steps
         ):
-            new = tick - state.tick
+            state = None
+        # columns the model has not seen: all of them, unless it saw the ticks before these
+        new = hist.shape[1] if state is None else tick - state.tick
         if state is not None and new == 0:
             if now != state.now:  # a second pass in the tick (the first one after a start)
                 state.result = self._result(
@@ -145,7 +146,9 @@ class OnlineProvider:
                 )
                 state.now = now
             return state.result
-        if state is not None and 0 < new < hist.shape[1]:
+        if state is not None and 0 < new <= hist.shape[1]:
+            # every tick since the model's last one is in ``hist`` (with a window of a tick
+            # or two, all of its columns are new): a refit would see only those
             model = state.model
             for j in range(hist.shape[1] - new, hist.shape[1]):
                 model.update(hist[:, j])

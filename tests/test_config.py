@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from autoscaler.config import (
+    BreakerSettings,
+    BusSettings,
+    ForecastSettings,
+    HttpSettings,
+    ServiceSettings,
+    SignalSettings,
+    TargetSettings,
     from_mapping,
     load,
     parse_duration,
+    registries,
     rollback_warnings,
     signal_warnings,
     stale_after,
 )
 from autoscaler.errors import ConfigError
 from policies.markers import Secret
+from policies.scaling import ScaleBehavior
 from policies.types import Notify, Restart, Rollback, Scale, TripBreaker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +50,48 @@ def test_reference_config_passes_check() -> None:
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
     assert result.stderr == ""  # every signal a rule reads is produced by its demo source
+
+
+def reference_keys() -> dict[str, dict[str, Any]]:
+    """config.toml with its commented keys uncommented (``# key = ...``, and the
+    ``# ## key = ...`` of secrets); ``<secret>_file`` alternatives left out."""
+    lines = []
+    for line in (ROOT / "config.toml").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^# (?:## )?(\[.*|[a-z_]+ = .*)$", line)
+        line = re.sub(r"\s+##.*$", "", m.group(1)) if m else line
+        if not re.match(r"^[a-z_]+_file = ", line):
+            lines.append(line)
+    return tomllib.loads("\n".join(lines))
+
+
+def keys_of(cls: type[Any]) -> set[str]:
+    return {f.name.removesuffix("_") for f in dataclasses.fields(cls)}
+
+
+def test_the_reference_config_shows_every_key_of_every_table_and_component_type() -> None:
+    # "every key, its unit and default" (README): a key left out is one operators never see
+    doc = reference_keys()
+    tables = {
+        "service": ServiceSettings,
+        "http": HttpSettings,
+        "bus": BusSettings,
+        "bus.breaker": BreakerSettings,
+        "forecasting": ForecastSettings,
+        "signals.queue_length": SignalSettings,
+        "targets.api": TargetSettings,
+        "targets.api.behavior": ScaleBehavior,
+    }
+    missing = {}
+    for path, cls in tables.items():
+        table = functools.reduce(lambda t, k: t.get(k, {}), path.split("."), doc)
+        missing[path] = keys_of(cls) - set(table)
+    for kind, registry in registries().items():
+        shown: dict[str, set[str]] = {}
+        for table in doc[kind].values():
+            shown.setdefault(table["type"], set()).update(table)
+        for type_ in registry:
+            missing[f"{kind} of type {type_}"] = keys_of(registry[type_].spec) - shown[type_]
+    assert {path: keys for path, keys in missing.items() if keys} == {}
 
 
 def test_unknown_key_and_bad_duration_exit_2_naming_both_paths(tmp_path: Path) -> None:

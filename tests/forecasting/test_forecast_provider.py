@@ -110,6 +110,32 @@ def test_missed_ticks_are_caught_up_column_by_column_not_refitted() -> None:
         np.testing.assert_array_equal(a[t].upper, b[t].upper)
 
 
+@pytest.mark.parametrize("columns", [1, 2])
+def test_a_window_of_a_tick_or_two_is_updated_online_and_gets_forecasts(columns: int) -> None:
+    # signals.*.window below two intervals (or "0s", or backtest --history 0): the store
+    # hands over one or two columns, every one of them new. Refitting from those alone never
+    # reached min_history, so predictive rules held on "no forecast" for ever.
+    y = history(2, 40)
+    provider = OnlineProvider(ForecastSettings(model="holt-winters"))
+    for j in range(columns - 1, 40):
+        window = y[:, j - columns + 1 : j + 1]
+        out = provider.forecast(
+            "s", ["a", "b"], window, step=STEP, horizon_steps=4, now=NOW + STEP * j
+        )
+    assert provider.refits == 1
+    assert set(out) == {"a", "b"}
+
+
+def test_a_missed_pass_whose_column_is_still_in_the_window_is_caught_up_not_refitted() -> None:
+    y = history(2, 40)
+    provider = OnlineProvider(ForecastSettings(model="holt-winters"))
+    for j in (*range(1, 30), 31):  # the pass of tick 30 missed: both columns of 31's are new
+        provider.forecast(
+            "s", ["a", "b"], y[:, j - 1 : j + 1], step=STEP, horizon_steps=4, now=NOW + STEP * j
+        )
+    assert provider.refits == 1
+
+
 def test_passes_a_few_milliseconds_off_the_grid_update_and_do_not_refit() -> None:
     # a live pass starts when its timer fires, a little after the scheduled time
     y = history(2, 260)
