@@ -321,13 +321,19 @@ class _Loader:
             else:
                 self.problem(sub, "unknown key")
         try:
-            return cls(**values)
+            spec = cls(**values)
         except InvalidField as exc:
             self.problem(f"{path}.{exc.key}" if path else exc.key, exc.message)
             return cls()
         except (TypeError, ValueError) as exc:
             self.problem(path, str(exc))
             return cls()
+        missing = getattr(spec, "missing", None)
+        for unset in missing() if callable(missing) else ():
+            key = f"{path}.{unset.key}" if path else unset.key
+            if self.clean(key) and self.clean(f"{key}_file"):  # not a value that failed
+                self.problem(key, unset.message)
+        return spec
 
     def value(self, hint: Any, raw: object, path: str) -> Any:
         origin = typing.get_origin(hint)
@@ -530,6 +536,13 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
             loader.problem(f"{path}.max_replicas", "must be >= min_replicas")
         if t.executor and t.executor not in s.executors:
             loader.problem(f"{path}.executor", f"no executor named {t.executor!r}")
+        comp = s.executors.get(t.executor)
+        app_of = getattr(comp and comp.spec, "app_of", None)  # a fly executor: the target's app
+        if callable(app_of) and not app_of(name) and loader.clean(f"executors.{t.executor}"):
+            loader.problem(
+                f"{path}.executor",
+                f"executor {t.executor!r} has no Fly app for {name!r}: set its app, or apps.{name}",
+            )
     for name, comp in s.policies.items():
         for i, target in enumerate(getattr(comp.spec, "targets", ())):
             if target not in s.targets:

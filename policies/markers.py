@@ -8,6 +8,10 @@ The config loader in ``autoscaler.config`` reads these annotations:
 
 A spec's ``__post_init__`` raises ``InvalidField`` when one key's value is out of range, so
 the loader reports it at that key's path; a plain ``ValueError`` is reported at the table.
+A key without which the component cannot work at all (a notifier's URL) is not checked
+there, because the loader builds a spec's defaults when its table is invalid: the spec
+defines ``missing()`` instead, which yields an ``InvalidField`` per such key left unset, and
+the loader reports each at its key's path (``check`` fails, not the first action).
 """
 
 from __future__ import annotations

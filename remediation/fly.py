@@ -29,13 +29,13 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from policies.markers import Seconds, Secret
+from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Action, Restart, Rollback, Scale, TargetState
 from remediation.base import ExecutorError
 
@@ -80,6 +80,18 @@ class FlySpec:
     """Retries of a request answered 429 (rate limited) before a temporary error."""
     backoff: Seconds = 1.0
     """First delay after a 429 when it has no Retry-After; doubles each retry."""
+
+    def missing(self) -> Iterator[InvalidField]:
+        """Keys it cannot work without (``policies.markers``); a target with no app of
+        its own when ``app`` is unset is checked with the targets (``autoscaler.config``)."""
+        if not self.token:
+            yield InvalidField("token", 'required: an API token ("${FLY_API_TOKEN}" or token_file)')
+        if not self.app and not self.apps:
+            yield InvalidField("app", "required: the Fly app (or apps, one per target)")
+
+    def app_of(self, target: str) -> str:
+        """The Fly app of ``target`` ("" when neither ``apps`` nor ``app`` names one)."""
+        return self.apps.get(target, self.app)
 
 
 def auth_header(token: str) -> str:
@@ -133,7 +145,7 @@ class FlyExecutor:
     # --- HTTP -------------------------------------------------------------------------
 
     def _app(self, target: str) -> str:
-        app = self.spec.apps.get(target, self.spec.app)
+        app = self.spec.app_of(target)
         if not app:
             raise ExecutorError(f"{self.name}: no Fly app configured for target {target!r}")
         return app
@@ -431,7 +443,7 @@ class FlyExecutor:
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         out: dict[str, TargetState] = {}
         for target in targets:
-            app = self.spec.apps.get(target, self.spec.app)
+            app = self.spec.app_of(target)
             if not app:
                 continue
             group = await self._group(app)

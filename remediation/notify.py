@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from policies.markers import Seconds, Secret
+from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Action, Notify, TargetState
 from remediation.base import ExecutorError
 
@@ -57,6 +57,13 @@ class SlackSpec:
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
 
+    def missing(self) -> Iterator[InvalidField]:
+        """Keys it cannot work without (``policies.markers``)."""
+        if not self.url:
+            yield InvalidField(
+                "url", 'required: the incoming-webhook URL ("${SLACK_WEBHOOK_URL}" or url_file)'
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class PagerDutySpec:
@@ -77,6 +84,14 @@ class PagerDutySpec:
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
 
+    def missing(self) -> Iterator[InvalidField]:
+        """Keys it cannot work without (``policies.markers``)."""
+        if not self.routing_key:
+            yield InvalidField(
+                "routing_key",
+                'required: the integration key ("${PAGERDUTY_ROUTING_KEY}" or routing_key_file)',
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookSpec:
@@ -94,6 +109,11 @@ class WebhookSpec:
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def missing(self) -> Iterator[InvalidField]:
+        """Keys it cannot work without (``policies.markers``)."""
+        if not self.url:
+            yield InvalidField("url", "required: where to POST")
 
 
 def dedup_key(action: Notify) -> str:

@@ -288,6 +288,52 @@ def test_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     assert load(cfg).http.token == Secret("abc")
 
 
+def test_a_component_without_a_key_it_cannot_work_without_is_refused_at_that_key() -> None:
+    # each of these used to pass check and fail every action it was given at run time
+    doc = {
+        "executors": {
+            "chat": {"type": "slack"},
+            "pager": {"type": "pagerduty", "source": "gpu-host"},
+            "hook": {"type": "webhook", "token": "${TOK}"},
+            "fly": {"type": "fly"},
+        },
+        "sources": {"health": {"type": "probe", "checks": {"api": {"timeout": "1s"}}}},
+    }
+    with pytest.raises(ConfigError) as err:
+        from_mapping(doc, env={"TOK": "t"})
+    assert [p.split(":")[0] for p in err.value.problems] == [
+        "sources.health.checks.api.url",
+        "executors.chat.url",
+        "executors.pager.routing_key",
+        "executors.hook.url",
+        "executors.fly.token",
+        "executors.fly.app",
+    ]
+    assert "executors.chat.url: required: the incoming-webhook URL" in err.value.problems[1]
+
+
+def test_a_required_secret_whose_file_cannot_be_read_is_reported_once(tmp_path: Path) -> None:
+    doc = {"executors": {"chat": {"type": "slack", "url_file": str(tmp_path / "none")}}}
+    with pytest.raises(ConfigError) as err:
+        from_mapping(doc)
+    (problem,) = err.value.problems
+    assert problem.startswith("executors.chat.url_file: cannot read secret file")
+
+
+def test_every_target_of_a_fly_executor_needs_an_app() -> None:
+    doc = {
+        "targets": {"api": {"executor": "fly"}, "web": {"executor": "fly"}},
+        "executors": {"fly": {"type": "fly", "token": "${T}", "apps": {"api": "api-prod"}}},
+    }
+    with pytest.raises(ConfigError) as err:
+        from_mapping(doc, env={"T": "t"})
+    assert err.value.problems == [
+        "targets.web.executor: executor 'fly' has no Fly app for 'web': set its app, or apps.web"
+    ]
+    doc["executors"]["fly"]["app"] = "shared"
+    assert from_mapping(doc, env={"T": "t"}).targets["web"].executor == "fly"
+
+
 def test_every_problem_is_collected_at_once() -> None:
     doc = {
         "service": {"interval": -1, "log_level": "loud"},

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,6 +46,11 @@ class ProbeCheck:
                 _tcp_address(self.tcp)
             except ValueError as exc:
                 raise InvalidField("tcp", str(exc)) from exc
+
+    def missing(self) -> Iterator[InvalidField]:
+        """Keys it cannot work without (``policies.markers``)."""
+        if not self.url and not self.tcp:
+            yield InvalidField("url", "required: a URL to GET, or tcp (host:port) to connect to")
 
 
 def _tcp_address(tcp: str) -> tuple[str, int]:
