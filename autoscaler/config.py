@@ -105,6 +105,11 @@ class BreakerSettings:
             raise InvalidField("half_open_trials", "must be >= 1")
 
 
+MAX_WINDOW_TICKS = 1_000_000
+"""Ticks of history a signal may keep per target: the ring takes 16 bytes a tick per
+target, so 16 MB each (two days at 0.2 s, 173 days at 15 s). More is a typo in a window or
+an interval (``"1ms"``), which would take the memory of the host at the first sample."""
+
 COOLDOWN_KINDS = ("scale_up", "scale_down", "restart", "rollback", "notify")
 """The keys of ``[bus.cooldowns]``: the cooldown kinds of paced actions (``TripBreaker`` is
 not paced)."""
@@ -194,7 +199,9 @@ class ForecastSettings:
     coverage: float = 0.9
     """Nominal coverage of the prediction interval (0.9: the 5th to 95th percentile)."""
     season: Seconds = 86400.0
-    """Seasonal cycle (daily); seasonal models use it once two cycles have been seen."""
+    """Seasonal cycle (daily); seasonal models use it once two cycles have been seen.
+    0: ``holt-winters`` has none; the models that need one (``auto`` among them) keep a
+    daily cycle."""
     nonnegative: bool = True
     """Negative samples are treated as missing and forecasts are clipped at zero."""
     min_history: int = 8
@@ -216,6 +223,10 @@ class ForecastSettings:
             raise InvalidField("coverage", "must lie between 0 and 1 (0.9: a 90 % interval)")
         if self.clip < 0:
             raise InvalidField("clip", "must be >= 0 (0 turns outlier clipping off)")
+        if self.min_history < 1:
+            raise InvalidField("min_history", "must be >= 1")
+        if self.reselect_every < 1:
+            raise InvalidField("reselect_every", "must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +532,8 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
     """Relations between tables that no single field can check."""
     if s.service.interval <= 0:
         loader.problem("service.interval", "must be greater than zero")
+    else:
+        _check_windows(s, loader)
     floor = s.service.interval + s.service.tick_timeout
     if 0 < s.http.healthz_max_age < floor:
         loader.problem(
@@ -566,6 +579,23 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
             loader.problem(f"bus.notify[{i}]", f"no executor named {ex!r}")
     if s.bus.breakers and s.bus.breakers not in s.executors:
         loader.problem("bus.breakers", f"no executor named {s.bus.breakers!r}")
+
+
+def _check_windows(s: Settings, loader: _Loader) -> None:
+    """Every window (a configured signal's, and the default of the others) within
+    ``MAX_WINDOW_TICKS`` ticks of ``service.interval``."""
+    interval = s.service.interval
+    windows = [(f"signals.{n}.window", st.window) for n, st in s.signals.items()]
+    windows.append(("service.interval", SignalSettings().window))  # signals with no table
+    for path, window in windows:
+        ticks = window / interval
+        if ticks > MAX_WINDOW_TICKS:
+            loader.problem(
+                path,
+                f"a window of {window:g} s at a service.interval of {interval:g} s keeps"
+                f" {ticks:,.0f} ticks per target and signal, more than {MAX_WINDOW_TICKS:,}"
+                " (16 bytes each): shorten the window or lengthen the interval",
+            )
 
 
 def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> None:

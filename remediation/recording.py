@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from policies.markers import InvalidField
 from policies.types import Action, Restart, Rollback, Scale, TargetState
 
 
@@ -25,6 +26,13 @@ class RecordingSpec:
     """Optional JSON-lines file that every executed action is appended to."""
     replicas: dict[str, int] = field(default_factory=dict)
     """Per-target initial replicas, overriding ``initial_replicas``."""
+
+    def __post_init__(self) -> None:
+        if self.initial_replicas < 0:
+            raise InvalidField("initial_replicas", "must be >= 0")
+        for target, n in self.replicas.items():
+            if n < 0:
+                raise InvalidField(f"replicas.{target}", "must be >= 0")
 
 
 class RecordingExecutor:

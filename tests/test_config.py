@@ -441,6 +441,17 @@ def test_every_cooldown_kind_of_a_paced_action_is_a_known_key() -> None:
             "http.port: must lie in 0..65535 (0: any free port), got 70000",
         ),
         ({"http": {"port": -1}}, "http.port: must lie in 0..65535 (0: any free port), got -1"),
+        # these were taken as 1 or as "no season/limit" without a word
+        ({"forecasting": {"min_history": 0}}, "forecasting.min_history: must be >= 1"),
+        ({"forecasting": {"reselect_every": 0}}, "forecasting.reselect_every: must be >= 1"),
+        (
+            {"executors": {"rec": {"type": "recording", "initial_replicas": -2}}},
+            "executors.rec.initial_replicas: must be >= 0",
+        ),
+        (
+            {"executors": {"rec": {"type": "recording", "replicas": {"api": -1}}}},
+            "executors.rec.replicas.api: must be >= 0",
+        ),
     ],
 )
 def test_an_out_of_range_number_is_refused_at_its_key_path(
@@ -449,6 +460,24 @@ def test_an_out_of_range_number_is_refused_at_its_key_path(
     with pytest.raises(ConfigError) as err:
         from_mapping(doc)
     assert err.value.problems == [problem]
+
+
+def test_a_window_of_more_ticks_than_memory_allows_is_refused() -> None:
+    # "1ms" for "1m": the default 6 h windows would take 21.6 million ticks per target and
+    # signal, and the host's memory at the first sample
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"service": {"interval": "1ms"}, "signals": {"q": {"window": "10m"}}})
+    (problem,) = err.value.problems
+    assert problem == (
+        "service.interval: a window of 21600 s at a service.interval of 0.001 s keeps"
+        " 21,600,000 ticks per target and signal, more than 1,000,000 (16 bytes each):"
+        " shorten the window or lengthen the interval"
+    )
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"signals": {"q": {"window": "200d"}}})
+    assert [p.split(":")[0] for p in err.value.problems] == ["signals.q.window"]
+    s = from_mapping({"service": {"interval": "1s"}, "signals": {"q": {"window": "11d"}}})
+    assert s.signals["q"].window == 11 * 86400
 
 
 def test_the_edges_of_the_ranges_are_accepted() -> None:
