@@ -105,11 +105,6 @@ class BreakerSettings:
             raise InvalidField("half_open_trials", "must be >= 1")
 
 
-MAX_WINDOW_TICKS = 1_000_000
-"""Ticks of history a signal may keep per target: the ring takes 16 bytes a tick per
-target, so 16 MB each (two days at 0.2 s, 173 days at 15 s). More is a typo in a window or
-an interval (``"1ms"``), which would take the memory of the host at the first sample."""
-
 COOLDOWN_KINDS = ("scale_up", "scale_down", "restart", "rollback", "notify")
 """The keys of ``[bus.cooldowns]``: the cooldown kinds of paced actions (``TripBreaker`` is
 not paced)."""
@@ -270,7 +265,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float (TOML integers have no limit)
+            raise ValueError("expected a duration") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -304,8 +302,11 @@ class _Loader:
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        if any(p.startswith(f"{path}: ") for p in self.problems):
-            return  # one message per key: a bad value is not reported again by cross-checks
+        if not self.clean(path):
+            # One message per key: a bad value is not reported again by cross-checks, nor a
+            # table whose bad key left a default in its place (a check with neither url nor
+            # tcp after a bad url).
+            return
         self.problems.append(f"{path}: {message}" if path else message)
 
     def clean(self, path: str) -> bool:
@@ -382,7 +383,7 @@ class _Loader:
             self.problem(path, f"expected an integer, got {_show(raw)}")
             return 0
         if hint is float:
-            if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+            if isinstance(raw, int | float) and not isinstance(raw, bool) and _finite(raw):
                 return float(raw)
             self.problem(path, f"expected a number, got {_show(raw)}")
             return 0.0
@@ -436,7 +437,11 @@ class _Loader:
             return Secret(p.read_text(encoding="utf-8").strip())
         except OSError as exc:
             self.problem(path, f"cannot read secret file {str(p)!r}: {exc.strerror or exc}")
-            return Secret()
+        except UnicodeDecodeError:
+            self.problem(path, f"secret file {str(p)!r} is not UTF-8 text")
+        except ValueError as exc:  # a NUL in the path
+            self.problem(path, f"cannot read secret file {str(p)!r}: {exc}")
+        return Secret()
 
     def components(self, kind: str, data: object, registry: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -472,6 +477,14 @@ def _toml_key(name: str) -> str:
 
 def _is_secret(hint: Any) -> bool:
     return hint is Secret
+
+
+def _finite(number: float) -> bool:
+    """A finite float, or an integer a float can hold (TOML integers have no limit)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def _show(value: object) -> str:
@@ -528,12 +541,21 @@ def table_of(cls: type[T], data: Mapping[str, Any], path: str) -> T:
     return value
 
 
+MAX_HORIZON_STEPS = 5000
+"""Longest forecast horizon in ticks (the models' memory grows with its square: ~1 GB for
+three targets here)."""
+
+MAX_WINDOW_TICKS = 1_000_000
+"""Longest history a signal may keep, in ticks (the window store allocates all of it:
+16 bytes a tick per target; 173 days of 15 s ticks)."""
+
+
 def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) -> None:
     """Relations between tables that no single field can check."""
     if s.service.interval <= 0:
         loader.problem("service.interval", "must be greater than zero")
     else:
-        _check_windows(s, loader)
+        _check_ticks(s, loader)
     floor = s.service.interval + s.service.tick_timeout
     if 0 < s.http.healthz_max_age < floor:
         loader.problem(
@@ -581,20 +603,28 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
         loader.problem("bus.breakers", f"no executor named {s.bus.breakers!r}")
 
 
-def _check_windows(s: Settings, loader: _Loader) -> None:
-    """Every window (a configured signal's, and the default of the others) within
-    ``MAX_WINDOW_TICKS`` ticks of ``service.interval``."""
+def _check_ticks(s: Settings, loader: _Loader) -> None:
+    """Spans the service turns into arrays of one slot per tick: a typo in a unit (or an
+    interval of a millisecond) would exhaust memory at the first pass."""
     interval = s.service.interval
-    windows = [(f"signals.{n}.window", st.window) for n, st in s.signals.items()]
-    windows.append(("service.interval", SignalSettings().window))  # signals with no table
-    for path, window in windows:
+    steps = s.forecasting.horizon / interval
+    if steps > MAX_HORIZON_STEPS and any(sig.forecast for sig in s.signals.values()):
+        loader.problem(
+            "forecasting.horizon",
+            f"{s.forecasting.horizon:g} s is {steps:.0f} ticks of service.interval"
+            f" ({interval:g} s); at most {MAX_HORIZON_STEPS} (forecast memory grows with"
+            " their square)",
+        )
+    windows = {f"signals.{name}.window": sig.window for name, sig in s.signals.items()}
+    windows["service.interval"] = SignalSettings().window  # signals with no table
+    for path, window in windows.items():
         ticks = window / interval
         if ticks > MAX_WINDOW_TICKS:
             loader.problem(
                 path,
-                f"a window of {window:g} s at a service.interval of {interval:g} s keeps"
-                f" {ticks:,.0f} ticks per target and signal, more than {MAX_WINDOW_TICKS:,}"
-                " (16 bytes each): shorten the window or lengthen the interval",
+                f"a window of {window:g} s is {ticks:.0f} ticks of service.interval"
+                f" ({interval:g} s); at most {MAX_WINDOW_TICKS} (the window store keeps every"
+                " tick)",
             )
 
 
@@ -727,6 +757,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read {str(p)!r}: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{p}: not UTF-8 text (TOML is UTF-8): {exc}"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -86,8 +86,8 @@ def read_record_json(path: str | Path) -> list[Sample]:
         doc: Any = json.loads(p.read_bytes())
     except OSError as exc:
         raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise DatasetError(f"{p}: not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise DatasetError(f"{p}: not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
         raise DatasetError(f"{p}: not an autoscaler record dump (format {JSON_FORMAT!r})")
     signals = doc.get("signals")
@@ -99,7 +99,11 @@ def read_record_json(path: str | Path) -> list[Sample]:
             raise DatasetError(f"{p}: signals.{signal}: expected an object with 'data'")
         targets = entry.get("targets") or {}
         label = entry.get("target_label", "service")
-        if not isinstance(targets, dict) or not isinstance(label, str):
+        if (
+            not isinstance(targets, dict)
+            or not all(isinstance(v, str) for v in targets.values())
+            or not isinstance(label, str)
+        ):
             raise DatasetError(f"{p}: signals.{signal}: bad target_label or targets")
         try:
             out.extend(matrix_samples(entry["data"], signal=signal, label=label, targets=targets))

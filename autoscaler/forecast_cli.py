@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from autoscaler.cli import EXIT_USAGE
-from autoscaler.config import parse_duration
+from autoscaler.config import MAX_HORIZON_STEPS, parse_duration
 from autoscaler.dataset import parse_timestamp
 from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
@@ -45,9 +45,6 @@ from forecasting.grid import counter_to_rate, resample
 from forecasting.registry import MODEL_TYPES, make_model
 
 FloatArray = NDArray[np.float64]
-
-MAX_HORIZON_STEPS = 5000
-"""Longest horizon in grid steps (the models' memory grows with its square: ~0.6 GB here)."""
 
 
 class InputError(Exception):

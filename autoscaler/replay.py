@@ -21,6 +21,7 @@ Handling of bad input, every case an ``InputError`` naming the file and line:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import html
 import json
@@ -28,7 +29,7 @@ import math
 import sys
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +97,7 @@ class _Builder:
 def _add(
     b: _Builder, *, path: Path, line: int | str, key: tuple[str, ...], at: float, value: float
 ) -> None:
-    if not math.isfinite(at) or abs(at) > MAX_TIME:
+    if not math.isfinite(at) or not 0 <= at <= MAX_TIME:
         raise InputError(path, line, f"timestamp {at!r} is not a time (unix seconds expected)")
     if b.times and at <= b.times[-1]:
         what = "duplicate timestamp" if at == b.times[-1] else "timestamp out of order"
@@ -124,10 +125,7 @@ def read_long_csv(path: str | Path) -> list[Series]:
         header = _header(reader, p, ("timestamp", "target", "signal", "value"))
         it, ig, isg, iv = (header[c] for c in ("timestamp", "target", "signal", "value"))
         width = max(it, ig, isg, iv) + 1
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
+        for line, row in _rows(reader, p):
             if len(row) < width:
                 raise InputError(p, line, f"expected {width} columns, got {len(row)}")
             target, signal = row[ig].strip(), row[isg].strip()
@@ -158,10 +156,7 @@ def read_value_csv(path: str | Path) -> tuple[FloatArray, FloatArray]:
         header = _header(reader, p, ("timestamp", "value"))
         it, iv = header["timestamp"], header["value"]
         width = max(it, iv) + 1
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
+        for line, row in _rows(reader, p):
             if len(row) < width:
                 raise InputError(p, line, f"expected {width} columns, got {len(row)}")
             at = _time_at(row[it], p, line)
@@ -189,7 +184,7 @@ def _header(reader: Any, p: Path, needed: Sequence[str]) -> dict[str, int]:
             p, None, "empty file (expected a header: " + ",".join(needed) + ")"
         ) from None
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(p, 1, f"not a CSV text file: {exc}") from exc
+        raise _unreadable(p, reader, exc) from None
     names = {c.strip().lower(): i for i, c in enumerate(first)}
     missing = [c for c in needed if c not in names]
     if missing:
@@ -197,6 +192,34 @@ def _header(reader: Any, p: Path, needed: Sequence[str]) -> dict[str, int]:
             p, 1, f"header must name the columns {','.join(needed)}; missing {','.join(missing)}"
         )
     return {c: names[c] for c in needed}
+
+
+def _rows(reader: Any, p: Path) -> Iterator[tuple[int, list[str]]]:
+    """The rows after the header with their line numbers, blank ones skipped."""
+    while True:
+        try:
+            row: list[str] = next(reader)
+        except StopIteration:
+            return
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _unreadable(p, reader, exc) from None
+        if row and any(c.strip() for c in row):
+            yield reader.line_num, row
+
+
+def _unreadable(p: Path, reader: Any, exc: UnicodeDecodeError | csv.Error) -> InputError:
+    """The error for a file that is not UTF-8 or not CSV, at the line at fault. Text is
+    decoded a block ahead of the CSV reader, so a bad byte is located in the file itself."""
+    line = max(1, reader.line_num)
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            data = p.read_bytes().removeprefix(codecs.BOM_UTF8)
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = data.count(b"\n", 0, bad.start) + 1
+        except OSError:
+            pass
+    return InputError(p, line, f"not a CSV text file: {exc}")
 
 
 def _time_at(text: str, p: Path, line: int) -> float:
@@ -237,6 +260,8 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
         raise InputError(p, exc.lineno, f"not valid JSON: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(p, None, f"not a text file: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # an integer too long, arrays nested too deep
+        raise InputError(p, None, f"not usable JSON: {str(exc)[:200]}") from None
     if isinstance(doc, dict) and "format" in doc:
         return _read_record_dump(p)
     docs = doc if isinstance(doc, list) else [doc]
@@ -246,21 +271,29 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
         data = d.get("data") if isinstance(d, dict) else None
         if not isinstance(data, dict) or data.get("resultType") != "matrix":
             raise InputError(p, where or None, "expected a query_range response (a matrix)")
-        for ri, res in enumerate(data.get("result") or []):
+        results = data.get("result") or []
+        if not isinstance(results, list):
+            raise InputError(p, f"{where}data.result", "expected a list of series")
+        for ri, res in enumerate(results):
             rwhere = f"{where}data.result[{ri}]"
-            labels = res.get("metric", {}) if isinstance(res, dict) else {}
+            labels = res.get("metric") if isinstance(res, dict) else None
+            if not isinstance(labels, dict):
+                labels = {}
             target = next((str(labels[k]) for k in _TARGET_LABELS if k in labels), "")
             signal = str(labels.get("signal") or labels.get("__name__") or "")
             if not target or not signal:
                 raise InputError(p, rwhere, "series has no target/app label or no signal name")
             key = (target, signal)
             b = builders.setdefault(key, _Builder())
-            for vi, pair in enumerate(res.get("values") or []):
+            values = res.get("values") or []
+            if not isinstance(values, list):
+                raise InputError(p, f"{rwhere}.values", 'expected a list of [time, "value"]')
+            for vi, pair in enumerate(values):
                 vwhere = f"{rwhere}.values[{vi}]"
                 try:
                     at = float(pair[0])
                     value = parse_value(str(pair[1]))
-                except (TypeError, ValueError, IndexError):
+                except (TypeError, ValueError, IndexError, OverflowError):
                     raise InputError(p, vwhere, f'expected [time, "value"], got {pair!r}') from None
                 _add(b, path=p, line=vwhere, key=key, at=at, value=value)
     builders = {k: b for k, b in builders.items() if b.times}
@@ -356,7 +389,8 @@ async def _no_sleep(_: float) -> None:
 
 
 MAX_TIME = 1e11
-"""Timestamps beyond this (the year 5138) are not unix seconds: milliseconds, a typo."""
+"""Timestamps beyond this (the year 5138) are not unix seconds: milliseconds, a typo. Nor
+are negative ones (before 1970, down to years no date can show)."""
 
 MAX_TICKS = 20_000_000
 """Ticks a replay or backtest may run: a year of 1.6 s ticks. More is a stray timestamp

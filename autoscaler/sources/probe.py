@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -41,16 +42,26 @@ class ProbeCheck:
     """Seconds this probe may take (0: the source's ``timeout``)."""
 
     def __post_init__(self) -> None:
+        # Each of these would report a healthy target down on every probe, and the restart
+        # rule restart it: refuse them here (and a check with neither url nor tcp in
+        # ProbeSpec, since these defaults must be a valid check).
         if self.tcp:
             try:
                 _tcp_address(self.tcp)
             except ValueError as exc:
                 raise InvalidField("tcp", str(exc)) from exc
+        if self.url and not _http_url(self.url):
+            raise InvalidField("url", f"expected an http(s) URL, got {self.url[:60]!r}")
+        if not self.expect_status:
+            raise InvalidField("expect_status", "name at least one status that counts as up")
 
-    def missing(self) -> Iterator[InvalidField]:
-        """Keys it cannot work without (``policies.markers``)."""
-        if not self.url and not self.tcp:
-            yield InvalidField("url", "required: a URL to GET, or tcp (host:port) to connect to")
+
+def _http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a bracketed host that is not an IPv6 address
+        return False
 
 
 def _tcp_address(tcp: str) -> tuple[str, int]:
@@ -79,6 +90,13 @@ class ProbeSpec:
     """Name of the events queued on up↔down transitions."""
     max_events: int = 1000
     """Events kept between two drains (oldest dropped first)."""
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:  # every probe would time out: all targets down
+            raise InvalidField("timeout", "must be greater than zero")
+        for target, check in self.checks.items():
+            if bool(check.url) == bool(check.tcp):
+                raise InvalidField(f"checks.{target}", "set one of url or tcp")
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ from autoscaler.errors import SourceError
 from autoscaler.sources.base import Sample
 from autoscaler.sources.promql import auth_header, parse_envelope, vector_samples
 from autoscaler.sources.stats import by_reason
-from policies.markers import Seconds, Secret
+from policies.markers import InvalidField, Seconds, Secret
 from remediation.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Errors worth retrying within the tick: the server or the network, not the query.
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+MAX_RETRIES = 20
+"""Most retries per query and tick: the backoff alone doubles with each one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,7 @@ class PrometheusSpec:
     concurrency: int = 4
     """Most queries in flight at once (across signals)."""
     retries: int = 1
-    """Retries of a temporary failure (network, 5xx, 429) within a tick."""
+    """Retries of a temporary failure (network, 5xx, 429) within a tick (0..20)."""
     retry_backoff: Seconds = 0.2
     """First retry delay in seconds; doubles each retry, with full jitter."""
     token: Secret = field(default_factory=Secret)
@@ -81,10 +85,16 @@ class PrometheusSpec:
     breaker_reset: Seconds = 30.0
     """Seconds the breaker stays open before a trial query."""
 
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:  # aiohttp reads 0 as no timeout: a hung server holds the tick
+            raise InvalidField("timeout", "must be greater than zero")
+        if not 0 <= self.retries <= MAX_RETRIES:
+            raise InvalidField("retries", f"must lie in 0..{MAX_RETRIES}")
+
     def worst_case(self) -> float:
         """Seconds a collect may take against a server that never answers: every attempt
         times out, after the longest backoffs, for each round of ``concurrency`` queries."""
-        retries = max(0, self.retries)
+        retries = self.retries
         one = self.timeout * (retries + 1) + self.retry_backoff * (2**retries - 1)
         return float(one * math.ceil(len(self.queries) / max(1, self.concurrency)))
 

@@ -46,7 +46,7 @@ def parse_envelope(
     """
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep for the parser
         what = describe_body(body, content_type)
         if status == 503 and b"Service Unavailable" in body[:64]:
             raise SourceError("HTTP 503: Prometheus is not ready (Service Unavailable)") from None
@@ -117,7 +117,7 @@ def vector_samples(
             seen.add(target)
             ts, value = item["value"]
             out.append(Sample(target, signal, float(value), float(ts)))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise SourceError(f"signal {signal!r}: malformed vector sample: {exc!r}") from None
     return out, skipped
 
@@ -141,6 +141,6 @@ def matrix_samples(
             if target is None:
                 continue
             out.extend(Sample(target, signal, float(v), float(ts)) for ts, v in item["values"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise SourceError(f"signal {signal!r}: malformed matrix sample: {exc!r}") from None
     return out

@@ -288,3 +288,84 @@ def test_outputs_that_cannot_be_written_end_in_one_line_not_a_traceback(
         code, err = backtest_with(tmp_path, "timestamp,value\n0,5\n60,6\n120,7\n", capsys)
     assert code == 1, err
     assert f"error: cannot write to {tmp_path / 'o'}" in err and "Traceback" not in err
+
+
+def test_bytes_that_are_not_utf8_far_into_a_file_name_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # text is decoded a block ahead of the CSV reader: past the first block this was a
+    # traceback, and within it the error named line 1
+    rows = "".join(f"{15 * i},api,q,1\n" for i in range(1, 2001))
+    path = tmp_path / "metrics.csv"
+    path.write_bytes((HEADER + rows).encode() + b"30015,api,q,\xff\n")
+    code = main(
+        ["replay", "--config", str(CONFIG), "--metrics", str(path), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "metrics.csv:2002: not a CSV text file" in err
+    path.write_bytes(b"timestamp,value\n0,5\n60,\xff\n")
+    with pytest.raises(InputError, match=r"metrics\.csv:3: not a CSV text file"):
+        read_value_csv(path)
+
+
+def test_a_field_over_the_csv_limit_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text(HEADER + "15,api,q,1\n30,api,q," + "1" * 200_000 + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"metrics\.csv:3: not a CSV text file: field larger"):
+        read_long_csv(path)
+
+
+def test_a_timestamp_before_1970_is_refused_not_a_crash_of_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # year 1 at +01:00 is year 0 in UTC: the report's time axis could not show it
+    code, err = replay_with(tmp_path, HEADER + "0001-01-01T00:00:00+01:00,api,q,1\n", capsys)
+    assert code == 2 and "metrics.csv:2: timestamp -62135600400.0 is not a time" in err
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ("[" * 100_000, "dump.json: not usable JSON"),
+        (
+            (
+                '{"data":{"resultType":"matrix","result":[{"metric":{"target":"a","signal":"q"},'
+                f'"values":[[{"9" * 400},"1"]]}}]}}}}'
+            ),
+            r"dump.json:data.result\[0\].values\[0\]: expected \[time",
+        ),
+        (
+            '{"data":{"resultType":"matrix","result":[{"metric":["a"],"values":[[1,"1"]]}]}}',
+            r"dump.json:data.result\[0\]: series has no target",
+        ),
+        ('{"data":{"resultType":"matrix","result":5}}', r"dump.json:data.result: expected a list"),
+        (
+            (
+                '{"data":{"resultType":"matrix","result":[{"metric":{"target":"a","signal":"q"},'
+                '"values":5}]}}'
+            ),
+            r"dump.json:data.result\[0\].values: expected a list",
+        ),
+        (
+            (
+                '{"format":"autoscaler-record/1","signals":{"q":{"targets":{"a":5},"data":'
+                '{"resultType":"matrix","result":[{"metric":{"service":"a"},"values":[[1,"1"]]}]}}}}'
+            ),
+            "dump.json: signals.q: bad target_label or targets",
+        ),
+        (
+            (
+                '{"format":"autoscaler-record/1","signals":{"q":{"data":{"resultType":"matrix",'
+                f'"result":[{{"metric":{{"service":"a"}},"values":[[{"9" * 400},"1"]]}}]}}}}}}}}'
+            ),
+            "dump.json: signals.q: signal 'q': malformed matrix sample",
+        ),
+    ],
+)
+def test_malformed_json_dumps_are_input_errors_not_tracebacks(
+    tmp_path: Path, doc: str, words: str
+) -> None:
+    path = tmp_path / "dump.json"
+    path.write_text(doc, encoding="utf-8")
+    with pytest.raises(InputError, match=words):
+        read_metrics([path])

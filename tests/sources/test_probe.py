@@ -134,6 +134,34 @@ def test_a_tcp_check_without_a_valid_host_and_port_is_a_config_error(tcp: str) -
         from_mapping({"sources": {"deps": {"type": "probe", "checks": {"db": {"tcp": tcp}}}}})
 
 
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        # each would report a healthy target down on every probe (and restart it)
+        ({"timeout": "0s"}, "sources.deps.timeout: must be greater than zero"),
+        ({"checks": {"db": {}}}, "sources.deps.checks.db: set one of url or tcp"),
+        (
+            {"checks": {"db": {"url": "http://db/", "tcp": "db:1"}}},
+            "sources.deps.checks.db: set one of url or tcp",
+        ),
+        (
+            {"checks": {"db": {"url": "db:8080/ready"}}},
+            "sources.deps.checks.db.url: expected an http(s) URL, got 'db:8080/ready'",
+        ),
+        (
+            {"checks": {"db": {"url": "http://db/", "expect_status": []}}},
+            "sources.deps.checks.db.expect_status: name at least one status that counts as up",
+        ),
+    ],
+)
+def test_a_probe_that_could_never_succeed_is_a_config_error(
+    source: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"sources": {"deps": {"type": "probe", **source}}})
+    assert err.value.problems == [problem]
+
+
 async def test_unexpected_status_is_down_unless_expected(dep: Dependency) -> None:
     dep.ready = False
     url = dep.url("/v1/.well-known/ready")

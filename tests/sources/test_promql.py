@@ -86,3 +86,21 @@ def test_series_without_the_label_are_skipped_and_counted() -> None:
     samples, skipped = vector_samples(data, signal="s", label="service", targets={})
     assert [(s.target, s.value, s.at) for s in samples] == [("api", 2.0, 1.5)]
     assert skipped == 1
+
+
+def test_json_nested_too_deep_for_the_parser_is_malformed_not_a_crash() -> None:
+    with pytest.raises(SourceError, match="malformed JSON"):
+        parse_envelope(b"[" * 100_000)
+
+
+def test_a_number_beyond_any_float_is_a_malformed_sample_not_a_crash() -> None:
+    # JSON integers have no limit: a broken exporter or proxy can send one
+    huge = "9" * 400
+    vector = {"resultType": "vector", "result": [{"metric": {"service": "a"}, "value": [1, 0]}]}
+    vector["result"][0]["value"] = [json.loads(huge), "1"]  # type: ignore[index]
+    with pytest.raises(SourceError, match="malformed vector sample: OverflowError"):
+        vector_samples(vector, signal="s", label="service", targets={})
+    matrix = {"resultType": "matrix", "result": [{"metric": {"service": "a"}, "values": []}]}
+    matrix["result"][0]["values"] = [[1, json.loads(huge)]]  # type: ignore[index]
+    with pytest.raises(SourceError, match="malformed matrix sample: OverflowError"):
+        matrix_samples(matrix, signal="s", label="service", targets={})
