@@ -20,7 +20,11 @@ from types import FrameType
 def _terminated(signum: int, frame: FrameType | None) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)  # ends any process but PID 1, which ignores it
-    raise SystemExit(128 + signum)
+    # PID 1: exit at once, as the signal would have ended any other process. Not by raising
+    # SystemExit: the handler runs wherever the interpreter happens to be, and the code it
+    # interrupts may catch the exception or replace it (an import in progress turned it
+    # into "TypeError: expected a message argument", exit status 1).
+    os._exit(128 + signum)
 
 
 def main() -> int:
