@@ -121,7 +121,7 @@ def read_long_csv(path: str | Path) -> list[Series]:
     p = Path(path)
     builders: dict[tuple[str, str], _Builder] = {}
     with _open(p) as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, strict=True)  # a stray or unclosed quote is an error
         header = _header(reader, p, ("timestamp", "target", "signal", "value"))
         it, ig, isg, iv = (header[c] for c in ("timestamp", "target", "signal", "value"))
         width = max(it, ig, isg, iv) + 1
@@ -152,7 +152,7 @@ def read_value_csv(path: str | Path) -> tuple[FloatArray, FloatArray]:
     p = Path(path)
     b = _Builder()
     with _open(p) as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, strict=True)  # a stray or unclosed quote is an error
         header = _header(reader, p, ("timestamp", "value"))
         it, iv = header["timestamp"], header["value"]
         width = max(it, iv) + 1

@@ -315,6 +315,24 @@ def test_a_field_over_the_csv_limit_names_its_line(tmp_path: Path) -> None:
         read_long_csv(path)
 
 
+@pytest.mark.parametrize(
+    ("rows", "line", "words"),
+    [
+        ('15,api,q,1\n30,api,q,"2', 3, "unexpected end of data"),  # unclosed at the end
+        ('15,api,q,1\n30,api,q,"2"5\n45,api,q,3\n', 3, "',' expected after '\"'"),
+    ],
+)
+def test_a_stray_or_unclosed_quote_names_its_line(
+    tmp_path: Path, rows: str, line: int, words: str
+) -> None:
+    # the unclosed one was read as the value 2, the stray one as 25
+    path = tmp_path / "metrics.csv"
+    path.write_text(HEADER + rows, encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        read_long_csv(path)
+    assert str(err.value) == f"{path}:{line}: not a CSV text file: {words}"
+
+
 def test_a_timestamp_before_1970_is_refused_not_a_crash_of_the_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
