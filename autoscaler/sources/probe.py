@@ -56,6 +56,20 @@ class ProbeCheck:
             raise InvalidField("expect_status", "name at least one status that counts as up")
 
 
+MAX_BODY = 1 << 20
+"""Bytes of an answer's body a probe reads: a body read to its end lets the connection be
+reused; a longer one (a misrouted download, an endless stream) is not read into memory or
+until the timeout, and its connection is closed instead."""
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    read = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        read += len(chunk)
+        if read > MAX_BODY:
+            return
+
+
 def _http_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
@@ -206,7 +220,7 @@ class ProbeSource:
                 else:
                     async with self._client().get(check.url, allow_redirects=False) as resp:
                         status = resp.status
-                        await resp.read()
+                        await _drain(resp)
         except TimeoutError:
             return _Result(False, None, f"timed out after {timeout:g}s")
         except (OSError, aiohttp.ClientError, ValueError, OverflowError) as exc:

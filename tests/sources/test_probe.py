@@ -27,6 +27,12 @@ class Dependency:
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.ready else 503, text="ok" if self.ready else "no")
 
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        while True:  # until the client goes away
+            await resp.write(b"x" * 65536)
+
     async def slow(self, request: web.Request) -> web.Response:
         await self.hang.wait()
         return web.Response(text="late")
@@ -42,6 +48,7 @@ async def dep() -> AsyncIterator[Dependency]:
     app = web.Application()
     app.router.add_get("/v1/.well-known/ready", d.handle)
     app.router.add_get("/slow", d.slow)
+    app.router.add_get("/endless", d.endless)
     d.server = TestServer(app)
     await d.server.start_server()
     try:
@@ -85,6 +92,18 @@ async def test_probe_reports_up_latency_and_consecutive_failures(dep: Dependency
         assert [(e.status, e.at) for e in src.drain(13.0)] == [("resolved", 13.0)]
     finally:
         await src.aclose()
+
+
+async def test_an_endless_body_is_not_read_to_the_timeout(dep: Dependency) -> None:
+    # the status answers the probe: the body was read whole, so an endless one (or a
+    # misrouted download) timed the probe out and filled memory meanwhile
+    spec = ProbeSpec(timeout=5.0, checks={"stream": ProbeCheck(url=dep.url("/endless"))})
+    src = ProbeSource("probes", spec)
+    try:
+        got = values(await src.collect(1.0))
+    finally:
+        await src.aclose()
+    assert got[("stream", "probe_up")] == 1.0, src.status()
 
 
 async def test_timeouts_and_closed_ports_count_as_down(dep: Dependency) -> None:
