@@ -197,10 +197,17 @@ def _record_one(
                 f"source {job.source!r}, signal {job.signal!r}: range query failed: "
                 f"{str(exc)[:300]}"
             ) from None
-        for item in result:
-            key = tuple(sorted(item["metric"].items()))
-            entry = series.setdefault(key, {"metric": item["metric"], "values": []})
-            entry["values"].extend(item["values"])
+        for item in result if isinstance(result, list) else [result]:
+            metric = item.get("metric") if isinstance(item, dict) else None
+            values = item.get("values") if isinstance(item, dict) else None
+            if not isinstance(metric, dict) or not isinstance(values, list):
+                raise RecordError(
+                    f"source {job.source!r}, signal {job.signal!r}: malformed answer (a series"
+                    f' without "metric" labels or "values"): {str(item)[:200]}'
+                )
+            key = tuple(sorted((str(k), str(v)) for k, v in metric.items()))
+            entry = series.setdefault(key, {"metric": metric, "values": []})
+            entry["values"].extend(values)
         tick()
     _refuse_overlaps(job, series.values())
     return list(series.values())

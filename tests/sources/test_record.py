@@ -3,8 +3,11 @@ the way replay reads recordings."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +146,43 @@ def test_record_refuses_a_query_that_gives_a_target_two_values_at_once(
     assert "signal 'queue_length': several series for service='worker'" in err
     assert "by (service)" in err
     assert not (tmp_path / "worker.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        [{"values": [[1700000000, "1"]]}],  # no labels
+        [{"metric": ["service", "api"], "values": []}],
+        [{"metric": {"service": "api"}, "values": "1"}],
+    ],
+)
+def test_a_malformed_answer_is_one_line_and_exit_1_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], result: list[object]
+) -> None:
+    # Prometheus never answers this: a proxy or another server behind the URL might
+    body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = write_config(tmp_path / "c.toml", f"http://127.0.0.1:{server.server_port}")
+        out = tmp_path / "out.csv"
+        args = ["record", "--config", str(cfg), "--since", "1h", "--step", "60s", "--quiet"]
+        code = main([*args, "--out", str(out)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "signal 'queue_length': malformed answer" in err and "Traceback" not in err
+    assert not out.exists()
