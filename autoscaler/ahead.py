@@ -64,7 +64,7 @@ def _run(
     from autoscaler.replay import ReplaySource  # replay imports this module
 
     try:
-        _forecast_all(settings, ReplaySource(series), ticks, conn)
+        forecast_all(settings, ReplaySource(series), ticks, conn)
     except BaseException:  # reported to the engine side, which raises it there
         try:
             conn.send(("error", traceback.format_exc()))
@@ -74,9 +74,11 @@ def _run(
         conn.close()
 
 
-def _forecast_all(
+def forecast_all(
     settings: Settings, source: Any, ticks: NDArray[np.float64], conn: Connection
 ) -> None:
+    """The forecast half of the pass at every tick, sent on ``conn`` in chunks of
+    ``CHUNK`` ticks (the worker's body; ``bench/replay.py --forecasts-only`` runs it alone)."""
     store = WindowStore(interval=settings.service.interval, signals=settings.signals)
     provider = make_provider(settings.forecasting)
     step = settings.service.interval

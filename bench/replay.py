@@ -10,9 +10,12 @@ process (engine, forecast worker); ``--profile`` adds the top functions by own t
 (cProfile) so a slow part can be named.
 
     .venv/bin/python bench/replay.py [--days 30] [--targets 10] [--model auto|none]
-                                     [--rules both|tracking|none] [--profile]
+                                     [--rules both|tracking|none] [--forecasts-only]
+                                     [--profile]
 
 ``--model none --rules none`` measures the floor: a pass that forecasts and decides nothing.
+``--forecasts-only`` runs only the forecast worker's half (``autoscaler.ahead``), in this
+process, and prints its CPU time per tick: ``--model persistence`` is the floor of that half.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from autoscaler.ahead import forecast_all
 from autoscaler.config import from_mapping
-from autoscaler.replay import Series, read_value_csv, replay
+from autoscaler.replay import ReplaySource, Series, read_value_csv, replay, tick_grid
 
 DATA = Path("/work/shared/data/nab/data")
 FILES = [
@@ -120,6 +124,26 @@ async def run(targets: int, days: float, model: str = "auto", rules: str = "both
     print("target: 30 days x 10 targets in <= 20 s (>= 100,000 target-ticks/s)")
 
 
+class _Discard:
+    """The worker's pipe, for ``--forecasts-only``: what is sent is dropped."""
+
+    def send(self, _: object) -> None:
+        pass
+
+
+def forecasts_only(targets: int, days: float, model: str) -> None:
+    series = load_series(targets, days)
+    s = settings(targets, model)
+    start = min(float(x.times[0]) for x in series)
+    end = max(float(x.times[-1]) for x in series)
+    ticks = tick_grid(start, end, s.service.interval)
+    cpu = time.process_time()
+    forecast_all(s, ReplaySource(series), ticks, _Discard())
+    cpu = time.process_time() - cpu
+    print(f"forecasting model: {model}, targets: {targets}, ticks: {len(ticks)}")
+    print(f"forecast half alone: CPU {cpu:.2f} s, {cpu / len(ticks) * 1e6:.0f} us per tick")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=30.0)
@@ -133,8 +157,16 @@ def main() -> None:
         default="both",
         help="rules per target: target tracking + predictive (default), tracking only, none",
     )
+    ap.add_argument(
+        "--forecasts-only",
+        action="store_true",
+        help="only the forecast worker's half, in this process (CPU per tick)",
+    )
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
+    if args.forecasts_only:
+        forecasts_only(args.targets, args.days, args.model)
+        return
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
