@@ -56,13 +56,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from autoscaler.sources.base import Sample
+from autoscaler.sources.base import Sample, http_url
 from autoscaler.sources.stats import by_reason
 from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Event
@@ -109,13 +108,8 @@ class AlertmanagerSpec:
 
     def __post_init__(self) -> None:
         if self.url:
-            try:
-                parts = urlsplit(self.url)
-                ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-                parts.port  # noqa: B018  # raises ValueError for a port out of range
-            except ValueError:
-                ok = False
-            if not ok or parts.query or parts.fragment:
+            parts = http_url(self.url)
+            if parts is None or parts.query or parts.fragment:
                 raise InvalidField(
                     "url",
                     'expected the base URL of Alertmanager like "http://alertmanager:9093",'

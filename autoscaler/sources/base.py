@@ -11,8 +11,20 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+from urllib.parse import SplitResult, urlsplit
 
 from policies.types import Event
+
+
+def http_url(url: str) -> SplitResult | None:
+    """``url`` split, when it is an http(s) URL with a host and a valid port (else None):
+    a config check, so a URL that could never be fetched is refused at start-up."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range
+    except ValueError:  # also a bracketed host that is not an IPv6 address
+        return None
+    return parts if parts.scheme in ("http", "https") and parts.hostname else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from autoscaler.sources.base import Sample
+from autoscaler.sources.base import Sample, http_url
 from policies.markers import InvalidField, Seconds
 from policies.types import Event
 
@@ -50,7 +49,7 @@ class ProbeCheck:
                 _tcp_address(self.tcp)
             except ValueError as exc:
                 raise InvalidField("tcp", str(exc)) from exc
-        if self.url and not _http_url(self.url):
+        if self.url and http_url(self.url) is None:
             raise InvalidField("url", f"expected an http(s) URL, got {self.url[:60]!r}")
         if not self.expect_status:
             raise InvalidField("expect_status", "name at least one status that counts as up")
@@ -68,14 +67,6 @@ async def _drain(resp: aiohttp.ClientResponse) -> None:
         read += len(chunk)
         if read > MAX_BODY:
             return
-
-
-def _http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # a bracketed host that is not an IPv6 address
-        return False
 
 
 def _tcp_address(tcp: str) -> tuple[str, int]:
@@ -205,8 +196,6 @@ class ProbeSource:
 
     async def _probe(self, check: ProbeCheck) -> _Result:
         timeout = check.timeout or self.spec.timeout
-        if not check.url and not check.tcp:
-            return _Result(False, None, "no url or tcp configured")
         # perf_counter measures latency only; it never decides timing of behaviour.
         started = time.perf_counter()
         try:

@@ -168,6 +168,10 @@ def test_a_tcp_check_without_a_valid_host_and_port_is_a_config_error(tcp: str) -
             "sources.deps.checks.db.url: expected an http(s) URL, got 'db:8080/ready'",
         ),
         (
+            {"checks": {"db": {"url": "http://db:99999/ready"}}},
+            "sources.deps.checks.db.url: expected an http(s) URL, got 'http://db:99999/ready'",
+        ),
+        (
             {"checks": {"db": {"url": "http://db/", "expect_status": []}}},
             "sources.deps.checks.db.expect_status: name at least one status that counts as up",
         ),
