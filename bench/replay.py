@@ -11,11 +11,14 @@ process (engine, forecast worker); ``--profile`` adds the top functions by own t
 
     .venv/bin/python bench/replay.py [--days 30] [--targets 10] [--model auto|none]
                                      [--rules both|tracking|none] [--forecasts-only]
-                                     [--profile]
+                                     [--holds changes|all] [--digest] [--profile]
 
 ``--model none --rules none`` measures the floor: a pass that forecasts and decides nothing.
-``--forecasts-only`` runs only the forecast worker's half (``autoscaler.ahead``), in this
-process, and prints its CPU time per tick: ``--model persistence`` is the floor of that half.
+``--digest`` prints a hash of every decision, replica count and kept forecast: a change
+made for speed must leave it as it was (``--holds all`` journals every hold, so a changed
+hold reason shows too). ``--forecasts-only`` runs only the forecast worker's half
+(``autoscaler.ahead``), in this process, and prints its CPU time per tick:
+``--model persistence`` is the floor of that half.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import hashlib
+import json
 import pstats
 import resource
 import time
@@ -33,7 +38,15 @@ import numpy as np
 
 from autoscaler.ahead import forecast_all
 from autoscaler.config import from_mapping
-from autoscaler.replay import ReplaySource, Series, read_value_csv, replay, tick_grid
+from autoscaler.replay import (
+    ReplayResult,
+    ReplaySource,
+    Series,
+    finite,
+    read_value_csv,
+    replay,
+    tick_grid,
+)
 
 DATA = Path("/work/shared/data/nab/data")
 FILES = [
@@ -76,7 +89,7 @@ RULES = {
 }
 
 
-def settings(targets: int, model: str = "auto", rules: str = "both") -> Any:
+def settings(targets: int, model: str = "auto", rules: str = "both", holds: str = "changes") -> Any:
     """The benchmark's settings; ``rules`` "tracking" drops the predictive rule and
     "none" both, and ``model`` "none" turns forecasting off: the floor of a pass."""
     policies: dict[str, Any] = {
@@ -87,7 +100,7 @@ def settings(targets: int, model: str = "auto", rules: str = "both") -> Any:
     forecast = model != "none"
     return from_mapping(
         {
-            "service": {"interval": "15s", "journal_holds": "changes"},
+            "service": {"interval": "15s", "journal_holds": holds},
             "forecasting": {"model": model if forecast else "auto"},
             "bus": {"cooldown": "1m"},
             "signals": {"requests": {"max_age": "10m", "forecast": forecast, "window": "6h"}},
@@ -101,9 +114,32 @@ def settings(targets: int, model: str = "auto", rules: str = "both") -> Any:
     )
 
 
-async def run(targets: int, days: float, model: str = "auto", rules: str = "both") -> None:
+def digest(result: ReplayResult) -> str:
+    """A hash of what the replay decided: the journal (reasons and inputs included), the
+    replicas after each tick and the forecasts kept for the report."""
+    h = hashlib.sha256()
+    for r in result.records:
+        h.update(json.dumps(finite(r.to_dict()), sort_keys=True, default=str).encode())
+    h.update(result.replicas.tobytes())
+    h.update(np.nan_to_num(result.observations, nan=-1.0).tobytes())
+    for key in sorted(result.forecasts):
+        trace = result.forecasts[key]
+        h.update(repr(key).encode())
+        for a in (trace.issued, trace.mean, trace.lower, trace.upper):
+            h.update(np.nan_to_num(a, nan=-1.0).tobytes())
+    return h.hexdigest()[:16]
+
+
+async def run(
+    targets: int,
+    days: float,
+    model: str = "auto",
+    rules: str = "both",
+    holds: str = "changes",
+    show_digest: bool = False,
+) -> None:
     series = load_series(targets, days)
-    s = settings(targets, model, rules)
+    s = settings(targets, model, rules, holds)
     started, cpu = time.perf_counter(), time.process_time()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = await replay(s, series)
@@ -122,13 +158,23 @@ async def run(targets: int, days: float, model: str = "auto", rules: str = "both
     # long replays with forecasting on; otherwise the engine's CPU includes forecasting).
     print(f"CPU: engine process {cpu:.2f} s, forecast worker {worker:.2f} s")
     print("target: 30 days x 10 targets in <= 20 s (>= 100,000 target-ticks/s)")
+    if show_digest:
+        print(f"digest: {digest(result)}")
 
 
-class _Discard:
-    """The worker's pipe, for ``--forecasts-only``: what is sent is dropped."""
+class _Digest:
+    """The worker's pipe, for ``--forecasts-only``: what is sent is hashed, then dropped
+    (every forecast of every tick, its whole horizon and interval)."""
 
-    def send(self, _: object) -> None:
-        pass
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def send(self, message: tuple[str, Any]) -> None:
+        kind, body = message
+        if kind == "ticks":
+            ticks, data = body
+            self.hash.update(repr(ticks).encode())
+            self.hash.update(np.nan_to_num(data, nan=-1.0).tobytes())
 
 
 def forecasts_only(targets: int, days: float, model: str) -> None:
@@ -137,11 +183,13 @@ def forecasts_only(targets: int, days: float, model: str) -> None:
     start = min(float(x.times[0]) for x in series)
     end = max(float(x.times[-1]) for x in series)
     ticks = tick_grid(start, end, s.service.interval)
+    sink = _Digest()
     cpu = time.process_time()
-    forecast_all(s, ReplaySource(series), ticks, _Discard())
+    forecast_all(s, ReplaySource(series), ticks, sink)  # type: ignore[arg-type]
     cpu = time.process_time() - cpu
     print(f"forecasting model: {model}, targets: {targets}, ticks: {len(ticks)}")
     print(f"forecast half alone: CPU {cpu:.2f} s, {cpu / len(ticks) * 1e6:.0f} us per tick")
+    print(f"digest: {sink.hash.hexdigest()[:16]}")
 
 
 def main() -> None:
@@ -162,6 +210,15 @@ def main() -> None:
         action="store_true",
         help="only the forecast worker's half, in this process (CPU per tick)",
     )
+    ap.add_argument(
+        "--holds",
+        choices=("changes", "all"),
+        default="changes",
+        help="service.journal_holds (default: changes)",
+    )
+    ap.add_argument(
+        "--digest", action="store_true", help="print a hash of every decision (see above)"
+    )
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     if args.forecasts_only:
@@ -170,11 +227,11 @@ def main() -> None:
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        asyncio.run(run(args.targets, args.days, args.model, args.rules))
+        asyncio.run(run(args.targets, args.days, args.model, args.rules, args.holds, args.digest))
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     else:
-        asyncio.run(run(args.targets, args.days, args.model, args.rules))
+        asyncio.run(run(args.targets, args.days, args.model, args.rules, args.holds, args.digest))
 
 
 if __name__ == "__main__":
