@@ -18,6 +18,7 @@ reader of times in recorded files and on command lines.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import math
@@ -55,6 +56,20 @@ def parse_timestamp(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"timestamp is not finite: {text!r}")
     return value
+
+
+def bad_byte_line(path: Path) -> int | None:
+    """The line of the first byte of ``path`` that is not UTF-8 (a leading BOM is fine), or
+    None. Readers decode text a block ahead of the CSV parser, so the parser's line number
+    is not where the bad byte is: this finds it in the file itself."""
+    try:
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return data.count(b"\n", 0, bad.start) + 1
+    except OSError:
+        pass
+    return None
 
 
 def format_value(value: float) -> str:

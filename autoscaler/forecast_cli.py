@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from autoscaler.cli import EXIT_USAGE
 from autoscaler.config import MAX_HORIZON_STEPS, parse_duration
-from autoscaler.dataset import parse_timestamp
+from autoscaler.dataset import bad_byte_line, parse_timestamp
 from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
 from forecasting.errors import ForecastError
@@ -136,14 +136,19 @@ def _value(text: str) -> float:
 def read_series(path: Path, *, target: str | None, signal: str | None) -> Series:
     """Read and validate the CSV; raises ``InputError`` with the line at fault."""
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = [
-                (i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)
-            ]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {str(path)!r}: {exc}") from exc
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a valid CSV file: {exc}") from exc
+        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            # strict: a stray or unclosed quote is an error, not a value read some other way
+            reader = csv.reader(f, strict=True)
+            try:
+                rows = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
+            except UnicodeDecodeError as exc:
+                line = bad_byte_line(path) or reader.line_num
+                raise InputError(f"{path}:{line}: not a UTF-8 text file: {exc}") from exc
+            except csv.Error as exc:
+                raise InputError(f"{path}:{reader.line_num}: not a valid CSV file: {exc}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     if rows and rows[0][1][0].strip().lower() in ("timestamp", "time", "t"):
         rows = rows[1:]
     if not rows:

@@ -21,7 +21,6 @@ Handling of bad input, every case an ``InputError`` naming the file and line:
 from __future__ import annotations
 
 import asyncio
-import codecs
 import csv
 import html
 import json
@@ -41,7 +40,7 @@ from numpy.typing import NDArray
 from autoscaler.ahead import ForecastsAhead
 from autoscaler.ahead import worth_it as ahead_worth_it
 from autoscaler.config import Settings
-from autoscaler.dataset import DatasetError, parse_timestamp, read_record_json
+from autoscaler.dataset import DatasetError, bad_byte_line, parse_timestamp, read_record_json
 from autoscaler.engine import TickReport
 from autoscaler.errors import AutoscalerError
 from autoscaler.journal import JournalRecord, MemoryStore
@@ -212,13 +211,7 @@ def _unreadable(p: Path, reader: Any, exc: UnicodeDecodeError | csv.Error) -> In
     decoded a block ahead of the CSV reader, so a bad byte is located in the file itself."""
     line = max(1, reader.line_num)
     if isinstance(exc, UnicodeDecodeError):
-        try:
-            data = p.read_bytes().removeprefix(codecs.BOM_UTF8)
-            data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            line = data.count(b"\n", 0, bad.start) + 1
-        except OSError:
-            pass
+        line = bad_byte_line(p) or line
     return InputError(p, line, f"not a CSV text file: {exc}")
 
 

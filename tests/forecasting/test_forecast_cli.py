@@ -189,6 +189,9 @@ def test_unix_and_iso_timestamps_give_the_same_forecasts(
         ("timestamp,value\n1,2,3\n", "expected timestamp,value"),
         ("1,2\n2,3,4\n", "expected 2 columns"),
         ("t,target,signal,value\n1,a,b,1\n", "no rows for target='x'"),
+        # an unclosed quote: read as the value "3\n" (and no error) before
+        ('timestamp,value\n1,2\n2,"3\n', "bad.csv:3: not a valid CSV file"),
+        ('timestamp,value\n1,2\n2,"3"5\n', "bad.csv:3: not a valid CSV file"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(
@@ -202,6 +205,32 @@ def test_bad_input_exits_2_with_a_clear_message(
     )
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+def test_a_byte_that_is_not_utf8_far_into_the_file_names_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "".join(f"{1_700_000_000 + 60 * i},{i}\n" for i in range(3000))
+    src = tmp_path / "bad.csv"
+    src.write_bytes(b"timestamp,value\n" + rows.encode() + b"1800000000,\xff\n")
+    code, _, err = run(
+        capsys, "--series", str(src), "--horizon", "5m", "--out", str(tmp_path / "o")
+    )
+    assert code == 2
+    assert f"{src}:3002: not a UTF-8 text file" in err and "Traceback" not in err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "".join(f"{1_700_000_000 + 60 * i},{i % 7}\n" for i in range(300))
+    src = tmp_path / "excel.csv"
+    src.write_bytes(b"\xef\xbb\xbftimestamp,value\n" + rows.encode())
+    code, _, err = run(
+        capsys, "--series", str(src), "--horizon", "5m", "--out", str(tmp_path / "o")
+    )
+    assert code == 0, err
+    assert len(read(tmp_path / "o")) == 300
 
 
 @pytest.mark.parametrize("horizon", ["soon", "0s", "-5m"])
