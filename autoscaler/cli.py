@@ -102,6 +102,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     s = load_settings(args.config)
     if s is None:
+        if _overlay_like(args.config):
+            print(
+                f"hint: {args.config} has [policies] but no [targets]: if it is a"
+                " `backtest --config` overlay, check it with --backtest",
+                file=sys.stderr,
+            )
         return EXIT_USAGE
     print(
         f"{args.config}: ok ({len(s.targets)} targets, {len(s.sources)} sources, "
@@ -112,13 +118,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overlay_like(path: str) -> bool:
+    """Whether the TOML at ``path`` looks like a ``backtest --config`` overlay."""
+    try:
+        doc = read_toml(path)
+    except ConfigError:
+        return False
+    return "policies" in doc and "targets" not in doc
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from autoscaler.journal import MemoryStore
+    from autoscaler.logs import configure
     from autoscaler.service import build_engine
 
     settings = load_settings(args.config)
     if settings is None:
         return EXIT_USAGE
+    # The pass's warnings (a source failing) as `run` logs them, with their fields; not the
+    # bare message Python prints for a log record when nothing is configured.
+    configure("warning", settings.service.log_format)
 
     async def one_pass() -> list[dict[str, Any]]:
         engine = build_engine(settings, dry_run=True, state_store=MemoryStore())

@@ -65,6 +65,40 @@ def test_eval_with_an_invalid_config_exits_2(tmp_path: Path) -> None:
     assert "targets.api.min_replicas: expected an integer" in result.stderr
 
 
+def test_eval_logs_a_failing_source_as_run_does_with_its_fields(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("""
+[targets.api]
+executor = "rec"
+[executors.rec]
+type = "recording"
+[sources.prom]
+type = "prometheus"
+url = "http://127.0.0.1:9"
+retries = 0
+[sources.prom.queries]
+queue_length = "sum(queue)"
+[policies.queue]
+type = "step"
+signal = "queue_length"
+above = 5
+""")
+    result = cli("eval", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # a bare line fails here
+    failed = [x for x in lines if x.get("msg") == "source failed"]
+    assert failed and failed[0]["source"] == "prom" and "127.0.0.1:9" in failed[0]["error"]
+    assert "prom" in lines[-1]["source_errors"]
+    assert json.loads(result.stdout)[0]["kind"] == "hold"
+
+
+def test_check_hints_at_backtest_for_an_overlay() -> None:
+    result = cli("check", "examples/backtest.toml")
+    assert result.returncode == 2
+    assert "check it with --backtest" in result.stderr
+    assert cli("check", "--backtest", "examples/backtest.toml").returncode == 0
+
+
 def test_version_is_printed() -> None:
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("autoscaler ")
