@@ -468,12 +468,12 @@ def engine_settings(
     return from_mapping(doc)
 
 
-def overlay_settings(user: Mapping[str, Any]) -> Settings:
+def overlay_settings(user: Mapping[str, Any], *, interval: float = 15.0) -> Settings:
     """The predictive engine's settings with ``user`` (a parsed ``backtest --config``)
-    merged as a backtest merges it; ``ConfigError`` with key paths when it does not fit.
-    Capacity figures do not change what is valid, so any will do."""
+    merged as a backtest at ``interval`` merges it; ``ConfigError`` with key paths when it
+    does not fit. Capacity figures do not change what is valid, so any will do."""
     _check_tables(user)
-    spec = CapacitySpec(capacity_per_replica=1.0)
+    spec = CapacitySpec(capacity_per_replica=1.0, interval=interval)
     return engine_settings(spec, policy_sets(spec)["predictive"], history=2 * 86400.0, user=user)
 
 

@@ -20,19 +20,12 @@ from autoscaler.backtest import (
     summary,
     write_timeline,
 )
-from autoscaler.cli import EXIT_USAGE, output_dir
-from autoscaler.config import parse_duration, read_toml
+from autoscaler.cli import EXIT_USAGE, duration_arg, output_dir
+from autoscaler.config import read_toml
 from autoscaler.dataset import parse_timestamp
 from autoscaler.errors import ConfigError
 from autoscaler.replay import InputError, Progress, SpanError, read_value_csv
 from autoscaler.report import text_table
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a duration like "60s", got {text!r}') from None
 
 
 def _time(text: str) -> float:
@@ -65,7 +58,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="R",
         help="requests per second one ready replica serves",
     )
-    p.add_argument("--startup-delay", type=_duration, default=60.0, metavar="D", help="default 60s")
+    p.add_argument(
+        "--startup-delay", type=duration_arg, default=60.0, metavar="D", help="default 60s"
+    )
     p.add_argument(
         "--target-utilization",
         type=float,
@@ -77,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--max", dest="max_replicas", type=int, default=200, metavar="N", help="default 200"
     )
-    p.add_argument("--interval", type=_duration, default=15.0, metavar="D", help="default 15s")
+    p.add_argument("--interval", type=duration_arg, default=15.0, metavar="D", help="default 15s")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--config",
@@ -96,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--history",
-        type=_duration,
+        type=duration_arg,
         default=2 * 86400.0,
         metavar="D",
         help="history kept for forecasting demand (default 2d: seasonal models need two days)",

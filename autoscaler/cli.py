@@ -31,6 +31,7 @@ from autoscaler.config import (
     Settings,
     config_warnings,
     load,
+    parse_duration,
     read_toml,
     stale_after,
 )
@@ -63,6 +64,14 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def duration_arg(text: str) -> float:
+    """An argparse type: seconds from a duration such as ``60s``, ``5m``."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a duration like "60s", got {text!r}') from None
+
+
 def output_dir(path: Path) -> str | None:
     """Make ``path`` a directory the run can write its files into, before the run: the
     problem as a line to print, or ``None``. (A long replay or backtest must not find out
@@ -91,9 +100,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         from autoscaler.backtest import overlay_settings
 
         try:
-            overlay = overlay_settings(read_toml(args.config))
+            overlay = overlay_settings(read_toml(args.config), interval=args.interval)
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
+        except ValueError as exc:  # the interval
+            print(f"error: --interval: {exc}", file=sys.stderr)
             return EXIT_USAGE
         n = len(overlay.policies)
         print(
@@ -316,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--backtest",
         action="store_true",
         help="check FILE as a `backtest --config` (e.g. examples/backtest.toml)",
+    )
+    p.add_argument(
+        "--interval",
+        type=duration_arg,
+        default=15.0,
+        metavar="D",
+        help=(
+            "with --backtest: the backtest's --interval (default 15s); forecast horizons and"
+            " windows are limited in ticks of it"
+        ),
     )
     p.set_defaults(func=cmd_check)
 

@@ -99,6 +99,16 @@ def test_check_hints_at_backtest_for_an_overlay() -> None:
     assert cli("check", "--backtest", "examples/backtest.toml").returncode == 0
 
 
+def test_check_backtest_judges_an_overlay_at_the_backtests_interval(tmp_path: Path) -> None:
+    # a day ahead is 5,760 ticks of 15 s (over the limit) but 1,440 of 60 s
+    cfg = tmp_path / "overlay.toml"
+    cfg.write_text('[forecasting]\nhorizon = "1d"\n')
+    result = cli("check", "--backtest", str(cfg))
+    assert result.returncode == 2 and "forecasting.horizon: 86400 s is 5760 ticks" in result.stderr
+    result = cli("check", "--backtest", str(cfg), "--interval", "60s")
+    assert result.returncode == 0, result.stderr
+
+
 def test_version_is_printed() -> None:
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("autoscaler ")
