@@ -182,6 +182,10 @@ class TargetSettings:
     """``[targets.NAME.behavior]``: stabilisation windows and step limits (HPA behavior)."""
 
 
+MAX_CLIP = 1e6
+"""Largest ``forecasting.clip``: a million typical errors already clips nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class ForecastSettings:
     """``[forecasting]``: the models behind predictive rules."""
@@ -216,8 +220,11 @@ class ForecastSettings:
             )
         if not 0 < self.coverage < 1:
             raise InvalidField("coverage", "must lie between 0 and 1 (0.9: a 90 % interval)")
-        if self.clip < 0:
-            raise InvalidField("clip", "must be >= 0 (0 turns outlier clipping off)")
+        if not 0 <= self.clip <= MAX_CLIP:
+            # (beyond, the clipping bound overflows to inf and numpy warns of it every pass)
+            raise InvalidField(
+                "clip", f"must be in [0, {MAX_CLIP:g}] (0 turns outlier clipping off)"
+            )
         if self.min_history < 1:
             raise InvalidField("min_history", "must be >= 1")
         if self.reselect_every < 1:

@@ -127,9 +127,15 @@ def test_a_value_a_spec_rejects_is_reported_at_its_key_path_and_exits_2(tmp_path
     )
     result = run_cli("check", str(cfg))
     assert result.returncode == 2
-    assert "forecasting.clip: must be >= 0 (0 turns outlier clipping off)" in result.stderr
+    assert "forecasting.clip: must be in [0, 1e+06] (0 turns outlier clipping off)" in result.stderr
     assert "policies.cpu.tolerance: must be in [0, 1)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_clip_so_large_that_its_bound_overflows_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"forecasting.clip: must be in \[0, 1e\+06\]"):
+        from_mapping({"forecasting": {"clip": 1e308}})
+    assert from_mapping({"forecasting": {"clip": 1e6}}).forecasting.clip == 1e6
 
 
 def test_a_relation_between_keys_is_reported_at_the_table() -> None:
