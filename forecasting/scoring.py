@@ -8,6 +8,7 @@ evaluation done incrementally, and it only ever uses forecasts issued before the
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -78,9 +79,10 @@ class ResidualTracker:
         self.enough = False
         self.refresh_every = max(1, refresh_every)
         # series i is refreshed when (updates + i) % refresh_every == 0: flat cost per
-        # update; the rows due at each phase of the cycle, worked out once
-        due = (-np.arange(n)) % self.refresh_every
-        self._due = {int(p): np.flatnonzero(due == p) for p in np.unique(due)}
+        # update; the rows due at each phase of the cycle, worked out once (a slice of
+        # every refresh_every-th row: basic indexing costs a fraction of a fancy one)
+        every = self.refresh_every
+        self._due = {(-r) % every: slice(r, None, every) for r in range(min(n, every))}
         self.updates = 0
         self._h = np.arange(horizon)
         self._file = (self._h[:, None] + 1 + self._h[None, :]) % horizon  # [pos, h] → slot
@@ -110,16 +112,33 @@ class ResidualTracker:
         self.due[self._file[self.pos], :, self._h] = path.T
         self.pos = (self.pos + 1) % self.horizon
 
-    def _refresh(self, rows: NDArray[np.int64]) -> None:
+    def _refresh(self, rows: slice) -> None:
         s = np.sort(self.errors[rows], axis=-1)
-        k = np.isfinite(s).sum(axis=-1)
-        lo, hi = sorted_quantile(s, self._q, k)
+        if self.window and np.isfinite(s).all():  # the usual case: every window full
+            lo, hi = self._full_quantiles(s)
+            self.count[rows] = self.window
+        else:
+            k = np.isfinite(s).sum(axis=-1)
+            lo, hi = sorted_quantile(s, self._q, k)
+            self.count[rows] = k
         self.lo[rows] = lo
         self.hi[rows] = hi
-        self.count[rows] = k
         self.below[rows] = np.minimum(lo, 0.0)
         self.above[rows] = np.maximum(hi, 0.0)
         self.enough = bool((self.count >= MIN_ERRORS).all())
+
+    def _full_quantiles(self, s: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``sorted_quantile(s, self._q)`` of windows without a missing error, bit for bit,
+        in a third of the calls: every window has the same count, so each quantile reads
+        the same two ranks of every window and interpolates by the same fraction."""
+        top = self.window - 1
+        out = []
+        for q in (self.q_lo, self.q_hi):
+            pos = q * top  # the same float64 steps as ``sorted_quantile``
+            lo = math.floor(pos)
+            a, b = s[..., lo], s[..., min(lo + 1, top)]
+            out.append(a + (pos - lo) * (b - a))
+        return out[0], out[1]
 
     def bounds(
         self, mean: FloatArray, *, scale: FloatArray, min_errors: int = MIN_ERRORS
