@@ -157,17 +157,26 @@ class OnlineForecaster(ABC):
 
         A series without enough data has NaN in all three.
         """
+        mean, lower, upper = self.predict_block(steps)
+        return mean, lower, upper
+
+    def predict_block(self, steps: int | None = None) -> FloatArray:
+        """``predict``'s mean, lower and upper bounds as one array [3, n_series, steps]
+        (a check of all three is then one operation)."""
         steps = self.horizon if steps is None else steps
         if not 1 <= steps <= self.horizon:
             raise ForecastError(f"steps must lie in 1..{self.horizon}, got {steps}")
-        mean = self.mean_[:, :steps].copy()
+        block = np.empty((3, self.n_series_, steps))
+        mean = block[0]
+        mean[...] = self.mean_[:, :steps]
         if self.tracker_ is None:
-            return mean, mean.copy(), mean.copy()
-        lower, upper = self.tracker_.bounds(mean, scale=self.scale_)
+            block[1:] = mean
+            return block
+        bounds = block[1:]
+        self.tracker_.bounds(mean, scale=self.scale_, out=bounds)
         if self.nonnegative:
-            np.maximum(lower, 0.0, out=lower)
-            np.maximum(upper, 0.0, out=upper)
-        return mean, lower, upper
+            np.maximum(bounds, 0.0, out=bounds)
+        return block
 
     def times(self, steps: int | None = None) -> FloatArray:
         """Grid times of the forecast steps."""

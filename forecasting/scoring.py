@@ -141,9 +141,15 @@ class ResidualTracker:
         return out[0], out[1]
 
     def bounds(
-        self, mean: FloatArray, *, scale: FloatArray, min_errors: int = MIN_ERRORS
+        self,
+        mean: FloatArray,
+        *,
+        scale: FloatArray,
+        min_errors: int = MIN_ERRORS,
+        out: FloatArray | None = None,
     ) -> tuple[FloatArray, FloatArray]:
-        """Lower and upper bounds around ``mean`` [n, steps].
+        """Lower and upper bounds around ``mean`` [n, steps] (written to ``out`` [2, n, steps]
+        when given).
 
         Where fewer than ``min_errors`` errors of a step were seen (short history), the
         width falls back to ``z · 1.25 · scale · sqrt(h)`` (``scale``: the mean absolute
@@ -151,8 +157,12 @@ class ResidualTracker:
         second sample on), and to zero width when even that is unknown (one sample).
         """
         steps = mean.shape[1]
+        if out is None:
+            out = np.empty((2, *mean.shape))
         if min_errors == MIN_ERRORS and self.enough:  # the usual case, once errors are in
-            return mean + self.below[:, :steps], mean + self.above[:, :steps]
+            np.add(mean, self.below[:, :steps], out=out[0])
+            np.add(mean, self.above[:, :steps], out=out[1])
+            return out[0], out[1]
         h = np.arange(1, steps + 1, dtype=np.float64)
         s = np.where(np.isfinite(scale), scale, 0.0)[:, None]
         fallback = self.z * 1.25 * s * np.sqrt(h)[None, :]
@@ -160,9 +170,9 @@ class ResidualTracker:
         lo = np.where(enough, self.lo[:, :steps], -fallback)
         hi = np.where(enough, self.hi[:, :steps], fallback)
         # quantiles of a biased model can both be positive: the interval still holds the mean
-        lower = mean + np.minimum(lo, 0.0)
-        upper = mean + np.maximum(hi, 0.0)
-        return lower, upper
+        np.add(mean, np.minimum(lo, 0.0), out=out[0])
+        np.add(mean, np.maximum(hi, 0.0), out=out[1])
+        return out[0], out[1]
 
 
 _ERROR_CAP = 20.0
