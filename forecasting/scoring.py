@@ -213,6 +213,14 @@ class CandidateScorer:
         cap = self.cap + np.abs(y)[:, None]  # [n, e]
         np.minimum(err, cap[:, None, :], out=err)
         ok = np.isfinite(err)
+        if ok.all():  # the usual update: every forecast scored, one decay for all (as below)
+            err *= self.lam
+            self.s *= 1.0 - self.lam
+            self.s += err
+            self.w *= 1.0 - self.lam
+            self.w += self.lam
+            self.count += 1.0
+            return
         # where ``ok`` is false, ``decay`` is 1 and the added terms 0: ``s`` and ``w`` stay
         decay = np.where(ok, 1.0 - self.lam, 1.0)
         err[~ok] = 0.0
