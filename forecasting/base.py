@@ -229,6 +229,7 @@ class OnlineForecaster(ABC):
         if self.tracker_ is not None:
             self.tracker_.observe(y)
         self.raw_ = y  # before outlier clipping: for models that learn from level shifts
+        self.valid_ = valid
         clips = self.clip is not None or self.tracker_ is not None  # else nothing reads it
         if clips:
             y = self._clip(y, valid)
