@@ -89,6 +89,8 @@ class RobustTrend(OnlineForecaster):
         self.span_ = self.size_ * self.step_
         self.use_harmonics_ = self.harmonics > 0 and self.span_ >= self.season
         self.n_features_ = 2 + (2 * self.harmonics if self.use_harmonics_ else 0)
+        self._penalty = self.ridge * np.eye(self.n_features_)  # ridge on all but the intercept
+        self._penalty[0, 0] = 0.0
         self.buffer_ = np.full((n, self.size_), np.nan)  # ring, oldest at pos_
         self.pos_ = 0
         self.coef_ = np.full((n, self.n_features_), np.nan)
@@ -160,10 +162,15 @@ class RobustTrend(OnlineForecaster):
         t = self.time_ - self.step_ * ages
         x = self._features(t, np.array(self.time_))  # [points, p]
         mask = np.isfinite(ys)
-        yz = np.where(mask, ys, 0.0)
+        full = bool(mask.all())  # no sample missing (the usual refit): no mask to apply
+
+        def masked(values: FloatArray, fill: float) -> FloatArray:
+            """``np.where(mask, values, fill)``, which is ``values`` when ``full``."""
+            return values if full else np.where(mask, values, fill)
+
+        yz = masked(ys, 0.0)
         p = self.n_features_
-        penalty = self.ridge * np.eye(p)
-        penalty[0, 0] = 0.0
+        penalty = self._penalty
         enough = np.sum(mask, axis=1) >= p + 2
         coef = np.full((len(rows), p), np.nan)
         if not enough.any():
@@ -173,11 +180,11 @@ class RobustTrend(OnlineForecaster):
             return
         # IRLS from least squares would start from a fit that one absurd sample tilts, and a
         # few iterations do not undo that: start from the weights of a resistant line instead
-        resid = np.where(mask, yz - _resistant_line(x[:, 1], ys), np.nan)
+        resid = masked(yz - _resistant_line(x[:, 1], ys), np.nan)
         cut = self._cut(resid)
-        absr = np.abs(np.where(mask, resid, 0.0))
+        absr = np.abs(masked(resid, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            w = np.where(mask, np.where(absr > cut, cut / absr, 1.0), 0.0)
+            w = masked(np.where(absr > cut, cut / absr, 1.0), 0.0)
         lacking = ~enough
         some_lacking = bool(lacking.any())
         for i in range(max(1, self.iterations)):  # IRLS
@@ -188,12 +195,12 @@ class RobustTrend(OnlineForecaster):
                 xtwx[lacking] = np.eye(p)
                 xtwy[lacking] = 0.0
             coef = np.linalg.solve(xtwx, xtwy[..., None])[..., 0]
-            resid = np.where(mask, yz - coef @ x.T, np.nan)
+            resid = masked(yz - coef @ x.T, np.nan)
             if i < self.iterations - 1:  # the MAD scale follows the fit as outliers lose weight
                 cut = self._cut(resid)
-            absr = np.abs(np.where(mask, resid, 0.0))
+            absr = np.abs(masked(resid, 0.0))
             with np.errstate(divide="ignore", invalid="ignore"):
-                w = np.where(mask, np.where(absr > cut, cut / absr, 1.0), 0.0)
+                w = masked(np.where(absr > cut, cut / absr, 1.0), 0.0)
         coef[lacking] = np.nan
         self.coef_[rows] = coef
         self.fit_time_[rows] = self.time_
