@@ -119,6 +119,7 @@ class OnlineForecaster(ABC):
         self.warming_ = self.min_history > 0  # some series has fewer than ``min_history`` samples
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
         self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
+        self.steady_ = True  # ``jump_`` and ``wild_`` are all zero
         self.mean_ = np.full((n, self.horizon), np.nan)
         self.tracker_: ResidualTracker | None = None
         if self.intervals:
@@ -143,7 +144,8 @@ class OnlineForecaster(ABC):
         """Add one new sample per series (the next grid column, NaN where missing)."""
         if not hasattr(self, "mean_"):
             raise ForecastError("update() before fit(): fit on the history first")
-        y = np.array(column, dtype=np.float64, copy=True).ravel()
+        # no copy: ``_prepare`` makes the arrays the update keeps, and reads this one only
+        y = np.asarray(column, dtype=np.float64).reshape(-1)
         if y.shape != (self.n_series_,):
             raise ForecastError(f"expected {self.n_series_} values, got {y.size}")
         # once here rather than around each operation that may meet a NaN or an infinite
@@ -232,7 +234,7 @@ class OnlineForecaster(ABC):
         self.valid_ = valid
         clips = self.clip is not None or self.tracker_ is not None  # else nothing reads it
         if clips:
-            y = self._clip(y, valid)
+            y = self._clip(y, valid, full=full)
         self.seen_ += valid
         if self.max_gap is not None:  # nothing else reads it
             if not full:
@@ -294,7 +296,8 @@ class OnlineForecaster(ABC):
         whose state is a level (not the last value) override it."""
         return
 
-    def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
+    def _clip(self, y: FloatArray, valid: NDArray[np.bool_], *, full: bool = False) -> FloatArray:
+        """``y`` with an isolated extreme jump clipped (``full``: ``valid`` is all True)."""
         pred = self.mean_[:, 0]
         # before ``min_history`` nothing is clipped (no forecast was issued to clip against),
         # but the scale learns from the forecasts the model would have issued: the interval
@@ -305,7 +308,7 @@ class OnlineForecaster(ABC):
             if warm.any():
                 self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
-        has = valid & np.isfinite(pred)
+        has = np.isfinite(pred) if full else valid & np.isfinite(pred)
         count = np.count_nonzero(has)
         if not count:
             return y
@@ -327,14 +330,17 @@ class OnlineForecaster(ABC):
             extreme = has & (bound > 0) & (dev > bound)
         if not np.count_nonzero(extreme):  # the usual update: nothing to clip, no run goes on
             if every:
-                self.jump_[:] = 0.0
-                self.wild_[:] = 0.0
+                if not self.steady_:
+                    self.jump_[:] = 0.0
+                    self.wild_[:] = 0.0
+                    self.steady_ = True
             else:
                 self.jump_[has] = 0.0
                 self.wild_[has] = 0.0
             self._learn_scale(has, dev, every=every)
             return y
         sign = np.sign(err)
+        self.steady_ = False  # a run may start: ``jump_`` and ``wild_`` may be set below
         wild = extreme & (dev > _WILD * bound)
         spike = extreme & (self.jump_ != sign)
         # A wild level shift that now comes back as wildly was a spike of a few samples (two

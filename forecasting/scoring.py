@@ -114,7 +114,8 @@ class ResidualTracker:
 
     def _refresh(self, rows: slice) -> None:
         s = np.sort(self.errors[rows], axis=-1)
-        if self.window and np.isfinite(s).all():  # the usual case: every window full
+        full = bool(self.window) and bool(np.isfinite(s).all())
+        if full:  # the usual case: every window full
             lo, hi = self._full_quantiles(s)
             self.count[rows] = self.window
         else:
@@ -125,7 +126,8 @@ class ResidualTracker:
         self.hi[rows] = hi
         self.below[rows] = np.minimum(lo, 0.0)
         self.above[rows] = np.maximum(hi, 0.0)
-        self.enough = bool((self.count >= MIN_ERRORS).all())
+        if not (full and self.enough and self.window >= MIN_ERRORS):  # (then it stays True)
+            self.enough = bool((self.count >= MIN_ERRORS).all())
 
     def _full_quantiles(self, s: FloatArray) -> tuple[FloatArray, FloatArray]:
         """``sorted_quantile(s, self._q)`` of windows without a missing error, bit for bit,
