@@ -158,7 +158,12 @@ class OnlineProvider:
             model = self._model(horizon_steps).fit(hist, step=step, end=tick * step)
             self.refits += 1
         result = self._result(model, targets, now=now, step=step, horizon_steps=horizon_steps)
-        self._states[signal] = _SignalState(targets, step, horizon_steps, tick, now, model, result)
+        if state is not None and state.model is model:  # updated: the same state moves on
+            state.tick, state.now, state.result = tick, now, result
+        else:
+            self._states[signal] = _SignalState(
+                targets, step, horizon_steps, tick, now, model, result
+            )
         return result
 
     def _model(self, horizon_steps: int) -> OnlineForecaster:
