@@ -252,6 +252,7 @@ class OnlineForecaster(ABC):
             short = self.seen_ < self.min_history
             self.warming_ = bool(short.any())
             mean[short] = np.nan
+        # (after a sample of every series ``since_valid_`` is all zero: no row is past the gap)
         if self.max_gap is not None and not (full and self.max_gap >= 0):
             mean[self.since_valid_ * self.step_ > self.max_gap] = np.nan
         if self.nonnegative:
