@@ -104,6 +104,9 @@ class RobustTrend(OnlineForecaster):
         # offsets (from ``pos_``) of the samples kept, every ``stride``-th back from the newest
         self._stride = max(1, -(-self.size_ // self.max_points))
         self._thinned = np.arange(self.size_)[::-1][:: self._stride][::-1]
+        # how far back each of them lies, in seconds
+        ages = np.arange(self._thinned.size - 1, -1, -1, dtype=np.float64) * self._stride
+        self._back = self.step_ * ages
         groups = max(1, min(self.refit_steps_, n // _GROUP))
         offset = (np.arange(n) % groups) * (self.refit_steps_ // groups)
         # series i is refitted when (updates + i's offset) % refit_steps == 0: staggered,
@@ -158,8 +161,7 @@ class RobustTrend(OnlineForecaster):
         # the thinned window, oldest first, read from the ring in one gather
         stride = self._stride
         ys = self.buffer_[rows[:, None], (self.pos_ + self._thinned) % self.size_]
-        ages = np.arange(ys.shape[1] - 1, -1, -1, dtype=np.float64) * stride
-        t = self.time_ - self.step_ * ages
+        t = self.time_ - self._back
         x = self._features(t, np.array(self.time_))  # [points, p]
         mask = np.isfinite(ys)
         full = bool(mask.all())  # no sample missing (the usual refit): no mask to apply
@@ -204,6 +206,10 @@ class RobustTrend(OnlineForecaster):
         coef[lacking] = np.nan
         self.coef_[rows] = coef
         self.fit_time_[rows] = self.time_
+        if self.anchor is not None:  # rho is the anchor: no correlation to measure
+            self.rho_[rows] = self.anchor
+            self._decay[rows] = self.rho_[rows, None] ** self._steps[None, 1:]
+            return
         a, b = resid[:, :-1], resid[:, 1:]
         pair = np.isfinite(a) & np.isfinite(b)
         num = np.sum(np.where(pair, a * b, 0.0), axis=1)
@@ -211,8 +217,7 @@ class RobustTrend(OnlineForecaster):
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(den > 0, num / den, 0.0)
         # the lag-1 correlation was measured at the thinned spacing: back to one step
-        rho = np.clip(np.where(enough, rho, 0.0), 0.0, 0.99) ** (1.0 / stride)
-        self.rho_[rows] = rho if self.anchor is None else self.anchor
+        self.rho_[rows] = np.clip(np.where(enough, rho, 0.0), 0.0, 0.99) ** (1.0 / stride)
         self._decay[rows] = self.rho_[rows, None] ** self._steps[None, 1:]
 
     def _cut(self, resid: FloatArray) -> FloatArray:
