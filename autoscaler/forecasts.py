@@ -19,6 +19,7 @@ is logged and answered with no forecasts, and the signal's state is dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -157,7 +158,12 @@ class OnlineProvider:
             model = self._model(horizon_steps).fit(hist, step=step, end=tick * step)
             self.refits += 1
         result = self._result(model, targets, now=now, step=step, horizon_steps=horizon_steps)
-        self._states[signal] = _SignalState(targets, step, horizon_steps, tick, now, model, result)
+        if state is not None and state.model is model:  # updated: the same state moves on
+            state.tick, state.now, state.result = tick, now, result
+        else:
+            self._states[signal] = _SignalState(
+                targets, step, horizon_steps, tick, now, model, result
+            )
         return result
 
     def _model(self, horizon_steps: int) -> OnlineForecaster:
@@ -190,13 +196,22 @@ class OnlineProvider:
         step: float,
         horizon_steps: int,
     ) -> ForecastBatch:
-        mean, lower, upper = model.predict(horizon_steps)
-        times = now + step * np.arange(1, horizon_steps + 1, dtype=np.float64)
-        ok = np.all(np.isfinite(mean) & np.isfinite(lower) & np.isfinite(upper), axis=1)
+        block = model.predict_block(horizon_steps)
+        mean, lower, upper = block
+        times = now + _offsets(step, horizon_steps)
+        ok = np.logical_and.reduce(np.isfinite(block), axis=(0, 2))  # all three finite
         rows = {t: i for i, (t, good) in enumerate(zip(targets, ok.tolist(), strict=True)) if good}
         names = model.chosen() if isinstance(model, Auto) else None
         models = model.name if names is None else [f"{model.name}:{n}" for n in names]
         return ForecastBatch(now, times, mean, lower, upper, rows, models)
+
+
+@functools.lru_cache(maxsize=8)
+def _offsets(step: float, horizon_steps: int) -> NDArray[np.float64]:
+    """``step * (1..horizon_steps)``, the forecast times less ``now`` (read-only, shared)."""
+    offsets = step * np.arange(1, horizon_steps + 1, dtype=np.float64)
+    offsets.setflags(write=False)
+    return offsets
 
 
 class TargetForecasts(Mapping[str, Forecast]):

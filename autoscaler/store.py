@@ -37,6 +37,10 @@ FloatArray = NDArray[np.float64]
 SWEEP_TICKS = 64
 """Ticks between two looks for rows to forget (a look is one comparison per row)."""
 
+TIMES_AHEAD = 64
+"""Passes whose window times one array holds ahead (``_span``): one array per window length
+every 64 passes, not one per pass."""
+
 
 @dataclass(slots=True)
 class _Series:
@@ -145,7 +149,8 @@ class WindowStore:
         self.dropped: dict[str, int] = {"non_finite": 0, "out_of_order": 0}
         self.last_tick: int | None = None
         self._next_sweep: int | None = None
-        self._times: dict[tuple[int, int], FloatArray] = {}
+        self._times: dict[int, tuple[int, FloatArray]] = {}
+        """Tick times by window length: the first tick and times from it on (``_span``)."""
 
     def settings(self, signal: str) -> SignalSettings:
         return self._settings.get(signal) or SignalSettings()
@@ -354,15 +359,19 @@ class WindowStore:
             return np.empty(0), slice(0, 0)
         n = min(s.slots, max(1, math.floor(seconds / self.interval + 1e-9) + 1))
         end = self.last_tick % s.slots + s.slots + 1
-        key = (self.last_tick, n)
-        times = self._times.get(key)
-        if times is None:  # one array per window length and pass, shared read-only
-            if len(self._times) > 64 or any(k[0] != self.last_tick for k in self._times):
+        first = self.last_tick - n + 1
+        block = self._times.get(n)
+        if block is None or not 0 <= first - block[0] <= TIMES_AHEAD:
+            # the times of this window and of the next ``TIMES_AHEAD`` passes' windows, in
+            # one array (each time is its tick x interval, whichever array holds it); the
+            # windows are read-only views of it
+            if len(self._times) > 64:
                 self._times.clear()
-            ticks = np.arange(self.last_tick - n + 1, self.last_tick + 1, dtype=np.float64)
-            times = self._times[key] = ticks * self.interval
-            times.setflags(write=False)
-        return times, slice(end - n, end)
+            ticks = np.arange(first, first + n + TIMES_AHEAD, dtype=np.float64)
+            block = self._times[n] = (first, ticks * self.interval)
+            block[1].setflags(write=False)
+        at = first - block[0]
+        return block[1][at : at + n], slice(end - n, end)
 
     def window(self, target: str, signal: str, seconds: float) -> tuple[FloatArray, FloatArray]:
         """Times and values of the last ``seconds`` of a target's signal (NaN = missing)."""

@@ -126,6 +126,8 @@ class Auto(OnlineForecaster):
         self.scorer_.observe(y)
         # the sample is cleaned once for the members that would clean it alike
         prepared: dict[bool, tuple[FloatArray, NDArray[np.bool_]]] = {}
+        if y is self.raw_:  # not clipped: it is the sample as prepared, which preparing
+            prepared[self.nonnegative] = (y, self.valid_)  # again would give bit for bit
         for model in self._running:
             sample = prepared.get(model.nonnegative)
             if sample is None:

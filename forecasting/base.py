@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from forecasting.errors import ForecastError
-from forecasting.grid import as_batch, clean
+from forecasting.grid import MAX_ABS, as_batch
 from forecasting.scoring import ResidualTracker
 
 FloatArray = NDArray[np.float64]
@@ -111,6 +111,7 @@ class OnlineForecaster(ABC):
         self.updates_ = 0
         self.seen_ = np.zeros(n)
         self.since_valid_ = np.full(n, np.inf)
+        self.gap_free_ = False  # ``since_valid_`` is all zero: every series valid last update
         self.scale_ = np.full(n, np.nan)
         self.scaled_ = np.zeros(n)  # one-step errors the scale has averaged...
         self.averaging_ = True  # ...until every series has 1 / _SCALE_RATE of them
@@ -118,6 +119,7 @@ class OnlineForecaster(ABC):
         self.warming_ = self.min_history > 0  # some series has fewer than ``min_history`` samples
         self.jump_ = np.zeros(n)  # sign of a clipped jump at the previous sample
         self.wild_ = np.zeros(n)  # sign of a wild level shift the current run let through
+        self.steady_ = True  # ``jump_`` and ``wild_`` are all zero
         self.mean_ = np.full((n, self.horizon), np.nan)
         self.tracker_: ResidualTracker | None = None
         if self.intervals:
@@ -142,7 +144,8 @@ class OnlineForecaster(ABC):
         """Add one new sample per series (the next grid column, NaN where missing)."""
         if not hasattr(self, "mean_"):
             raise ForecastError("update() before fit(): fit on the history first")
-        y = np.array(column, dtype=np.float64, copy=True).ravel()
+        # no copy: ``_prepare`` makes the arrays the update keeps, and reads this one only
+        y = np.asarray(column, dtype=np.float64).reshape(-1)
         if y.shape != (self.n_series_,):
             raise ForecastError(f"expected {self.n_series_} values, got {y.size}")
         # once here rather than around each operation that may meet a NaN or an infinite
@@ -156,17 +159,26 @@ class OnlineForecaster(ABC):
 
         A series without enough data has NaN in all three.
         """
+        mean, lower, upper = self.predict_block(steps)
+        return mean, lower, upper
+
+    def predict_block(self, steps: int | None = None) -> FloatArray:
+        """``predict``'s mean, lower and upper bounds as one array [3, n_series, steps]
+        (a check of all three is then one operation)."""
         steps = self.horizon if steps is None else steps
         if not 1 <= steps <= self.horizon:
             raise ForecastError(f"steps must lie in 1..{self.horizon}, got {steps}")
-        mean = self.mean_[:, :steps].copy()
+        block = np.empty((3, self.n_series_, steps))
+        mean = block[0]
+        mean[...] = self.mean_[:, :steps]
         if self.tracker_ is None:
-            return mean, mean.copy(), mean.copy()
-        lower, upper = self.tracker_.bounds(mean, scale=self.scale_)
+            block[1:] = mean
+            return block
+        bounds = block[1:]
+        self.tracker_.bounds(mean, scale=self.scale_, out=bounds)
         if self.nonnegative:
-            np.maximum(lower, 0.0, out=lower)
-            np.maximum(upper, 0.0, out=upper)
-        return mean, lower, upper
+            np.maximum(bounds, 0.0, out=bounds)
+        return block
 
     def times(self, steps: int | None = None) -> FloatArray:
         """Grid times of the forecast steps."""
@@ -186,10 +198,13 @@ class OnlineForecaster(ABC):
     def _prepare(self, raw: FloatArray) -> tuple[FloatArray, NDArray[np.bool_]]:
         """The sample as this model sees it (cleaned, negatives missing for a non-negative
         metric) and where it is valid. ``auto`` prepares it once for all its members."""
-        y = clean(raw)
+        # ``clean``, negatives dropped and ``isfinite`` in one mask: a sample is valid when it
+        # is within ±MAX_ABS (NaN compares False), or within [0, MAX_ABS] if non-negative
         if self.nonnegative:
-            y[y < 0] = np.nan
-        return y, np.isfinite(y)
+            valid = (raw >= 0.0) & (raw <= MAX_ABS)
+        else:
+            valid = np.abs(raw) <= MAX_ABS
+        return np.where(valid, raw, np.nan), valid
 
     def _step(self, y: FloatArray, valid: NDArray[np.bool_]) -> None:
         """One update on a prepared sample (``_prepare``), which it does not modify.
@@ -200,7 +215,11 @@ class OnlineForecaster(ABC):
         clipping or intervals, the warm-up mask once every series has its history).
         """
         self.time_ += self.step_
-        if self.max_gap is not None:
+        # a sample of every series (the usual update): the masks of the gaps are trivial
+        full = np.count_nonzero(valid) == self.n_series_
+        # while ``since_valid_`` is all zero no series is past a gap: no mask to work out
+        gap_free = self.gap_free_ and self.max_gap is not None and self.max_gap >= 0
+        if self.max_gap is not None and not gap_free:
             # back after a gap longer than ``max_gap`` (no forecast meanwhile): the state
             # describes the data before the gap, which may have been at another level
             # (a series' first sample "comes back" too: starting its level is a no-op)
@@ -212,12 +231,17 @@ class OnlineForecaster(ABC):
         if self.tracker_ is not None:
             self.tracker_.observe(y)
         self.raw_ = y  # before outlier clipping: for models that learn from level shifts
+        self.valid_ = valid
         clips = self.clip is not None or self.tracker_ is not None  # else nothing reads it
         if clips:
-            y = self._clip(y, valid)
+            y = self._clip(y, valid, full=full)
         self.seen_ += valid
         if self.max_gap is not None:  # nothing else reads it
-            self.since_valid_ = np.where(valid, 0.0, self.since_valid_ + 1.0)
+            if not full:
+                self.since_valid_ = np.where(valid, 0.0, self.since_valid_ + 1.0)
+            elif not self.gap_free_:  # (it is never changed in place: all zero, it stays)
+                self.since_valid_ = np.zeros(self.n_series_)
+            self.gap_free_ = full
         self._observe(y)
         self.updates_ += 1
         mean = self._path()
@@ -228,7 +252,8 @@ class OnlineForecaster(ABC):
             short = self.seen_ < self.min_history
             self.warming_ = bool(short.any())
             mean[short] = np.nan
-        if self.max_gap is not None:
+        # (after a sample of every series ``since_valid_`` is all zero: no row is past the gap)
+        if self.max_gap is not None and not (full and self.max_gap >= 0):
             mean[self.since_valid_ * self.step_ > self.max_gap] = np.nan
         if self.nonnegative:
             np.maximum(mean, 0.0, out=mean)  # ``_path`` returns a new array
@@ -272,7 +297,8 @@ class OnlineForecaster(ABC):
         whose state is a level (not the last value) override it."""
         return
 
-    def _clip(self, y: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
+    def _clip(self, y: FloatArray, valid: NDArray[np.bool_], *, full: bool = False) -> FloatArray:
+        """``y`` with an isolated extreme jump clipped (``full``: ``valid`` is all True)."""
         pred = self.mean_[:, 0]
         # before ``min_history`` nothing is clipped (no forecast was issued to clip against),
         # but the scale learns from the forecasts the model would have issued: the interval
@@ -283,22 +309,39 @@ class OnlineForecaster(ABC):
             if warm.any():
                 self._learn_scale(warm, np.abs(y - self.next_))
         err = y - pred
-        has = valid & np.isfinite(pred)
-        if not np.count_nonzero(has):
+        has = np.isfinite(pred) if full else valid & np.isfinite(pred)
+        count = np.count_nonzero(has)
+        if not count:
             return y
+        every = count == has.size  # (then ``has`` selects all: cheaper operations do)
         dev = np.abs(err)
         # a flat series has no error to scale by: without a floor one absurd sample would
         # pass unclipped, and the next ordinary one be clipped towards it
         floor = _SCALE_FLOOR * np.abs(pred) + _SCALE_FLOOR_ABS
-        bound = (np.inf if self.clip is None else self.clip) * 1.25 * np.maximum(self.scale_, floor)
+        factor = (np.inf if self.clip is None else self.clip) * 1.25
+        bound = factor * np.maximum(self.scale_, floor)
         # never while the scale is unknown (NaN), nor with ``clip = 0``
-        extreme = has & (bound > 0) & (dev > bound)
+        if factor * _SCALE_FLOOR_ABS > 0:
+            # where ``has``, ``floor`` is at least _SCALE_FLOOR_ABS, so ``bound`` is positive
+            # or NaN: ``bound > 0`` adds nothing to ``dev > bound`` (NaN compares False)
+            extreme = dev > bound
+            if not every:
+                extreme &= has
+        else:
+            extreme = has & (bound > 0) & (dev > bound)
         if not np.count_nonzero(extreme):  # the usual update: nothing to clip, no run goes on
-            self.jump_[has] = 0.0
-            self.wild_[has] = 0.0
-            self._learn_scale(has, dev)
+            if every:
+                if not self.steady_:
+                    self.jump_[:] = 0.0
+                    self.wild_[:] = 0.0
+                    self.steady_ = True
+            else:
+                self.jump_[has] = 0.0
+                self.wild_[has] = 0.0
+            self._learn_scale(has, dev, every=every)
             return y
         sign = np.sign(err)
+        self.steady_ = False  # a run may start: ``jump_`` and ``wild_`` may be set below
         wild = extreme & (dev > _WILD * bound)
         spike = extreme & (self.jump_ != sign)
         # A wild level shift that now comes back as wildly was a spike of a few samples (two
@@ -322,10 +365,15 @@ class OnlineForecaster(ABC):
         self._learn_scale(has, np.minimum(np.abs(np.where(spike, shift, err)), _WILD * bound))
         return clipped
 
-    def _learn_scale(self, rows: NDArray[np.bool_], used: FloatArray) -> None:
+    def _learn_scale(
+        self, rows: NDArray[np.bool_], used: FloatArray, *, every: bool = False
+    ) -> None:
         """Average the one-step errors ``used`` of ``rows`` into the scale: a plain mean of
-        the first ``1 / _SCALE_RATE``, an EWMA after them."""
+        the first ``1 / _SCALE_RATE``, an EWMA after them. ``every``: ``rows`` is all True."""
         if not self.averaging_:  # every series has its first errors: the plain EWMA
+            if every:
+                self.scale_ = self.scale_ + _SCALE_RATE * (used - self.scale_)
+                return
             self.scale_ = np.where(
                 rows, self.scale_ + _SCALE_RATE * (used - self.scale_), self.scale_
             )

@@ -121,8 +121,13 @@ def masked_median(x: FloatArray, axis: int = -1) -> FloatArray:
     s = np.sort(x, axis=axis)  # NaN sorts last
     if axis not in (-1, s.ndim - 1):
         s = np.moveaxis(s, axis, -1)
-    k = np.sum(np.isfinite(s), axis=-1)
-    if s.shape[-1] == 0:
+    finite = np.isfinite(s)
+    w = s.shape[-1]
+    if w and s.ndim > 1 and finite.all():  # no NaN: each middle at the same place (as below)
+        half: FloatArray = 0.5 * (s[..., (w - 1) // 2] + s[..., w // 2])
+        return half
+    k = np.sum(finite, axis=-1)
+    if w == 0:
         return np.full(k.shape, np.nan)
     # the two middle values of each slice, picked by flat indexing (take_along_axis costs
     # more than the sort on the small windows of a refit)

@@ -114,6 +114,7 @@ class HoltWinters(OnlineForecaster):
         self.bin_count_ = np.zeros((n, self.bins_))
         self.all_sum_ = np.zeros(n)
         self.all_count_ = np.zeros(n)
+        self.profile_full_ = False  # every bin and series has a sample (``_profile``)
         memory = max(self.profile_memory, 1.0)
         self.bin_keep_ = 1.0 - 1.0 / (memory * self.steps_per_bin_)
         self.all_keep_ = 1.0 - 1.0 / (memory * max(m, 1))
@@ -167,16 +168,24 @@ class HoltWinters(OnlineForecaster):
         ahead = self.level_ + damped  # without the season: the new level's start
         err = y[:, None] - (ahead + s_now)
         e = np.where(np.isfinite(err), err, 0.0)  # (a missing sample gives NaN too)
-        # a series' first valid sample starts its level
-        start = valid[:, None] & ~np.isfinite(self.level_)
-        self.level_ = np.where(start, y[:, None] - s_now, ahead + self.alpha_ * e)
+        if np.isfinite(self.level_).all():  # no level to start: ``start`` below is all False
+            self.level_ = ahead + self.alpha_ * e
+        else:
+            # a series' first valid sample starts its level
+            start = valid[:, None] & ~np.isfinite(self.level_)
+            self.level_ = np.where(start, y[:, None] - s_now, ahead + self.alpha_ * e)
         self.trend_ = damped + self.beta_ * e
         if self.season_on_:
             self.season_[:, :, b_now] = s_now + self._season_rate * e
         if self.seasonal_ok_:
-            keep_bin = np.where(valid, self.bin_keep_, 1.0)
-            keep_all = np.where(valid, self.all_keep_, 1.0)
-            yv = np.where(valid, y, 0.0)
+            if valid.all():  # a sample of every series: the masks below select all
+                keep_bin: Any = self.bin_keep_
+                keep_all: Any = self.all_keep_
+                yv = y
+            else:
+                keep_bin = np.where(valid, self.bin_keep_, 1.0)
+                keep_all = np.where(valid, self.all_keep_, 1.0)
+                yv = np.where(valid, y, 0.0)
             # in place, on the bin's column: the same products and sums, fewer copies
             bin_sum, bin_count = self.bin_sum_[:, b_now], self.bin_count_[:, b_now]
             bin_sum *= keep_bin
@@ -194,6 +203,14 @@ class HoltWinters(OnlineForecaster):
 
     def _profile(self, bins: Any) -> FloatArray:
         """The time-of-day profile [n, len(bins)] (zero where a bin has no data yet)."""
+        if not self.profile_full_:
+            # a count is 0 until its first sample, then at least 1 for good (it decays only
+            # on a visit that adds 1): once every count is, the masks below select all
+            self.profile_full_ = bool((self.bin_count_ > 0).all() and (self.all_count_ > 0).all())
+        if self.profile_full_:
+            centre = self.all_sum_ / self.all_count_
+            full: FloatArray = self.bin_sum_[:, bins] / self.bin_count_[:, bins] - centre[:, None]
+            return full
         count = self.bin_count_[:, bins]
         seen = self.all_count_ > 0
         has = (count > 0) & seen[:, None]

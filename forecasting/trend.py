@@ -89,6 +89,8 @@ class RobustTrend(OnlineForecaster):
         self.span_ = self.size_ * self.step_
         self.use_harmonics_ = self.harmonics > 0 and self.span_ >= self.season
         self.n_features_ = 2 + (2 * self.harmonics if self.use_harmonics_ else 0)
+        self._penalty = self.ridge * np.eye(self.n_features_)  # ridge on all but the intercept
+        self._penalty[0, 0] = 0.0
         self.buffer_ = np.full((n, self.size_), np.nan)  # ring, oldest at pos_
         self.pos_ = 0
         self.coef_ = np.full((n, self.n_features_), np.nan)
@@ -102,6 +104,9 @@ class RobustTrend(OnlineForecaster):
         # offsets (from ``pos_``) of the samples kept, every ``stride``-th back from the newest
         self._stride = max(1, -(-self.size_ // self.max_points))
         self._thinned = np.arange(self.size_)[::-1][:: self._stride][::-1]
+        # how far back each of them lies, in seconds
+        ages = np.arange(self._thinned.size - 1, -1, -1, dtype=np.float64) * self._stride
+        self._back = self.step_ * ages
         groups = max(1, min(self.refit_steps_, n // _GROUP))
         offset = (np.arange(n) % groups) * (self.refit_steps_ // groups)
         # series i is refitted when (updates + i's offset) % refit_steps == 0: staggered,
@@ -156,14 +161,18 @@ class RobustTrend(OnlineForecaster):
         # the thinned window, oldest first, read from the ring in one gather
         stride = self._stride
         ys = self.buffer_[rows[:, None], (self.pos_ + self._thinned) % self.size_]
-        ages = np.arange(ys.shape[1] - 1, -1, -1, dtype=np.float64) * stride
-        t = self.time_ - self.step_ * ages
+        t = self.time_ - self._back
         x = self._features(t, np.array(self.time_))  # [points, p]
         mask = np.isfinite(ys)
-        yz = np.where(mask, ys, 0.0)
+        full = bool(mask.all())  # no sample missing (the usual refit): no mask to apply
+
+        def masked(values: FloatArray, fill: float) -> FloatArray:
+            """``np.where(mask, values, fill)``, which is ``values`` when ``full``."""
+            return values if full else np.where(mask, values, fill)
+
+        yz = masked(ys, 0.0)
         p = self.n_features_
-        penalty = self.ridge * np.eye(p)
-        penalty[0, 0] = 0.0
+        penalty = self._penalty
         enough = np.sum(mask, axis=1) >= p + 2
         coef = np.full((len(rows), p), np.nan)
         if not enough.any():
@@ -173,11 +182,11 @@ class RobustTrend(OnlineForecaster):
             return
         # IRLS from least squares would start from a fit that one absurd sample tilts, and a
         # few iterations do not undo that: start from the weights of a resistant line instead
-        resid = np.where(mask, yz - _resistant_line(x[:, 1], ys), np.nan)
+        resid = masked(yz - _resistant_line(x[:, 1], ys), np.nan)
         cut = self._cut(resid)
-        absr = np.abs(np.where(mask, resid, 0.0))
+        absr = np.abs(masked(resid, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            w = np.where(mask, np.where(absr > cut, cut / absr, 1.0), 0.0)
+            w = masked(np.where(absr > cut, cut / absr, 1.0), 0.0)
         lacking = ~enough
         some_lacking = bool(lacking.any())
         for i in range(max(1, self.iterations)):  # IRLS
@@ -188,15 +197,19 @@ class RobustTrend(OnlineForecaster):
                 xtwx[lacking] = np.eye(p)
                 xtwy[lacking] = 0.0
             coef = np.linalg.solve(xtwx, xtwy[..., None])[..., 0]
-            resid = np.where(mask, yz - coef @ x.T, np.nan)
+            resid = masked(yz - coef @ x.T, np.nan)
             if i < self.iterations - 1:  # the MAD scale follows the fit as outliers lose weight
                 cut = self._cut(resid)
-            absr = np.abs(np.where(mask, resid, 0.0))
+            absr = np.abs(masked(resid, 0.0))
             with np.errstate(divide="ignore", invalid="ignore"):
-                w = np.where(mask, np.where(absr > cut, cut / absr, 1.0), 0.0)
+                w = masked(np.where(absr > cut, cut / absr, 1.0), 0.0)
         coef[lacking] = np.nan
         self.coef_[rows] = coef
         self.fit_time_[rows] = self.time_
+        if self.anchor is not None:  # rho is the anchor: no correlation to measure
+            self.rho_[rows] = self.anchor
+            self._decay[rows] = self.rho_[rows, None] ** self._steps[None, 1:]
+            return
         a, b = resid[:, :-1], resid[:, 1:]
         pair = np.isfinite(a) & np.isfinite(b)
         num = np.sum(np.where(pair, a * b, 0.0), axis=1)
@@ -204,8 +217,7 @@ class RobustTrend(OnlineForecaster):
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(den > 0, num / den, 0.0)
         # the lag-1 correlation was measured at the thinned spacing: back to one step
-        rho = np.clip(np.where(enough, rho, 0.0), 0.0, 0.99) ** (1.0 / stride)
-        self.rho_[rows] = rho if self.anchor is None else self.anchor
+        self.rho_[rows] = np.clip(np.where(enough, rho, 0.0), 0.0, 0.99) ** (1.0 / stride)
         self._decay[rows] = self.rho_[rows, None] ** self._steps[None, 1:]
 
     def _cut(self, resid: FloatArray) -> FloatArray:
