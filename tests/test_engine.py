@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from autoscaler.config import Settings
-from autoscaler.engine import Engine, settle
+from autoscaler.engine import _NUMBER, Engine, _shape, settle
 from autoscaler.errors import ExecutorError, SourceError
 from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
@@ -360,6 +363,14 @@ async def test_a_restarted_engine_keeps_cooldowns_and_policy_memory(
     src2.set("api", "queue_length", 10.0)
     report = await again.tick(30.0)
     assert [o.status for o in report.outcomes] == ["skipped-cooldown"] and rec2.calls == []
+
+
+@given(st.text(alphabet="0123456789.-+e x٣\ud800", max_size=30))
+@hypothesis_settings(max_examples=500, deadline=None)
+def test_a_reasons_shape_is_its_numbers_masked(reason: str) -> None:
+    """The journal masks the numbers of a hold reason through a cache of shapes by the
+    reason with its digits zeroed (``_shape``): what the regex gives on the reason itself."""
+    assert _shape(reason) == _NUMBER.sub("#", reason)
 
 
 def test_policy_memory_is_dirty_only_when_a_value_really_changes() -> None:
