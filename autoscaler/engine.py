@@ -153,18 +153,22 @@ def horizon_steps(settings: Settings) -> int:
 
 
 def forecast_inputs(
-    store: WindowStore, settings: Settings
+    store: WindowStore, settings: Settings, *, history: bool = True
 ) -> Iterator[tuple[str, list[str], NDArray[np.float64]]]:
     """What the forecaster is given in a pass: each forecast signal with the targets that
-    have samples of it and their windows ``[targets, ticks]``."""
+    have samples of it and their windows ``[targets, ticks]`` (``[targets, 0]`` without
+    ``history``)."""
     for signal, st in settings.signals.items():
         if not st.forecast:
             continue
         targets = store.targets(signal)
         if not targets:
             continue
-        _, history = store.matrix(signal, targets, st.window)
-        yield signal, targets, history
+        if history:
+            _, window = store.matrix(signal, targets, st.window)
+        else:
+            window = np.empty((len(targets), 0))
+        yield signal, targets, window
 
 
 def _nest(flat: Mapping[str, str]) -> dict[str, Any]:
@@ -266,6 +270,10 @@ class Engine:
     stalls health checks, webhooks or the watchdog."""
     sleep: Sleep = asyncio.sleep
     """The action bus's retry sleep; replays pass a no-op so virtual time never waits."""
+    forecast_history: bool = True
+    """Give the forecaster each forecast signal's window from the store. Off for one that
+    keeps a store of its own (a replay's forecasts computed ahead in a second process), to
+    which the window would be a few microseconds per signal and pass, unread."""
     store: WindowStore = field(init=False)
     bus: ActionBus = field(init=False)
     targets: dict[str, TargetSettings] = field(init=False)
@@ -592,7 +600,8 @@ class Engine:
         out: dict[str, Mapping[str, Forecast]] = {}
         step = self.settings.service.interval
         steps = horizon_steps(self.settings)
-        for signal, targets, history in forecast_inputs(self.store, self.settings):
+        inputs = forecast_inputs(self.store, self.settings, history=self.forecast_history)
+        for signal, targets, history in inputs:
             assert self.forecaster is not None
             try:
                 out[signal] = self.forecaster.forecast(

@@ -638,6 +638,7 @@ async def replay(
             and ahead_worth_it(len(ticks))
         )
     ahead = ForecastsAhead(settings, series, ticks) if forecast_ahead else None
+    engine.forecast_history = ahead is None
     lead = {t: ts.startup_delay for t, ts in settings.targets.items()}
     tap = ForecastTap(ahead or engine.forecaster, lead)
     engine.forecaster = tap

@@ -593,6 +593,32 @@ async def test_a_live_pass_forecasts_off_the_loop_and_a_replay_in_place(
     assert report.decisions
 
 
+class _Windows:
+    """A forecaster that keeps the shape of every window it is given."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forecast(self, signal: str, targets: Any, history: Any, **_: Any) -> dict[str, Any]:
+        self.shapes.append(history.shape)
+        return {}
+
+
+@pytest.mark.parametrize("history", [True, False])
+async def test_a_forecaster_with_a_store_of_its_own_is_given_no_window(
+    settings_factory: SettingsFactory, history: bool
+) -> None:
+    s = settings_factory(signals={"queue_length": {"max_age": "60s", "forecast": True}})
+    windows = _Windows()
+    engine, src, _, _ = engine_for(s)
+    engine.forecaster, engine.in_place, engine.forecast_history = windows, True, history
+    src.set("api", "queue_length", 1.0)
+    for i in range(3):
+        await engine.tick(i * 15.0)
+    rows, ticks = windows.shapes[-1]
+    assert rows == 1 and (ticks > 0) == history
+
+
 class _DiskFullOnce(SQLiteStore):
     """A real SQLite journal whose next commit fails, as on a full or locked disk."""
 
