@@ -13,6 +13,7 @@ is logged and counted; what it affected holds and the pass goes on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -56,6 +57,22 @@ UNSAVED_MAX = 100_000
 # compares them with the numbers masked, so a hold is journalled when its kind changes, not
 # at every pass of a moving value.
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _shape(reason: str) -> str:
+    """``reason`` with its numbers masked (``_NUMBER``)."""
+    # A reason keeps its shape when a digit is replaced by another (the pattern sees a
+    # digit only as a digit), so its shape is that of the reason with every digit a 0: a
+    # few hundred texts on a month's replay, their shapes cached, where the regex would run
+    # for every hold whose value moved. (In UTF-8 no byte of a multi-byte character is
+    # below 0x80: only ASCII digits are touched.)
+    return _shape_of_zeroed(reason.encode("utf-8", "surrogatepass").translate(_DIGITS))
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_of_zeroed(zeroed: bytes) -> str:
+    return _NUMBER.sub("#", zeroed.decode("utf-8", "surrogatepass"))
 
 
 class Memory(dict[str, Any]):
@@ -136,18 +153,22 @@ def horizon_steps(settings: Settings) -> int:
 
 
 def forecast_inputs(
-    store: WindowStore, settings: Settings
+    store: WindowStore, settings: Settings, *, history: bool = True
 ) -> Iterator[tuple[str, list[str], NDArray[np.float64]]]:
     """What the forecaster is given in a pass: each forecast signal with the targets that
-    have samples of it and their windows ``[targets, ticks]``."""
+    have samples of it and their windows ``[targets, ticks]`` (``[targets, 0]`` without
+    ``history``)."""
     for signal, st in settings.signals.items():
         if not st.forecast:
             continue
         targets = store.targets(signal)
         if not targets:
             continue
-        _, history = store.matrix(signal, targets, st.window)
-        yield signal, targets, history
+        if history:
+            _, window = store.matrix(signal, targets, st.window)
+        else:
+            window = np.empty((len(targets), 0))
+        yield signal, targets, window
 
 
 def _nest(flat: Mapping[str, str]) -> dict[str, Any]:
@@ -249,6 +270,10 @@ class Engine:
     stalls health checks, webhooks or the watchdog."""
     sleep: Sleep = asyncio.sleep
     """The action bus's retry sleep; replays pass a no-op so virtual time never waits."""
+    forecast_history: bool = True
+    """Give the forecaster each forecast signal's window from the store. Off for one that
+    keeps a store of its own (a replay's forecasts computed ahead in a second process), to
+    which the window would be a few microseconds per signal and pass, unread."""
     store: WindowStore = field(init=False)
     bus: ActionBus = field(init=False)
     targets: dict[str, TargetSettings] = field(init=False)
@@ -575,7 +600,8 @@ class Engine:
         out: dict[str, Mapping[str, Forecast]] = {}
         step = self.settings.service.interval
         steps = horizon_steps(self.settings)
-        for signal, targets, history in forecast_inputs(self.store, self.settings):
+        inputs = forecast_inputs(self.store, self.settings, history=self.forecast_history)
+        for signal, targets, history in inputs:
             assert self.forecaster is not None
             try:
                 out[signal] = self.forecaster.forecast(
@@ -713,7 +739,7 @@ class Engine:
                 last = self._last_hold.get(key)
                 if mode == "changes" and last is not None and last[0] == d.reason:
                     continue
-                shape = _NUMBER.sub("#", d.reason)
+                shape = _shape(d.reason)
                 self._last_hold[key] = (d.reason, shape)
                 if mode == "changes" and last is not None and last[1] == shape:
                     continue

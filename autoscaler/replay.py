@@ -46,7 +46,7 @@ from autoscaler.errors import AutoscalerError
 from autoscaler.journal import JournalRecord, MemoryStore
 from autoscaler.service import build_engine
 from autoscaler.sources.base import Sample
-from forecasting.types import Forecast
+from forecasting.types import Forecast, ForecastBatch
 from remediation.base import Executor
 from remediation.recording import RecordingExecutor, RecordingSpec
 
@@ -446,13 +446,14 @@ class ForecastTrace:
 
 class ForecastTap:
     """Wraps the engine's forecaster and keeps each forecast's value at a target's lead
-    time, for the report (the engine itself is unchanged). Kept in flat float arrays: a
-    month of ticks for ten targets stays small."""
+    time, for the report (the engine itself is unchanged). Kept in flat float arrays, a
+    row ``issued, mean, lower, upper`` per forecast: a month of ticks for ten targets stays
+    small."""
 
     def __init__(self, inner: Any, lead: Mapping[str, float]) -> None:
         self.inner = inner
         self.lead = dict(lead)
-        self._rows: dict[tuple[str, str], tuple[array[float], ...]] = {}
+        self._rows: dict[tuple[str, str], array[float]] = {}
 
     def forecast(
         self,
@@ -467,33 +468,74 @@ class ForecastTap:
         out: Mapping[str, Forecast] = self.inner.forecast(
             signal, targets, history, step=step, horizon_steps=horizon_steps, now=now
         )
+        if isinstance(out, ForecastBatch):
+            self._keep_batch(signal, out, now=now, step=step)
+            return out
         times: FloatArray | None = None
         first = 0.0
         for target, f in out.items():
-            # Forecast.at without its searchsorted: horizon times are on the tick grid.
             n = len(f.times)
             if n == 0:
                 continue
             if f.times is not times:  # (the forecasts of one batch share their times)
                 times, first = f.times, float(f.times[0])
-            at = now + self.lead.get(target, step)
-            i = min(n - 1, max(0, math.ceil((at - first) / step - 1e-9)))
-            rows = self._rows.get((target, signal))
-            if rows is None:
-                rows = tuple(array("d") for _ in range(4))
-                self._rows[(target, signal)] = rows
-            rows[0].append(now)
-            rows[1].append(float(f.mean[i]))
-            rows[2].append(float(f.lower[i]))
-            rows[3].append(float(f.upper[i]))
+            i = self._index(now + self.lead.get(target, step), first=first, step=step, n=n)
+            self._kept(target, signal).extend(
+                (now, float(f.mean[i]), float(f.lower[i]), float(f.upper[i]))
+            )
         return out
+
+    @staticmethod
+    def _index(at: float, *, first: float, step: float, n: int) -> int:
+        """The horizon step at ``at``: ``Forecast.at`` without its searchsorted (horizon
+        times are on the tick grid)."""
+        return min(n - 1, max(0, math.ceil((at - first) / step - 1e-9)))
+
+    def _keep_batch(self, signal: str, batch: ForecastBatch, *, now: float, step: float) -> None:
+        """``forecast`` for a batch: its arrays read once for all its series, with no
+        ``Forecast`` built per series (most of the tap's cost on a long replay)."""
+        n = len(batch.times)
+        if n == 0 or not batch.rows:
+            return
+        first = float(batch.times[0])
+        lead, last = self.lead, n - 1
+        targets = list(batch.rows)
+        rows = np.fromiter(batch.rows.values(), dtype=np.intp, count=len(targets))
+        # _index, inline: it is most of the cost of this loop
+        cols = np.array(
+            [
+                min(last, max(0, math.ceil((now + lead.get(t, step) - first) / step - 1e-9)))
+                for t in targets
+            ],
+            dtype=np.intp,
+        )
+        values = zip(
+            targets,
+            batch.mean[rows, cols].tolist(),
+            batch.lower[rows, cols].tolist(),
+            batch.upper[rows, cols].tolist(),
+            strict=True,
+        )
+        kept = self._rows
+        for target, mean, lower, upper in values:
+            key = (target, signal)
+            if key not in kept:
+                kept[key] = array("d")
+            kept[key].extend((now, mean, lower, upper))
+
+    def _kept(self, target: str, signal: str) -> array[float]:
+        rows = self._rows.get((target, signal))
+        if rows is None:
+            rows = self._rows[(target, signal)] = array("d")
+        return rows
 
     def traces(self) -> dict[tuple[str, str], ForecastTrace]:
         """What was kept, per (target, signal)."""
-        return {
-            key: ForecastTrace(*(np.frombuffer(r, dtype=np.float64).copy() for r in rows))
-            for key, rows in self._rows.items()
-        }
+        out = {}
+        for key, rows in self._rows.items():
+            kept = np.frombuffer(rows, dtype=np.float64).reshape(-1, 4)
+            out[key] = ForecastTrace(*(kept[:, k].copy() for k in range(4)))
+        return out
 
 
 TickHook = Callable[[float, TickReport], None]
@@ -589,6 +631,7 @@ async def replay(
             and ahead_worth_it(len(ticks))
         )
     ahead = ForecastsAhead(settings, series, ticks) if forecast_ahead else None
+    engine.forecast_history = ahead is None
     lead = {t: ts.startup_delay for t, ts in settings.targets.items()}
     tap = ForecastTap(ahead or engine.forecaster, lead)
     engine.forecaster = tap

@@ -46,6 +46,16 @@ def read(ctx: Context, signal: str) -> Reading:
     return Reading(signal, obs.value, obs.at)
 
 
+def value_of(ctx: Context, signal: str) -> float | None:
+    """The latest value of ``signal`` for ``ctx.target`` when ``read`` finds no problem
+    with it, else None (``read`` then says why): for the rules that read their signals on
+    every pass, which need no ``Reading`` while the value is good."""
+    obs = ctx.observations.get(signal)
+    if obs is None or obs.stale or not math.isfinite(obs.value):
+        return None
+    return obs.value
+
+
 def holds(value: float, op: Op, threshold: float) -> bool:
     """``value op threshold``."""
     return value > threshold if op == ">" else value < threshold

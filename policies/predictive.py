@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from policies.base import Context
 from policies.decisions import clamp, fresh, hold, preamble, scale, stale
-from policies.evidence import forecast_at, num, read
+from policies.evidence import forecast_at, num, read, value_of
 from policies.markers import InvalidField, Seconds
 from policies.tracking import desired_replicas
 from policies.types import Decision
@@ -88,10 +88,10 @@ class PredictivePolicy:
         current, early = preamble(self.name, ctx, inputs)
         if early is not None or current is None:
             return [early] if early is not None else []
-        reading = read(ctx, spec.signal)
+        value = value_of(ctx, spec.signal)
         fc = forecast_at(ctx, spec.signal, at=ctx.now + lead, max_age=spec.max_age)
-        problem = reading.problem or fc.problem
-        if problem:
+        if value is None or fc.problem:
+            problem = read(ctx, spec.signal).problem if value is None else fc.problem
             return [
                 stale(
                     self.name,
@@ -104,7 +104,7 @@ class PredictivePolicy:
                 )
             ]
         fresh(ctx)
-        inputs["value"] = reading.value
+        inputs["value"] = value
         inputs["forecast"] = {
             "mean": fc.mean,
             "lower": num(fc.lower),
@@ -113,8 +113,8 @@ class PredictivePolicy:
             "model": fc.model,
         }
         if spec.mode == "step":
-            return [self._step(ctx, current, reading.value, fc.upper, lead, inputs)]
-        return [self._track(ctx, current, reading.value, fc.upper, lead, inputs)]
+            return [self._step(ctx, current, value, fc.upper, lead, inputs)]
+        return [self._track(ctx, current, value, fc.upper, lead, inputs)]
 
     def _step(
         self,

@@ -101,11 +101,16 @@ def combine_scale(
     asked = False
     top = 0  # the largest vote
     for d in decisions:
-        if d.target == target and (v := vote(d)) is not None:
-            if not votes or v > top:
-                top = v
-            votes.append((v, d))
-            asked = asked or isinstance(d.action, Scale)
+        if d.target != target:
+            continue
+        action = d.action  # vote(d), inline: for every rule of every target on every pass
+        v = action.replicas if isinstance(action, Scale) else d.recommendation
+        if v is None:
+            continue
+        if not votes or v > top:
+            top = v
+        votes.append((v, d))
+        asked = asked or isinstance(action, Scale)
     if not votes:
         if bounds.clamp(current) == current:
             return None
@@ -120,7 +125,11 @@ def combine_scale(
         action = Scale(target=target, replicas=want, current=current)
         return Decision("bounds", target, now, action, reason, limits, want)
     raw = bounds.clamp(top)
-    if not any(float(t) <= now for t, _ in mem.get("votes") or ()):
+    saved = mem.get("votes")
+    # (any run in the past will do, and on nearly every pass the first one is)
+    if not (saved and float(saved[0][0]) <= now) and not any(
+        float(t) <= now for t, _ in saved or ()
+    ):
         # the first vote (a start with no saved memory, a new target, a clock gone back):
         # the window opens with the current count, as the HPA's does, so a scale-in still
         # waits the window out instead of following the very first sample

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from policies.base import Context
 from policies.decisions import clamp, fresh, hold, preamble, scale, stale
-from policies.evidence import read
+from policies.evidence import read, value_of
 from policies.markers import InvalidField
 from policies.types import Decision
 
@@ -105,29 +105,32 @@ class TrackingPolicy:
         problems: list[str] = []
         metrics: dict[str, dict[str, Any]] = {}
         for m in spec.metrics:
-            reading = read(ctx, m.signal)
+            value = value_of(ctx, m.signal)
             goal = m.target_for(ctx.target)
-            if reading.problem:
-                problems.append(reading.problem)
+            if value is None:
+                problems.append(read(ctx, m.signal).problem)
                 metrics[m.signal] = {"target": goal, "value": None}
                 continue
             want, ratio = desired_replicas(
                 current=current,
-                value=reading.value,
+                value=value,
                 target=goal,
                 kind=m.kind,
                 tolerance=spec.tolerance,
             )
             recs[m.signal] = want
             metrics[m.signal] = {
-                "value": reading.value,
+                "value": value,
                 "target": goal,
                 "ratio": round(ratio, 4),
                 "recommendation": want,
             }
         inputs["metrics"] = metrics
-        best_signal = max(recs, key=recs.__getitem__) if recs else ""
-        best = recs.get(best_signal, 0)
+        if len(recs) == 1:  # the usual single metric: max's key calls cost more than the rest
+            [(best_signal, best)] = recs.items()
+        else:
+            best_signal = max(recs, key=recs.__getitem__) if recs else ""
+            best = recs.get(best_signal, 0)
         if problems and best <= current:
             # Partial data may scale up on what is known, never in.
             return [

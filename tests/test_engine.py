@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from autoscaler.config import Settings
-from autoscaler.engine import Engine, settle
+from autoscaler.engine import _NUMBER, Engine, _shape, settle
 from autoscaler.errors import ExecutorError, SourceError
 from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
@@ -362,6 +365,14 @@ async def test_a_restarted_engine_keeps_cooldowns_and_policy_memory(
     assert [o.status for o in report.outcomes] == ["skipped-cooldown"] and rec2.calls == []
 
 
+@given(st.text(alphabet="0123456789.-+e x٣\ud800", max_size=30))
+@hypothesis_settings(max_examples=500, deadline=None)
+def test_a_reasons_shape_is_its_numbers_masked(reason: str) -> None:
+    """The journal masks the numbers of a hold reason through a cache of shapes by the
+    reason with its digits zeroed (``_shape``): what the regex gives on the reason itself."""
+    assert _shape(reason) == _NUMBER.sub("#", reason)
+
+
 def test_policy_memory_is_dirty_only_when_a_value_really_changes() -> None:
     from autoscaler.engine import Memory
 
@@ -580,6 +591,32 @@ async def test_a_live_pass_forecasts_off_the_loop_and_a_replay_in_place(
     assert not errors
     assert gate.threads and gate.threads[0] != threading.get_ident()
     assert report.decisions
+
+
+class _Windows:
+    """A forecaster that keeps the shape of every window it is given."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forecast(self, signal: str, targets: Any, history: Any, **_: Any) -> dict[str, Any]:
+        self.shapes.append(history.shape)
+        return {}
+
+
+@pytest.mark.parametrize("history", [True, False])
+async def test_a_forecaster_with_a_store_of_its_own_is_given_no_window(
+    settings_factory: SettingsFactory, history: bool
+) -> None:
+    s = settings_factory(signals={"queue_length": {"max_age": "60s", "forecast": True}})
+    windows = _Windows()
+    engine, src, _, _ = engine_for(s)
+    engine.forecaster, engine.in_place, engine.forecast_history = windows, True, history
+    src.set("api", "queue_length", 1.0)
+    for i in range(3):
+        await engine.tick(i * 15.0)
+    rows, ticks = windows.shapes[-1]
+    assert rows == 1 and (ticks > 0) == history
 
 
 class _DiskFullOnce(SQLiteStore):
