@@ -339,7 +339,13 @@ class AlertmanagerSource:
             self.rejected["schema"] += 1
             return _bad(str(exc)[:300])
         truncated = doc.get("truncatedAlerts") if isinstance(doc, dict) else None
-        if isinstance(truncated, int) and not isinstance(truncated, bool) and truncated > 0:
+        # Alertmanager sends a uint64; a larger number (JSON integers have no limit) would
+        # make the counter overflow a float and break every later /metrics scrape.
+        if (
+            isinstance(truncated, int)
+            and not isinstance(truncated, bool)
+            and 0 < truncated < 1 << 64
+        ):
             self.truncated += truncated
             log.warning("alertmanager truncated alerts", extra={"dropped": truncated})
         new = self._ingest(alerts)

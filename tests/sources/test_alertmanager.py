@@ -310,6 +310,26 @@ async def test_truncated_deliveries_are_counted(intake: Any) -> None:
     assert src.truncated == 3 and len(src.drain(0.0)) == 1
 
 
+async def test_a_truncated_count_beyond_uint64_is_ignored_and_metrics_still_render(
+    intake: Any,
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from autoscaler.sources.stats import SourceStats
+
+    src, client = intake
+    # JSON integers have no limit; Alertmanager's truncatedAlerts is a uint64
+    body = json.dumps(payload(alert())).replace(
+        '"truncatedAlerts": 0', '"truncatedAlerts": 1' + "0" * 400
+    )
+    assert (await client.post("/v1/alertmanager", data=body, headers=AUTH)).status == 200
+    assert src.truncated == 0 and len(src.drain(0.0)) == 1
+    registry = CollectorRegistry()
+    registry.register(SourceStats([src]))
+    text = generate_latest(registry).decode()
+    assert 'autoscaler_webhook_truncated_alerts_total{source="am"} 0.0' in text
+
+
 async def test_alerts_without_the_target_label_are_accepted_but_reach_no_target(
     intake: Any,
 ) -> None:
