@@ -637,8 +637,9 @@ def _check_ticks(s: Settings, loader: _Loader) -> None:
 
 def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> None:
     """A source whose worst case outlasts the tick is cancelled before it can count its
-    own failure (its breaker and error counters never see a hung server); a counter fed by
-    PromQL instant queries gives wrong rates."""
+    own failure (its breaker and error counters never see a hung server; a probe source
+    never reports the hung dependency down); a counter fed by PromQL instant queries gives
+    wrong rates."""
     worst_case = getattr(comp.spec, "worst_case", None)
     tick = s.service.tick_timeout
     if callable(worst_case) and loader.clean(path) and loader.clean("service.tick_timeout"):
@@ -648,6 +649,15 @@ def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> N
                 f"{path}.timeout",
                 f"{worst:g} s, the longest the request to url may hold a tick, is not below"
                 f" service.tick_timeout ({tick:g} s): lower it or raise service.tick_timeout",
+            )
+        elif worst >= tick and comp.type == "probe":
+            loader.problem(
+                _probe_timeout_key(path, comp.spec, tick),
+                f"a tick where every dependency hangs can take {worst:g} s (each probe's"
+                " timeout, `concurrency` probes at a time), not below service.tick_timeout"
+                f" ({tick:g} s): the whole source would fail that tick and its targets hold,"
+                " a hung dependency never seen down: lower the timeouts, raise concurrency,"
+                " or raise service.tick_timeout",
             )
         elif worst >= tick:
             loader.problem(
@@ -668,6 +678,15 @@ def _check_source(s: Settings, loader: _Loader, path: str, comp: Component) -> N
                 " when one goes away (wrong rates, fake resets): query"
                 f" rate(...[1m]) in PromQL and keep [signals.{signal}] a gauge",
             )
+
+
+def _probe_timeout_key(path: str, spec: Any, tick: float) -> str:
+    """The key to blame for a probe source that can outlast the tick: a check's own timeout
+    that alone does, else the source's ``timeout``."""
+    for target, check in spec.checks.items():
+        if check.timeout >= tick:
+            return f"{path}.checks.{target}.timeout"
+    return f"{path}.timeout"
 
 
 def _check_forecast_rule(s: Settings, loader: _Loader, path: str, spec: Any) -> None:

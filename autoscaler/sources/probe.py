@@ -14,6 +14,7 @@ emits nothing.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,9 @@ class ProbeSpec:
     checks: dict[str, ProbeCheck] = field(default_factory=dict)
     """Target name → its health check."""
     timeout: Seconds = 2.0
-    """Default seconds a probe may take before it counts as down."""
+    """Default seconds a probe may take before it counts as down. With every dependency
+    hung (``worst_case``) the probes must end below ``service.tick_timeout`` (config check
+    refuses it otherwise)."""
     concurrency: int = 32
     """Most probes in flight at once."""
     event_name: str = "probe_down"
@@ -102,6 +105,15 @@ class ProbeSpec:
         for target, check in self.checks.items():
             if bool(check.url) == bool(check.tcp):
                 raise InvalidField(f"checks.{target}", "set one of url or tcp")
+
+    def worst_case(self) -> float:
+        """Seconds a collect may take when every dependency hangs: each probe waits out its
+        timeout, ``concurrency`` of them at a time, in the order they start."""
+        free_at = [0.0] * max(1, self.concurrency)
+        for check in self.checks.values():
+            start = heapq.heappop(free_at)
+            heapq.heappush(free_at, start + (check.timeout or self.timeout))
+        return max(free_at)
 
 
 @dataclass(slots=True)

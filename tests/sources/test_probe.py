@@ -224,3 +224,46 @@ def test_probe_checks_are_configured_per_target() -> None:
     spec = s.sources["deps"].spec
     assert spec.timeout == 1.0
     assert spec.checks["redis"] == ProbeCheck(tcp="redis:6379", timeout=0.5)
+
+
+def probe_doc(tick_timeout: str, **source: object) -> dict[str, object]:
+    return {
+        "service": {"tick_timeout": tick_timeout},
+        "sources": {"deps": {"type": "probe", **source}},
+    }
+
+
+def test_probes_that_can_outlast_the_tick_timeout_are_refused_at_the_key_to_blame() -> None:
+    """The engine cancels a collect at service.tick_timeout: the whole source fails that
+    tick, every target's probe_up is stale and the restart rule holds, so a dependency that
+    hangs is never seen down (nor any other check of the source)."""
+    check = {"url": "http://vectordb:8080/ready"}
+    from_mapping(probe_doc("10s", checks={"a": check, "b": {**check, "timeout": "9s"}}))
+    with pytest.raises(ConfigError) as err:
+        from_mapping(probe_doc("10s", checks={"a": check, "b": {**check, "timeout": "15s"}}))
+    (problem,) = err.value.problems
+    assert problem.startswith(
+        "sources.deps.checks.b.timeout: a tick where every dependency hangs can take 15 s"
+    )
+    assert "service.tick_timeout (10 s)" in problem
+    # three rounds of 4 s: each check alone fits, the source does not
+    three = {"checks": {t: check for t in "abc"}, "timeout": "4s", "concurrency": 1}
+    with pytest.raises(ConfigError) as err:
+        from_mapping(probe_doc("10s", **three))
+    (problem,) = err.value.problems
+    assert problem.startswith(
+        "sources.deps.timeout: a tick where every dependency hangs can take 12 s"
+    )
+    from_mapping(probe_doc("13s", **three))
+    from_mapping(probe_doc("10s", **{**three, "concurrency": 3}))
+
+
+def test_the_worst_case_of_probes_waits_out_each_timeout_concurrency_at_a_time() -> None:
+    url = "http://vectordb:8080/ready"
+    spec = ProbeSpec(
+        checks={t: ProbeCheck(url=url, timeout=s) for t, s in [("a", 3.0), ("b", 1.0), ("c", 0.0)]},
+        timeout=2.0,
+        concurrency=2,
+    )
+    assert spec.worst_case() == 3.0  # a: 0-3; b: 0-1, then c: 1-3
+    assert ProbeSpec().worst_case() == 0.0
