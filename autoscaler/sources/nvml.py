@@ -18,7 +18,10 @@ crashes the service. A read error of one GPU (``NVML_ERROR_GPU_IS_LOST``,
 ``NOT_SUPPORTED`` under MIG, ...) skips its target's samples (they age to stale: an
 average of the remaining GPUs would misreport the target) and is kept in ``gpu_errors``;
 the other targets still report. A GPU that fails before its UUID is read counts against the
-target it had at its last good read, or, never read, every target mapped by UUID.
+target it had at its last good read, or, never read, every target mapped by UUID. A value
+no GPU can have (utilisation outside 0–100, memory used beyond the total, a total of 0: a
+driver bug) is reported as NaN, which the store counts and policies hold on (with the other
+GPUs of its target), and is kept in ``gpu_errors`` too.
 
 Calls block (microseconds to milliseconds, for ever on a GPU that fell off the bus), so
 they run in a thread of the source's own, one call at a time: while a call is still
@@ -128,15 +131,18 @@ class NvmlSource:
                 target = self._target(nv, i, handle)
                 if target is None:
                     continue
-                reading = self._device(nv, handle)
+                gpu_util, ratio, wrong = self._device(nv, handle)
             except nvml_error as exc:
                 self.gpu_errors[str(i)] = error_name(nv, exc)
                 failed |= {target} if target else self._maybe_targets(i)
                 continue
             self._index_target[i] = target
-            self.gpu_errors.pop(str(i), None)
-            util.setdefault(target, []).append(reading[0])
-            mem.setdefault(target, []).append(reading[1])
+            if wrong:
+                self.gpu_errors[str(i)] = f"invalid reading: {wrong}"
+            else:
+                self.gpu_errors.pop(str(i), None)
+            util.setdefault(target, []).append(gpu_util)
+            mem.setdefault(target, []).append(ratio)
         out: list[Sample] = []
         for target, values in util.items():
             if target in failed:  # part of its GPUs only: no reading of the target
@@ -169,13 +175,22 @@ class NvmlSource:
             target = f"gpu{index}"
         return target
 
-    def _device(self, nv: Any, handle: Any) -> tuple[float, float]:
-        """Utilisation (%) and memory used ratio of one GPU."""
-        util = nv.nvmlDeviceGetUtilizationRates(handle)
+    def _device(self, nv: Any, handle: Any) -> tuple[float, float, str]:
+        """Utilisation (%) and memory used ratio of one GPU, and what was wrong with them:
+        a value no GPU can have (utilisation outside 0..100, used memory beyond a total, a
+        total of 0) is NaN, so policies hold rather than act on it."""
+        util = float(nv.nvmlDeviceGetUtilizationRates(handle).gpu)
         mem = nv.nvmlDeviceGetMemoryInfo(handle)
-        total = float(mem.total)
-        ratio = float(mem.used) / total if total > 0 else math.nan
-        return float(util.gpu), ratio
+        used, total = float(mem.used), float(mem.total)
+        ratio = used / total if total > 0 else math.nan
+        wrong = []
+        if not 0 <= util <= 100:
+            wrong.append(f"utilization {util:g} %")
+            util = math.nan
+        if not 0 <= ratio <= 1:
+            wrong.append(f"memory used {used:g} of {total:g} bytes")
+            ratio = math.nan
+        return util, ratio, "; ".join(wrong)
 
     async def _call(self, fn: Callable[[], list[Sample]], now: float) -> list[Sample]:
         """``fn()`` in the source's own thread; refused while the previous call still runs

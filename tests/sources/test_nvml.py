@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import pynvml
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from autoscaler.errors import SourceError
@@ -207,3 +209,65 @@ def generate_latest_of(src: NvmlSource) -> str:
     registry = CollectorRegistry()
     registry.register(SourceStats([src]))
     return generate_latest(registry).decode()
+
+
+async def test_a_reading_no_gpu_can_have_is_nan_so_policies_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver bug (a utilisation of 4294967295 %, used memory beyond the total) must not
+    read as a saturated GPU and scale a target out: it is NaN, which policies hold on."""
+    gpus = FakeGpus()
+    gpus.install(monkeypatch)
+    monkeypatch.setattr(
+        pynvml,
+        "nvmlDeviceGetUtilizationRates",
+        lambda h: SimpleNamespace(gpu=[4294967295, 97][h], memory=0),
+    )
+    monkeypatch.setattr(
+        pynvml,
+        "nvmlDeviceGetMemoryInfo",
+        lambda h: SimpleNamespace(total=80 << 30, used=[20 << 30, 90 << 30][h], free=0),
+    )
+    src = NvmlSource("gpu", NvmlSpec(targets={"0": "worker", "GPU-1": "worker", "2": "x"}))
+    got = {(s.target, s.signal): s.value for s in await src.collect(5.0)}
+    assert got.keys() == {("worker", "gpu_utilization"), ("worker", "gpu_memory_used_ratio")}
+    assert all(math.isnan(v) for v in got.values()), got  # not a mean of 97 and 4.3e9
+    assert src.gpu_errors == {
+        "0": "invalid reading: utilization 4.29497e+09 %",
+        "1": "invalid reading: memory used 9.66368e+10 of 8.58993e+10 bytes",
+    }
+    gpus.install(monkeypatch)  # the driver reads sanely again
+    got = {(s.target, s.signal): s.value for s in await src.collect(6.0)}
+    assert got == {("worker", "gpu_utilization"): 66.0, ("worker", "gpu_memory_used_ratio"): 0.5}
+    assert src.gpu_errors == {}
+
+
+readings = st.one_of(
+    st.integers(min_value=0, max_value=2**64), st.floats(allow_nan=True, allow_infinity=True)
+)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(
+    util=st.lists(readings, min_size=2, max_size=2),
+    mem=st.lists(st.tuples(readings, readings), min_size=2, max_size=2),
+)
+def test_whatever_nvml_returns_every_sample_is_nan_or_in_range(
+    util: list[float], mem: list[tuple[float, float]]
+) -> None:
+    """Fuzzed at the pynvml seam: values a buggy driver (or binding) may hand back never
+    become a utilisation outside 0..100 or a memory ratio outside 0..1."""
+    with pytest.MonkeyPatch.context() as mp:
+        FakeGpus().install(mp)
+        mp.setattr(pynvml, "nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=util[h]))
+        mp.setattr(
+            pynvml,
+            "nvmlDeviceGetMemoryInfo",
+            lambda h: SimpleNamespace(used=mem[h][0], total=mem[h][1], free=0),
+        )
+        for spec in (NvmlSpec(), NvmlSpec(targets={"0": "w", "1": "w"})):
+            samples = asyncio.run(NvmlSource("gpu", spec).collect(1.0))
+            assert len(samples) == (4 if not spec.targets else 2)
+            for s in samples:
+                top = 100.0 if s.signal == "gpu_utilization" else 1.0
+                assert math.isnan(s.value) or 0.0 <= s.value <= top, (s, util, mem)
