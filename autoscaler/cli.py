@@ -243,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def open_state_store(settings: Settings) -> SQLiteStore | None:
     """The journal and state file of ``run``, or None after printing why it cannot be
     opened (a read-only directory, or a missing one that cannot be created; not an SQLite
-    file): exit ``EXIT_USAGE``."""
+    file, or tables with other columns): exit ``EXIT_USAGE``."""
     from autoscaler.journal import SQLiteStore
 
     path = settings.service.state_path

@@ -83,6 +83,25 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+_COLUMNS = {
+    "journal": (
+        "id",
+        "at",
+        "policy",
+        "target",
+        "kind",
+        "params",
+        "reason",
+        "inputs",
+        "status",
+        "detail",
+        "executor",
+    ),
+    "state": ("key", "value"),
+}
+"""The columns of each table of ``_SCHEMA``, in order."""
+
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=True)
 """One encoder for every write: ``json.dumps`` with options builds a new one per call."""
 
@@ -115,6 +134,23 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        try:
+            self._check_columns()
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    def _check_columns(self) -> None:
+        """``sqlite3.DatabaseError`` when a table has other columns than ours (a file of
+        another program, or of another version): every commit would fail, and a restart
+        repeat what the lost state held back."""
+        for table, columns in _COLUMNS.items():
+            found = tuple(row[1] for row in self._db.execute(f"PRAGMA table_info({table})"))
+            if found != columns:
+                raise sqlite3.DatabaseError(
+                    f"its {table} table has the columns ({', '.join(found)}), not"
+                    f" ({', '.join(columns)}): not a state file of this version"
+                )
 
     def load_state(self) -> dict[str, Any]:
         with self._lock:

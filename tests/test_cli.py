@@ -3,8 +3,10 @@ to start on a state file or port it cannot use, naming the key."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -158,12 +160,29 @@ def a_directory(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def another_schema(tmp_path: Path) -> Path:
+    """An SQLite file whose journal has a column more (another program's, or a newer
+    version's): the service ran, and every commit failed with "NOT NULL constraint failed",
+    so no cooldown or journal row was ever saved."""
+    path = tmp_path / "state.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TABLE journal (id INTEGER PRIMARY KEY, at REAL NOT NULL, policy TEXT NOT"
+            " NULL, target TEXT NOT NULL, kind TEXT NOT NULL, params TEXT NOT NULL, reason"
+            " TEXT NOT NULL, inputs TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL,"
+            " executor TEXT NOT NULL, tenant TEXT NOT NULL)"
+        )
+        db.commit()
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "why"),
     [
         (not_a_database, "file is not a database"),
         (under_a_file, "File exists"),
         (a_directory, "unable to open database file"),
+        (another_schema, "its journal table has the columns (id, at, "),
     ],
 )
 def test_run_with_a_state_path_it_cannot_open_exits_2_naming_the_key(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,21 @@ def test_a_commit_that_fails_is_rolled_back_and_the_next_one_succeeds(tmp_path: 
     assert [r["at"] for r in store.query()] == [2.0]
     assert store.load_state() == {"cooldown:api": 2.0}
     store.close()
+
+
+def test_a_file_whose_tables_have_other_columns_is_refused_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB, version INTEGER)")
+        db.execute("INSERT INTO state VALUES ('k', 'v', 7)")
+        db.commit()
+    with pytest.raises(
+        sqlite3.DatabaseError, match=r"its state table has the columns \(key, value, version\)"
+    ):
+        SQLiteStore(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT * FROM state").fetchall() == [("k", "v", 7)]
+    SQLiteStore(tmp_path / "new.db").close()  # a new file gets our tables
+    SQLiteStore(tmp_path / "new.db").close()  # and is ours when opened again
