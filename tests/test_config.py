@@ -687,3 +687,23 @@ def test_any_value_at_any_key_of_the_reference_config_is_accepted_or_a_config_er
         config_warnings(from_mapping(doc))
     except ConfigError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ({"type": "alertmanager"}, "max_fingerprints"),  # was: every delivery a 400 (KeyError)
+        ({"type": "alertmanager"}, "max_events"),  # was: every event dropped
+        ({"type": "alertmanager"}, "max_body_bytes"),  # was: every delivery a 413
+        ({"type": "probe"}, "max_events"),
+        ({"type": "prometheus"}, "max_response_bytes"),  # was: every answer "too large"
+    ],
+)
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_size_or_count_that_would_refuse_or_drop_everything_is_refused(
+    source: dict[str, object], key: str, value: int
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"sources": {"s": {**source, key: value}}})
+    assert err.value.problems == [f"sources.s.{key}: must be at least 1"]
+    from_mapping({"sources": {"s": {**source, key: 1}}})

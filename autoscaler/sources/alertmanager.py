@@ -115,6 +115,11 @@ class AlertmanagerSpec:
                     'expected the base URL of Alertmanager like "http://alertmanager:9093",'
                     f" got {self.url[:60]!r}",
                 )
+        # Below 1, each would refuse every delivery (413, or a 400 Alertmanager does not
+        # retry) or drop what it brings.
+        for key in ("max_body_bytes", "max_events", "max_fingerprints"):
+            if getattr(self, key) < 1:
+                raise InvalidField(key, "must be at least 1")
         if self.timeout <= 0:
             raise InvalidField("timeout", "must be greater than zero")
         if self.resync < 0:

@@ -102,6 +102,8 @@ class ProbeSpec:
     def __post_init__(self) -> None:
         if self.timeout <= 0:  # every probe would time out: all targets down
             raise InvalidField("timeout", "must be greater than zero")
+        if self.max_events < 1:  # every up/down event would be dropped
+            raise InvalidField("max_events", "must be at least 1")
         for target, check in self.checks.items():
             if bool(check.url) == bool(check.tcp):
                 raise InvalidField(f"checks.{target}", "set one of url or tcp")

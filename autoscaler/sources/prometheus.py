@@ -90,6 +90,8 @@ class PrometheusSpec:
             raise InvalidField("timeout", "must be greater than zero")
         if not 0 <= self.retries <= MAX_RETRIES:
             raise InvalidField("retries", f"must lie in 0..{MAX_RETRIES}")
+        if self.max_response_bytes < 1:  # every answer would be refused as too large
+            raise InvalidField("max_response_bytes", "must be at least 1")
 
     def worst_case(self) -> float:
         """Seconds a collect may take against a server that never answers: every attempt
