@@ -8,7 +8,8 @@ to declare typed fields with defaults:
   (``policies.api.scale_down_for: expected a duration like "30s", got "soon"``);
 - ``Seconds`` fields accept ``"15s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` or a number;
 - ``Secret`` fields accept only a ``"${ENV_VAR}"`` reference or a sibling ``<key>_file``
-  path (Docker secrets); a missing variable or file is an error naming key and path;
+  path (Docker secrets); a missing variable or file is an error naming key and path, and
+  so is an empty one (the value is stripped of surrounding whitespace, a file's newline);
 - a field named ``for_`` is spelled ``for`` in TOML;
 - a spec's ``__post_init__`` checks values: an ``InvalidField`` is reported at its key's
   path, a plain ``ValueError`` (a relation between keys) at the table's path;
@@ -299,6 +300,9 @@ def parse_duration(value: object) -> float:
 # --- the generic loader -----------------------------------------------------------------
 
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_LEAVE_OUT = " (leave the key out to go without it)"
+"""A secret that is referenced but empty is refused: an empty token would quietly turn an
+endpoint off (403 to every caller) where the operator meant to protect it."""
 _COMPONENT_TABLES = ("sources", "executors", "policies")
 
 
@@ -433,7 +437,11 @@ class _Loader:
         if m.group(1) not in self.env:
             self.problem(path, f"environment variable {m.group(1)} is not set")
             return Secret()
-        return Secret(self.env[m.group(1)])
+        # stripped as a file is: a value copied from a file keeps its trailing newline
+        value = self.env[m.group(1)].strip()
+        if not value:
+            self.problem(path, f"environment variable {m.group(1)} is empty{_LEAVE_OUT}")
+        return Secret(value)
 
     def secret_file(self, raw: object, path: str) -> Secret:
         if not isinstance(raw, str) or not raw:
@@ -441,13 +449,17 @@ class _Loader:
             return Secret()
         p = Path(raw) if Path(raw).is_absolute() else self.base_dir / raw
         try:
-            return Secret(p.read_text(encoding="utf-8").strip())
+            value = p.read_text(encoding="utf-8").strip()
         except OSError as exc:
             self.problem(path, f"cannot read secret file {str(p)!r}: {exc.strerror or exc}")
         except UnicodeDecodeError:
             self.problem(path, f"secret file {str(p)!r} is not UTF-8 text")
         except ValueError as exc:  # a NUL in the path
             self.problem(path, f"cannot read secret file {str(p)!r}: {exc}")
+        else:
+            if not value:
+                self.problem(path, f"secret file {str(p)!r} is empty{_LEAVE_OUT}")
+            return Secret(value)
         return Secret()
 
     def components(self, kind: str, data: object, registry: Mapping[str, Any]) -> dict[str, Any]:

@@ -707,3 +707,28 @@ def test_a_size_or_count_that_would_refuse_or_drop_everything_is_refused(
         from_mapping({"sources": {"s": {**source, key: value}}})
     assert err.value.problems == [f"sources.s.{key}: must be at least 1"]
     from_mapping({"sources": {"s": {**source, key: 1}}})
+
+
+def test_a_secret_from_env_is_stripped_as_one_from_a_file_is() -> None:
+    # a value copied from a file (`kubectl create secret --from-file`) keeps its newline
+    s = from_mapping({"http": {"token": "${TOK}"}}, env={"TOK": "s3cret\n"})
+    assert s.http.token == Secret("s3cret")
+
+
+@pytest.mark.parametrize("value", ["", " \n"])
+def test_a_referenced_secret_that_is_empty_is_refused_at_its_key(
+    tmp_path: Path, value: str
+) -> None:
+    # an empty webhook token would answer 403 to Alertmanager for ever: every alert lost
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"http": {"token": "${TOK}"}}, env={"TOK": value})
+    assert err.value.problems == [
+        "http.token: environment variable TOK is empty (leave the key out to go without it)"
+    ]
+    (tmp_path / "tok").write_text(value)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[http]\ntoken_file = "tok"\n')
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    empty = f"secret file '{tmp_path}/tok' is empty (leave the key out to go without it)"
+    assert err.value.problems == [f"http.token_file: {empty}"]
