@@ -22,7 +22,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-gpu) GPU=0 ;;
         --no-start) START=0 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

@@ -99,3 +99,18 @@ def test_deploy_scripts_parse_and_are_executable(script: str) -> None:
     assert path.stat().st_mode & 0o111
     result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_installers_help_is_its_usage_comment_and_nothing_else() -> None:
+    # --help returns before the root check: it installs nothing.
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "install-systemd.sh"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(line.startswith("#") for line in lines), lines
+    assert lines[0].startswith("# Install autoscaler as a systemd service")
+    assert "pip's own settings" in lines[-1]
