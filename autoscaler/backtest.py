@@ -33,6 +33,7 @@ Scores over the span from the first to the last tick, each tick standing for the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -479,8 +480,12 @@ def overlay_settings(user: Mapping[str, Any], *, interval: float = 15.0) -> Sett
 
 def _check_tables(user: Mapping[str, Any]) -> None:
     """The tables of a ``--config`` that a backtest merges must be tables (of tables): a
-    clear error, not a TypeError, for ``[policies] x = 5`` or ``policies = [1]``."""
-    problems = []
+    clear error, not a TypeError, for ``[policies] x = 5`` or ``policies = [1]``. A table a
+    config does not have is an error too, as in a config: a misspelt ``[forcasting]`` or
+    ``[policy.up]`` would otherwise be ignored, and the built-in policy measured in its
+    place. (A whole config is fine: its other tables are ignored.)"""
+    tables = {f.name for f in dataclasses.fields(Settings)}
+    problems = [f"{key}: unknown key" for key in user if key not in tables]
     for key in ("service", "bus", "forecasting", "signals", "policies"):
         value = user.get(key, {})
         if not isinstance(value, Mapping):

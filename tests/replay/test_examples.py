@@ -66,3 +66,8 @@ def test_check_backtest_validates_an_overlay_as_the_backtest_merges_it(
     bad.write_text("[policies]\nup = 5\n")
     assert main(["check", "--backtest", str(bad)]) == 2
     assert "policies.up: expected a table" in capsys.readouterr().err
+    bad.write_text('[forcasting]\nmodel = "seasonal-change"\n')
+    assert main(["check", "--backtest", str(bad)]) == 2
+    assert "forcasting: unknown key" in capsys.readouterr().err
+    # a whole config is an overlay too: the tables a backtest does not read are ignored
+    assert main(["check", "--backtest", str(EXAMPLES.parent / "config.toml")]) == 0

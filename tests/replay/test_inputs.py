@@ -194,6 +194,9 @@ def test_an_autoscaler_record_dump_is_read_as_series(tmp_path: Path) -> None:
         ("[policies]\nx = 5\n", "policies.x: expected a table"),
         ("policies = [1, 2]\n", "policies: expected a table"),
         ("[signals]\ndemand = 3\n", "signals.demand: expected a table"),
+        # misspelt tables: not ignored while the built-in policy is measured in their place
+        ('[forcasting]\nmodel = "seasonal-change"\n', "forcasting: unknown key"),
+        ('[policy.up]\ntype = "predictive"\nsignal = "demand"\n', "policy: unknown key"),
     ],
 )
 def test_a_bad_backtest_config_exits_2_with_its_key(
