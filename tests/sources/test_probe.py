@@ -267,3 +267,27 @@ def test_the_worst_case_of_probes_waits_out_each_timeout_concurrency_at_a_time()
     )
     assert spec.worst_case() == 3.0  # a: 0-3; b: 0-1, then c: 1-3
     assert ProbeSpec().worst_case() == 0.0
+
+
+async def test_the_worst_case_is_what_a_collect_takes_when_every_dependency_hangs(
+    dep: Dependency,
+) -> None:
+    """``worst_case`` is what check compares with tick_timeout: a real collect against a
+    hanging server takes that long, so a source check lets through reports in time."""
+    slow = ProbeCheck(url=dep.url("/slow"))
+    spec = ProbeSpec(
+        timeout=0.2,
+        concurrency=2,
+        checks={"a": slow, "b": slow, "c": ProbeCheck(url=dep.url("/slow"), timeout=0.3)},
+    )
+    assert spec.worst_case() == pytest.approx(0.5)  # a and b side by side, then c after a
+    src = ProbeSource("probes", spec)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        got = values(await src.collect(1.0))
+    finally:
+        await src.aclose()
+    took = loop.time() - started
+    assert {got[(t, "probe_up")] for t in "abc"} == {0.0}
+    assert spec.worst_case() <= took < spec.worst_case() + 1.0
