@@ -100,7 +100,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         from autoscaler.backtest import overlay_settings
 
         try:
-            overlay = overlay_settings(read_toml(args.config), interval=args.interval)
+            interval = 15.0 if args.interval is None else args.interval
+            overlay = overlay_settings(read_toml(args.config), interval=interval)
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
@@ -112,6 +113,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{args.config}: ok as a backtest --config ({n} {'policy' if n == 1 else 'policies'})"
         )
         return 0
+    if args.interval is not None:
+        print(
+            "error: --interval is the backtest's, for --backtest only: a config ticks at its"
+            " service.interval",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     s = load_settings(args.config)
     if s is None:
         if _overlay_like(args.config):
@@ -332,11 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--interval",
         type=duration_arg,
-        default=15.0,
         metavar="D",
         help=(
-            "with --backtest: the backtest's --interval (default 15s); forecast horizons and"
-            " windows are limited in ticks of it"
+            "with --backtest only: the backtest's --interval (default 15s); forecast horizons"
+            " and windows are limited in ticks of it"
         ),
     )
     p.set_defaults(func=cmd_check)

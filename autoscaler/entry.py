@@ -31,7 +31,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _terminated)
     from autoscaler.cli import main as cli_main  # the slow part: imports and parsers
 
-    return cli_main()
+    try:
+        code = cli_main()
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:
+        # The reader went away (``autoscaler eval | head``): end quietly, as a program that
+        # keeps SIGPIPE's default action would, instead of a traceback. stdout goes to
+        # /dev/null so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code
 
 
 if __name__ == "__main__":

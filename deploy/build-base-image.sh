@@ -13,6 +13,10 @@
 #                   FORCE=1  rebuild even when IMAGE exists (otherwise it is skipped)
 #                   CACHE_DIR  keep downloaded .debs here between runs (default /var/cache/autoscaler-debootstrap)
 set -eu
+case ${1:-} in
+    -h|--help) sed -n '/^set -eu/q;2,$p' "$0"; exit 0 ;;
+    -*) echo "unknown option: $1 (usage: $0 [IMAGE])" >&2; exit 2 ;;
+esac
 
 IMAGE=${1:-autoscaler-base:bookworm}
 SUITE=${SUITE:-bookworm}

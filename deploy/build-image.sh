@@ -11,6 +11,10 @@
 #   DOCKER_GID   gid owning the Docker socket on the nodes that run the sidecar (default: the
 #                gid of /var/run/docker.sock here).
 set -eu
+case ${1:-} in
+    -h|--help) sed -n '/^set -eu/q;2,$p' "$0"; exit 0 ;;
+    -*) echo "unknown option: $1 (usage: $0 [IMAGE])" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 IMAGE=${1:-autoscaler:latest}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -109,6 +111,29 @@ def test_check_backtest_judges_an_overlay_at_the_backtests_interval(tmp_path: Pa
     assert result.returncode == 2 and "forecasting.horizon: 86400 s is 5760 ticks" in result.stderr
     result = cli("check", "--backtest", str(cfg), "--interval", "60s")
     assert result.returncode == 0, result.stderr
+    # a whole config ticks at its own service.interval: --interval there would be ignored
+    result = cli("check", "config.toml", "--interval", "60s")
+    assert result.returncode == 2 and "--interval is the backtest's" in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``autoscaler eval | head``: the closed pipe ends the command as SIGPIPE would (141),
+    without a BrokenPipeError traceback on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: deterministic
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "autoscaler", "check", "config.toml"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
 
 
 def test_version_is_printed() -> None:

@@ -114,3 +114,21 @@ def test_the_installers_help_is_its_usage_comment_and_nothing_else() -> None:
     assert all(line.startswith("#") for line in lines), lines
     assert lines[0].startswith("# Install autoscaler as a systemd service")
     assert "pip's own settings" in lines[-1]
+
+
+@pytest.mark.parametrize("script", ["build-image.sh", "build-base-image.sh"])
+def test_the_image_builders_take_help_and_refuse_an_option_as_the_image_name(
+    script: str,
+) -> None:
+    # before these lines, --help became the image name and a build started
+    def run(arg: str) -> subprocess.CompletedProcess[str]:
+        cmd = ["sh", str(DEPLOY / script), arg]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(line.startswith("#") for line in lines), lines
+    assert any("Usage" in line for line in lines)
+    result = run("--force")
+    assert result.returncode == 2 and "unknown option: --force" in result.stderr
