@@ -272,7 +272,8 @@ class AlertmanagerSource:
         self._events: list[Event] = []
         # fingerprint → the alert as last delivered (or listed by the API), oldest first.
         self._seen: OrderedDict[str, _Alert] = OrderedDict()
-        self._known_targets: set[str] = set(spec.targets.values())
+        self._watched: frozenset[str] = frozenset()
+        """The engine's targets (``watch_targets``), as last told."""
         self.rejected: Counter[str] = Counter()
         """Refused deliveries by reason (``json``, ``schema``, ``too_large``, ``auth``)."""
         self.accepted = 0
@@ -371,8 +372,6 @@ class AlertmanagerSource:
             self._seen.move_to_end(a.fingerprint)
             while len(self._seen) > self.spec.max_fingerprints:
                 self._seen.popitem(last=False)
-            if a.target:
-                self._known_targets.add(a.target)
             self._events.append(Event(a.name, a.status, a.target, a.at, a.labels, a.fingerprint))
             if len(self._events) > self.spec.max_events:
                 del self._events[0]
@@ -437,8 +436,8 @@ class AlertmanagerSource:
         reaches it (by its label value, or through the ``targets`` map, which renames only
         the values it lists), so once a 0 is known (warmup over, or the API read) a target
         no alert ever named gets its 0 too, and the restart rule forgets an alert of it
-        whose resolve was lost."""
-        self._known_targets.update(targets)
+        whose resolve was lost. A target the engine no longer has is no longer watched."""
+        self._watched = frozenset(targets)
 
     async def collect(self, now: float) -> Sequence[Sample]:
         if self._started is None:
@@ -458,10 +457,14 @@ class AlertmanagerSource:
                 Sample(t, "alerts_firing", float(firing.get(t, math.nan)), now)
                 for t in sorted(firing.keys() | unknown)
             ]
-        return [
-            Sample(t, "alerts_firing", float(firing.get(t, 0)), now)
-            for t in sorted(self._known_targets)
-        ]
+        # Known: mapped, watched, or named by an alert still remembered (``_seen`` is
+        # bounded): a label value no alert has named for ``max_fingerprints`` alerts is
+        # dropped, its row ages out of the store, and churning label values (or a sender
+        # making them up) cannot grow the store without end.
+        known = {a.target for a in self._seen.values() if a.target}
+        known |= self._watched
+        known.update(self.spec.targets.values())
+        return [Sample(t, "alerts_firing", float(firing.get(t, 0)), now) for t in sorted(known)]
 
     def _sync_due(self, now: float) -> bool:
         """No answer yet, or the last request is ``resync`` old (or from the future: the

@@ -554,3 +554,26 @@ async def test_the_engines_targets_get_a_known_zero_once_the_warmup_is_over(
     await engine.tick(1600.0)
     firing = engine.store.observation("api", "alerts_firing", 1600.0)
     assert not firing.stale and firing.value == 0.0
+
+
+async def test_known_targets_are_bounded_by_the_alerts_remembered() -> None:
+    """A label value gets its 0 while an alert that named it is remembered: label values
+    that come and go (or a sender making them up) cannot grow the store without end. The
+    engine's targets and the mapped ones always get theirs, while they are targets."""
+    spec = AlertmanagerSpec(
+        token=Secret(TOKEN), max_fingerprints=2, warmup=0.0, targets={"database": "db"}
+    )
+    src = AlertmanagerSource("am", spec)
+    src.watch_targets(["api", "ui"])
+    client = make_client(src)
+    await client.start_server()
+    try:
+        for i in range(3):  # pod-0 is forgotten when the third alert arrives
+            body = payload(alert("resolved", service=f"pod-{i}", fp=f"f{i}"))
+            assert (await client.post("/v1/alertmanager", json=body, headers=AUTH)).status == 200
+        targets = {s.target for s in await src.collect(1000.0)}
+        assert targets == {"pod-1", "pod-2", "api", "ui", "db"}
+        src.watch_targets(["api"])  # ui was a discovered service that went away
+        assert {s.target for s in await src.collect(1015.0)} == {"pod-1", "pod-2", "api", "db"}
+    finally:
+        await client.close()
