@@ -10,7 +10,10 @@ triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
   attempt's backoff, still within that window, escalates once with a ``Notify``
   (``severity``, default P1) and restarts stop until the oldest attempt leaves the window.
 
-A stale or missing probe is not a failure: the rule holds.
+A stale or missing probe is not a failure: the rule holds. So does a triggered rule while a
+deploy is in progress or paused (``TargetState.deploying``): our own rolling restart shows
+as one, and gets the time it takes before the rule judges it; a new deploy replaces the
+tasks anyway; a paused one is for the rollback rule.
 """
 
 from __future__ import annotations
@@ -108,6 +111,13 @@ class RestartPolicy:
             mem["streak"] = 0
             return [hold(self.name, ctx, f"{ctx.target} is healthy", inputs)]
         why = " and ".join(triggers)
+        if ctx.state is not None and ctx.state.deploying:
+            # A rollout replaces the tasks anyway, and the executors refuse a restart during
+            # one (a failure that would count as an attempt); a paused one is the rollback
+            # rule's: a restart would resume the failed rollout.
+            inputs["update_state"] = ctx.state.update_state
+            reason = f"{why} but a deploy is in progress ({ctx.state.update_state}), not restarting"
+            return [hold(self.name, ctx, reason, inputs)]
         window = spec.window
         attempts = [float(t) for t in mem.get("attempts", []) if ctx.now - float(t) < window]
         mem["attempts"] = attempts
