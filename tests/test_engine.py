@@ -718,3 +718,20 @@ async def test_a_rollback_the_bus_skipped_is_asked_for_again_once_it_may_run(
     assert await rollbacks(115.0) == ["skipped-cooldown"]  # within A's rollback cooldown
     assert await rollbacks(630.0) == ["done"]  # B was never rolled back: now it is
     assert await rollbacks(645.0) == []  # and only once
+
+
+async def test_a_notice_with_no_notifier_configured_is_decided_once_not_on_every_pass(
+    settings_factory: SettingsFactory,
+) -> None:
+    # bus.notify = [] (the default): nobody can be told, and asking again cannot change that
+    s = settings_factory(policies={"rb": {"type": "rollback", "targets": ["api"]}})
+    src, ex, store = MemorySource(), _Deploys(), MemoryStore()
+    ex.deploy = TargetState("api", 2, 2, updated_at=1.0, deploy_id="A", update_state="paused")
+    engine = build_engine(
+        s, state_store=store, executors={"rec": ex}, sources=[src], metrics=make_metrics()
+    )
+    for t in range(5000, 5120, 15):  # the paused update is outside the 30 min window
+        await engine.tick(float(t))
+    notices = [r for r in store.records if r.kind == "notify"]
+    assert [(r.at, r.status) for r in notices] == [(5000.0, "skipped-no-executor")]
+    assert "update A is paused" in notices[0].reason
