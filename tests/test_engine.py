@@ -735,3 +735,41 @@ async def test_a_notice_with_no_notifier_configured_is_decided_once_not_on_every
     notices = [r for r in store.records if r.kind == "notify"]
     assert [(r.at, r.status) for r in notices] == [(5000.0, "skipped-no-executor")]
     assert "update A is paused" in notices[0].reason
+
+
+async def test_a_degradation_change_held_by_the_notify_cooldown_is_told_once_it_ends(
+    settings_factory: SettingsFactory,
+) -> None:
+    # level 1 -> 3 is told; 3 -> 4 (emergency, P1) comes 60 s later, inside the 5 min notify
+    # cooldown (and dedupe window) of the same dedup key: it used to be lost for good
+    s = settings_factory(
+        signals={"gpu_up": {"max_age": "60s"}, "vector_store_up": {"max_age": "60s"}},
+        bus={"notify": ["rec"], "cooldowns": {"notify": "5m"}},
+        policies={
+            **{
+                name: {
+                    "type": "circuit_breaker",
+                    "breaker": name,
+                    "signal": f"{name}_up",
+                    "failure_threshold": 2,
+                    "reset_timeout": "1h",
+                    "targets": ["api"],
+                }
+                for name in ("vector_store", "gpu")
+            },
+            "degradation": {"type": "degradation", "targets": ["api"]},
+        },
+    )
+    engine, src, _, store = engine_for(s)
+    for i in range(30):
+        t = 1000.0 + 15 * i
+        src.set("api", "vector_store_up", 0.0, at=t)
+        src.set("api", "gpu_up", 0.0 if i >= 4 else 1.0, at=t)
+        await engine.tick(t)
+    notices = [r for r in store.records if r.kind == "notify"]
+    told = [(r.at, r.params["summary"].split(":")[0]) for r in notices if r.status == "done"]
+    assert told == [
+        (1030.0, "degradation level 1 -> 3"),
+        (1330.0, "degradation level 3 -> 4"),  # when the first one's cooldown ended
+    ]
+    assert {r.status for r in notices if 1030.0 < r.at < 1330.0} == {"skipped-cooldown"}
