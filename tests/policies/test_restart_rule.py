@@ -188,3 +188,23 @@ def test_a_restart_gets_its_own_rollout_before_the_next_attempt():
         )
         kinds.append(d.action.attempt if isinstance(d.action, Restart) else None)
     assert kinds == [1, None, None, 2]
+
+
+def test_a_clock_step_back_does_not_hold_restarts_back_for_as_long_as_the_step():
+    # three attempts and the escalation, then an NTP step of an hour back: the attempts,
+    # the backoff and the escalation lie ahead and must not count for the next hour
+    policy, memory = runbook.restart(), {}
+
+    def at(now):
+        (d,) = policy.evaluate(ctx(now, values={"probe_failures": 3.0}, memory=memory))
+        return d.action
+
+    assert [type(at(T0 + s)).__name__ for s in (0, 2, 6, 14)] == [
+        "Restart", "Restart", "Restart", "Notify"
+    ]  # fmt: skip
+    back = T0 + 20 - 3600
+    assert isinstance(at(back), Restart)
+    # still failing: the backoff goes on growing (16 s), three attempts, then escalation
+    assert [type(at(back + s)).__name__ for s in (15, 16, 32, 48)] == [
+        "NoneType", "Restart", "Restart", "Notify"
+    ]  # fmt: skip
