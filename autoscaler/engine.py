@@ -443,10 +443,13 @@ class Engine:
 
     def _not_carried_out(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
         """Tell the policies that keep "done" in their memory which of their actions the
-        bus skipped or that failed (``Retrying``); not one that may still take effect."""
+        bus skipped or that failed (``Retrying``); not one that may still take effect, nor
+        one no executor is configured for (a notice without notifiers): asked for again, it
+        would be skipped again on every pass until the config changes."""
         if not self._retrying:
             return
-        carried = {id(o.action) for o in outcomes if o.status in ("done", "dry-run") or o.uncertain}
+        final = ("done", "dry-run", "skipped-no-executor")
+        carried = {id(o.action) for o in outcomes if o.status in final or o.uncertain}
         for d in decisions:
             policy = self._retrying.get(d.policy)
             if policy is None or d.action is None or id(d.action) in carried:

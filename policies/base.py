@@ -86,7 +86,8 @@ class Policy(Protocol):
 class Retrying(Protocol):
     """A policy whose memory records an action as taken when it decides it (a rollback is
     once per deploy) and must forget that when the action was not carried out: skipped by
-    the bus (cooldown, pause, rate limit, breaker) or failed. The engine calls this after
-    the bus, with the memory of the decision's (policy, target)."""
+    the bus (cooldown, pause, rate limit, breaker) or failed; not when no executor is
+    configured for it (a notice without notifiers), which no later pass would change. The
+    engine calls this after the bus, with the memory of the decision's (policy, target)."""
 
     def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None: ...

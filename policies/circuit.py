@@ -12,7 +12,9 @@ the service can publish the state; other evaluations are holds, except while the
 state (``ctx.breakers``) differs from the rule's: then the rule sends its state again, so
 a publish that failed or was skipped is repaired on the next pass. Stale or missing
 samples count as neither. The state lives in ``ctx.memory``; a rule should watch one
-target (``targets``), since every target it watches drives the same breaker.
+target (``targets``), since every target it watches drives the same breaker. Times in it
+from the future (the clock went back) are dropped, so a clock step does not hold the
+breaker open, or ignore samples, for as long as the step.
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ class CircuitPolicy:
         spec, mem = self.spec, ctx.memory
         state: BreakerState = mem.get("state", "closed")
         since = float(mem.get("since", ctx.now))
+        if since > ctx.now:
+            # the clock went back (an NTP step): the open timeout starts over instead of
+            # lasting as long as the step
+            since = ctx.now
+            mem["since"] = since
         failures = int(mem.get("failures", 0))
         trials = int(mem.get("trials", 0))
         inputs: dict[str, Any] = {
@@ -118,7 +125,10 @@ class CircuitPolicy:
             reason = f"stale: {reading.problem}, breaker {spec.breaker} stays {state}"
             return [hold(self.name, ctx, reason, inputs)]
         inputs["value"] = reading.value
-        if reading.at <= float(mem.get("last_at", -math.inf)):
+        last_at = float(mem.get("last_at", -math.inf))
+        if last_at > ctx.now and reading.at < last_at:
+            last_at = -math.inf  # remembered from before the clock went back: forget it
+        if reading.at <= last_at:
             return [
                 hold(
                     self.name,

@@ -8,19 +8,23 @@
 Each breaker that is not closed (open or half-open: not yet trusted) raises the level to
 the one ``mapping`` gives it; breakers not in the mapping do not count. With
 ``emergency_at`` set, that many degraded breakers at once mean level 4. The ``degradation``
-policy watches ``ctx.breakers`` and notifies humans when the level changes.
+policy watches ``ctx.breakers`` and notifies humans when the level changes. Its notices
+share one dedup key per target (a resolve closes the incident the triggers opened), so the
+bus's notify cooldown holds a second change soon after a first: a notice not carried out is
+sent again on the next pass while the level it announces still differs from the last one
+told.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from policies.base import Context
 from policies.decisions import hold
 from policies.markers import InvalidField
-from policies.types import Decision, Notify
+from policies.types import Action, Decision, Notify
 
 FULL, CPU_ONLY, CACHED_EMBEDDINGS, EMERGENCY = 1, 2, 3, 4
 LEVEL_NAMES: Mapping[int, str] = {
@@ -76,6 +80,8 @@ class DegradationPolicy:
         level = degradation_level(ctx.breakers, mapping=spec.levels, emergency_at=spec.emergency_at)
         before = int(ctx.memory.get("level", FULL))
         ctx.memory["level"] = level
+        if level != before:
+            ctx.memory["told"] = before  # the level humans know of, until this notice is sent
         degraded = sorted(n for n, s in ctx.breakers.items() if s != "closed" and n in spec.levels)
         inputs: dict[str, Any] = {
             "level": level,
@@ -92,7 +98,19 @@ class DegradationPolicy:
             target=ctx.target,
             severity=_SEVERITY.get(level, "P3"),
             summary=reason,
-            dedup_key=f"degradation:{ctx.target}",
+            dedup_key=_dedup_key(ctx.target),
             resolve=level == FULL,
         )
         return [Decision(self.name, ctx.target, ctx.now, notify, reason, inputs)]
+
+    def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None:
+        """A level change whose notice was not sent (the notify cooldown of the change
+        before it, a pause, a failed notifier) is told again: the rule goes back to the
+        level humans know of."""
+        if isinstance(action, Notify) and action.dedup_key == _dedup_key(action.target):
+            memory["level"] = int(memory.get("told", FULL))
+
+
+def _dedup_key(target: str) -> str:
+    """Dedup key of the degradation notices of ``target``."""
+    return f"degradation:{target}"

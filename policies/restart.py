@@ -10,12 +10,16 @@ triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
   attempt's backoff, still within that window, escalates once with a ``Notify``
   (``severity``, default P1) and restarts stop until the oldest attempt leaves the window.
 
-A stale or missing probe is not a failure: the rule holds.
+Times in the memory from the future (the clock went back) are dropped. A stale or missing
+probe is not a failure: the rule holds. So does a triggered rule while a
+deploy is in progress or paused (``TargetState.deploying``): our own rolling restart shows
+as one, and gets the time it takes before the rule judges it; a new deploy replaces the
+tasks anyway; a paused one is for the rollback rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,9 +112,17 @@ class RestartPolicy:
             mem["streak"] = 0
             return [hold(self.name, ctx, f"{ctx.target} is healthy", inputs)]
         why = " and ".join(triggers)
+        if ctx.state is not None and ctx.state.deploying:
+            # A rollout replaces the tasks anyway, and the executors refuse a restart during
+            # one (a failure that would count as an attempt); a paused one is the rollback
+            # rule's: a restart would resume the failed rollout.
+            inputs["update_state"] = ctx.state.update_state
+            reason = f"{why} but a deploy is in progress ({ctx.state.update_state}), not restarting"
+            return [hold(self.name, ctx, reason, inputs)]
         window = spec.window
-        attempts = [float(t) for t in mem.get("attempts", []) if ctx.now - float(t) < window]
+        attempts = [float(t) for t in mem.get("attempts", []) if 0 <= ctx.now - float(t) < window]
         mem["attempts"] = attempts
+        _forget_future(mem, ctx.now, spec)
         inputs["attempts_in_window"] = len(attempts)
         # Backoff first: the last attempt gets its full delay to take effect before the
         # rule judges that it did not help and escalates.
@@ -153,3 +165,12 @@ class RestartPolicy:
         reason = f"{why}: restart attempt {streak}, next one no sooner than {delay:g} s later"
         restart = Restart(target=ctx.target, attempt=streak)
         return [Decision(self.name, ctx.target, ctx.now, restart, reason, inputs)]
+
+
+def _forget_future(mem: MutableMapping[str, Any], now: float, spec: RestartSpec) -> None:
+    """Drop times that lie further ahead than the rule ever sets them: the clock went back
+    (an NTP step), and they would hold restarts back for as long as the step."""
+    if float(mem.get("next_at", 0.0)) > now + max(spec.backoff):
+        del mem["next_at"]
+    if float(mem.get("escalated_until", 0.0)) > now + spec.window:
+        del mem["escalated_until"]

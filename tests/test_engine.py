@@ -718,3 +718,58 @@ async def test_a_rollback_the_bus_skipped_is_asked_for_again_once_it_may_run(
     assert await rollbacks(115.0) == ["skipped-cooldown"]  # within A's rollback cooldown
     assert await rollbacks(630.0) == ["done"]  # B was never rolled back: now it is
     assert await rollbacks(645.0) == []  # and only once
+
+
+async def test_a_notice_with_no_notifier_configured_is_decided_once_not_on_every_pass(
+    settings_factory: SettingsFactory,
+) -> None:
+    # bus.notify = [] (the default): nobody can be told, and asking again cannot change that
+    s = settings_factory(policies={"rb": {"type": "rollback", "targets": ["api"]}})
+    src, ex, store = MemorySource(), _Deploys(), MemoryStore()
+    ex.deploy = TargetState("api", 2, 2, updated_at=1.0, deploy_id="A", update_state="paused")
+    engine = build_engine(
+        s, state_store=store, executors={"rec": ex}, sources=[src], metrics=make_metrics()
+    )
+    for t in range(5000, 5120, 15):  # the paused update is outside the 30 min window
+        await engine.tick(float(t))
+    notices = [r for r in store.records if r.kind == "notify"]
+    assert [(r.at, r.status) for r in notices] == [(5000.0, "skipped-no-executor")]
+    assert "update A is paused" in notices[0].reason
+
+
+async def test_a_degradation_change_held_by_the_notify_cooldown_is_told_once_it_ends(
+    settings_factory: SettingsFactory,
+) -> None:
+    # level 1 -> 3 is told; 3 -> 4 (emergency, P1) comes 60 s later, inside the 5 min notify
+    # cooldown (and dedupe window) of the same dedup key: it used to be lost for good
+    s = settings_factory(
+        signals={"gpu_up": {"max_age": "60s"}, "vector_store_up": {"max_age": "60s"}},
+        bus={"notify": ["rec"], "cooldowns": {"notify": "5m"}},
+        policies={
+            **{
+                name: {
+                    "type": "circuit_breaker",
+                    "breaker": name,
+                    "signal": f"{name}_up",
+                    "failure_threshold": 2,
+                    "reset_timeout": "1h",
+                    "targets": ["api"],
+                }
+                for name in ("vector_store", "gpu")
+            },
+            "degradation": {"type": "degradation", "targets": ["api"]},
+        },
+    )
+    engine, src, _, store = engine_for(s)
+    for i in range(30):
+        t = 1000.0 + 15 * i
+        src.set("api", "vector_store_up", 0.0, at=t)
+        src.set("api", "gpu_up", 0.0 if i >= 4 else 1.0, at=t)
+        await engine.tick(t)
+    notices = [r for r in store.records if r.kind == "notify"]
+    told = [(r.at, r.params["summary"].split(":")[0]) for r in notices if r.status == "done"]
+    assert told == [
+        (1030.0, "degradation level 1 -> 3"),
+        (1330.0, "degradation level 3 -> 4"),  # when the first one's cooldown ended
+    ]
+    assert {r.status for r in notices if 1030.0 < r.at < 1330.0} == {"skipped-cooldown"}

@@ -104,3 +104,32 @@ def test_an_error_ratio_signal_fails_above_its_threshold():
     run = _run(CircuitPolicy("gpu_breaker", spec), [0.1, 0.5, 0.6])
     assert _moves(run) == [(2, "open")]
     assert run[2].action.target == "gpu"
+
+
+def test_a_clock_step_back_neither_holds_the_breaker_open_nor_ignores_samples():
+    # an NTP step of an hour back: the open timeout and the last sample time lie ahead
+    policy = runbook.vector_store()
+    memory: dict[str, object] = {}
+    breakers: dict[str, str] = {}
+
+    def at(now, value):
+        (d,) = policy.evaluate(
+            ctx(now, values={"vector_store_up": value}, memory=memory, breakers=dict(breakers))
+        )
+        if isinstance(d.action, TripBreaker):
+            breakers[d.action.target] = d.action.state
+        return d
+
+    for i in range(5):
+        at(T0 + 10 * i, 0.0)
+    assert breakers == {"vector_store": "open"}
+    back = T0 + 40 - 3600
+    assert at(back, 1.0).is_hold  # open: the 30 s start over
+    assert at(back + 30, 1.0).action == TripBreaker("vector_store", "half_open")
+    assert [at(back + 40 + 10 * i, 1.0).action for i in range(3)][-1] == TripBreaker(
+        "vector_store", "closed"
+    )
+    # closed, a failing dependency opens it again: its samples count
+    for i in range(5):
+        d = at(back + 100 + 10 * i, 0.0)
+    assert d.action == TripBreaker("vector_store", "open")

@@ -62,3 +62,23 @@ def test_the_degradation_policy_notifies_on_change_only():
 def test_invalid_levels_are_rejected():
     with pytest.raises(ValueError):
         DegradationSpec(levels={"gpu": 7})
+
+
+def test_a_change_whose_notice_was_not_sent_is_told_again_unless_the_level_went_back():
+    policy = DegradationPolicy("degradation", DegradationSpec())
+    memory: dict[str, object] = {}
+
+    def notice(breakers):
+        (d,) = policy.evaluate(ctx(breakers=breakers, memory=memory))
+        return d.action
+
+    told = notice({"vector_store": "open"})
+    assert isinstance(told, Notify) and told.summary.startswith("degradation level 1 -> 3")
+    both = {"vector_store": "open", "gpu": "open"}
+    held = notice(both)
+    assert isinstance(held, Notify) and held.summary.startswith("degradation level 3 -> 4")
+    policy.not_carried_out(memory, held)  # the bus held it back: notify cooldown
+    again = notice(both)
+    assert isinstance(again, Notify) and again.summary == held.summary
+    policy.not_carried_out(memory, again)
+    assert notice({"vector_store": "open"}) is None  # back at 3, what humans were told

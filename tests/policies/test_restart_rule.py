@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import policy_runbook as runbook
 import pytest
 from policy_kit import ctx, journalable, one_sentence
 
 from policies.restart import RestartPolicy, RestartSpec
-from policies.types import Event, Notify, Restart
+from policies.types import Event, Notify, Restart, TargetState
 
 T0 = 1_000_000.0
 
@@ -149,3 +150,61 @@ def test_a_firing_alert_whose_resolve_was_lost_is_forgotten_when_none_is_firing(
 def test_restart_specs_need_a_trigger():
     with pytest.raises(ValueError):
         RestartSpec(signal="", alerts=())
+
+
+def test_no_restart_while_a_deploy_is_in_progress_or_paused_and_no_attempt_is_counted():
+    # a rollout fails probes while it replaces the tasks; the executors would refuse a
+    # restart (a failure counted as an attempt: three of them escalated "restarts did not
+    # help" when none had run), and one during a paused update would resume it
+    policy, memory = runbook.restart(), {}
+    seen = []
+    for s, update_state in [(0, "updating"), (15, "updating"), (30, "paused"), (45, "paused")]:
+        state = TargetState("api", 2, 2, updated_at=T0, deploy_id="B", update_state=update_state)
+        (d,) = policy.evaluate(
+            ctx(T0 + s, values={"probe_failures": 6.0}, state=state, memory=memory)
+        )
+        assert one_sentence(d.reason) and journalable(d)
+        seen.append((d.action, d.reason))
+    assert [a for a, _ in seen] == [None] * 4
+    assert seen[0][1] == (
+        "probe_failures 6 >= 3 but a deploy is in progress (updating), not restarting"
+    )
+    assert "attempts" not in memory
+    # once the rollout is over, a target still failing is restarted: attempt 1
+    done = TargetState("api", 2, 2, updated_at=T0, deploy_id="B", update_state="completed")
+    (d,) = policy.evaluate(ctx(T0 + 60, values={"probe_failures": 7.0}, state=done, memory=memory))
+    assert isinstance(d.action, Restart) and d.action.attempt == 1
+
+
+def test_a_restart_gets_its_own_rollout_before_the_next_attempt():
+    # swarm shows our rolling restart as an update in progress: attempt 2 waits for it
+    policy, memory = runbook.restart(), {}
+    kinds = []
+    for s, update_state in [(0, ""), (15, "updating"), (30, "updating"), (45, "completed")]:
+        state = TargetState("api", 2, 2, updated_at=T0 - 3600, deploy_id="A")
+        state = replace(state, update_state=update_state)
+        (d,) = policy.evaluate(
+            ctx(T0 + s, values={"probe_failures": 3.0 + s}, state=state, memory=memory)
+        )
+        kinds.append(d.action.attempt if isinstance(d.action, Restart) else None)
+    assert kinds == [1, None, None, 2]
+
+
+def test_a_clock_step_back_does_not_hold_restarts_back_for_as_long_as_the_step():
+    # three attempts and the escalation, then an NTP step of an hour back: the attempts,
+    # the backoff and the escalation lie ahead and must not count for the next hour
+    policy, memory = runbook.restart(), {}
+
+    def at(now):
+        (d,) = policy.evaluate(ctx(now, values={"probe_failures": 3.0}, memory=memory))
+        return d.action
+
+    assert [type(at(T0 + s)).__name__ for s in (0, 2, 6, 14)] == [
+        "Restart", "Restart", "Restart", "Notify"
+    ]  # fmt: skip
+    back = T0 + 20 - 3600
+    assert isinstance(at(back), Restart)
+    # still failing: the backoff goes on growing (16 s), three attempts, then escalation
+    assert [type(at(back + s)).__name__ for s in (15, 16, 32, 48)] == [
+        "NoneType", "Restart", "Restart", "Notify"
+    ]  # fmt: skip
