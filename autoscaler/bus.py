@@ -136,7 +136,7 @@ class ActionBus:
     # --- the pass ----------------------------------------------------------------------
 
     def cooldown_for(self, action: Action) -> float:
-        return self.settings.cooldowns.get(action.cooldown_kind, self.settings.cooldown)
+        return self.settings.cooldown_of(action.cooldown_kind)
 
     def _targets(self, action: Action) -> list[str]:
         if isinstance(action, Notify):

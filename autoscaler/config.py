@@ -116,7 +116,8 @@ class BusSettings:
     """``[bus]``: how actions reach executors."""
 
     cooldown: Seconds = 300.0
-    """Default seconds between two actions of the same kind on the same target."""
+    """Default seconds between two actions of the same kind on the same target (restarts
+    excepted: see ``cooldown_of``)."""
     cooldowns: dict[str, Seconds] = field(default_factory=dict)
     """Per action kind overrides of ``cooldown``: scale_up, scale_down, restart, rollback,
     notify."""
@@ -147,6 +148,15 @@ class BusSettings:
             raise InvalidField("rate_limit", "must be >= 1 (actions per minute)")
         if self.retries < 0:
             raise InvalidField("retries", "must be >= 0")
+
+    def cooldown_of(self, kind: str) -> float:
+        """The cooldown of an action kind: ``cooldowns[kind]``, else ``cooldown``, except
+        that restarts have none unless ``cooldowns.restart`` is set: the restart rule paces
+        them (backoff 2, 4, 8, 16 s, then escalation), and a 5-minute cooldown would skip
+        its second and third attempts, which it counts, escalating after one restart."""
+        if kind in self.cooldowns:
+            return self.cooldowns[kind]
+        return 0.0 if kind == "restart" else self.cooldown
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,11 +51,18 @@ def run(bus: ActionBus, batches: Sequence[tuple[float, list[Action]]]) -> list[t
 
 
 def make_bus(
-    *, cooldown: float = 60, rate: int = 5, dry: bool = False
+    *,
+    cooldown: float = 60,
+    rate: int = 5,
+    dry: bool = False,
+    cooldowns: dict[str, float] | None = None,
 ) -> tuple[ActionBus, RecordingExecutor]:
     rec = RecordingExecutor("rec")
+    settings = BusSettings(
+        cooldown=cooldown, cooldowns=cooldowns or {}, rate_limit=rate, dedupe_window=30
+    )
     bus = ActionBus(
-        settings=BusSettings(cooldown=cooldown, rate_limit=rate, dedupe_window=30),
+        settings=settings,
         executors={"rec": rec},
         route=lambda a: ["rec"],
         dry_run=dry,
@@ -66,7 +73,7 @@ def make_bus(
 @settings(max_examples=60, deadline=None)
 @given(actions)
 def test_cooldowns_and_rate_limit_hold_for_any_sequence(batches: list[Any]) -> None:
-    bus, rec = make_bus()
+    bus, rec = make_bus(cooldowns={"restart": 45})
     executed: dict[str, list[float]] = {}
     times: list[float] = []
 
@@ -86,8 +93,9 @@ def test_cooldowns_and_rate_limit_hold_for_any_sequence(batches: list[Any]) -> N
             await bus.submit(batch, t)
 
     asyncio.run(go())
-    for stamps in executed.values():
-        assert all(b - a >= 60 for a, b in pairwise(stamps))
+    for key, stamps in executed.items():
+        gap = 45 if key.endswith(":restart") else 60
+        assert all(b - a >= gap for a, b in pairwise(stamps))
     for i, t in enumerate(times):
         assert sum(1 for u in times[: i + 1] if u > t - 60) <= 5
 
@@ -383,7 +391,7 @@ def test_a_timed_out_restart_keeps_its_cooldown_and_is_reported_at_shutdown() ->
     within the cooldown, and a shutdown while it runs names it (to be journalled)."""
     swarm = _Stuck("swarm")
     bus = ActionBus(
-        settings=BusSettings(executor_timeout=0.05, cooldown=300),
+        settings=BusSettings(executor_timeout=0.05, cooldowns={"restart": 300}),
         executors={"swarm": swarm},
         route=lambda a: ["swarm"],
         sleep=_no_sleep,
@@ -443,3 +451,17 @@ def test_a_timed_out_call_of_a_cancellable_executor_is_cancelled_before_the_retr
     outcome, cancelled, abandoned = asyncio.run(go())
     assert outcome.status == "failed" and not outcome.uncertain
     assert len(slack.calls) == 2 and cancelled == 2 and abandoned == 0
+
+
+def test_restarts_have_no_cooldown_unless_one_is_set() -> None:
+    """The restart rule paces restarts (backoff 2, 4, 8 s, then escalation): the default
+    5-minute cooldown skipped its second and third attempts, which it counted, so it
+    escalated "3 restarts did not help" after one restart."""
+    assert BusSettings().cooldown_of("restart") == 0.0
+    assert BusSettings().cooldown_of("scale_up") == 300.0
+    assert BusSettings(cooldown=60).cooldown_of("rollback") == 60.0
+    assert BusSettings(cooldowns={"restart": 30}).cooldown_of("restart") == 30.0
+    bus, rec = make_bus(cooldown=300)
+    got = run(bus, [(0.0, [Restart("a", 1)]), (2.0, [Restart("a", 2)])])
+    assert [status for _, status in got] == ["done", "done"]
+    assert [a.attempt for a in rec.calls if isinstance(a, Restart)] == [1, 2]
