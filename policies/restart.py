@@ -161,9 +161,10 @@ class RestartPolicy:
         mem["streak"] = streak
         mem["next_at"] = ctx.now + delay
         mem["attempts"] = [*attempts, ctx.now]
+        seq = mem["seq"] = int(mem.get("seq", 0)) + 1
         inputs.update(attempt=streak, backoff=delay)
         reason = f"{why}: restart attempt {streak}, next one no sooner than {delay:g} s later"
-        restart = Restart(target=ctx.target, attempt=streak)
+        restart = Restart(target=ctx.target, attempt=streak, seq=seq)
         return [Decision(self.name, ctx.target, ctx.now, restart, reason, inputs)]
 
 

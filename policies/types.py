@@ -138,13 +138,17 @@ class Scale(Action):
 
 @dataclass(frozen=True, slots=True)
 class Restart(Action):
-    """Rolling restart of ``target`` (attempt number, for backoff bookkeeping)."""
+    """Rolling restart of ``target``: ``attempt`` counts the restarts of one failure (for
+    backoff bookkeeping; 1 again after a recovery), ``seq`` all the rule's restarts of the
+    target, so a new failure soon after a recovery is not taken for a duplicate of the
+    previous failure's first restart (the same idempotency key within the dedupe window)."""
 
     kind: ClassVar[str] = "restart"
     attempt: int = 1
+    seq: int = 0
 
     def params(self) -> dict[str, Any]:
-        return {"attempt": self.attempt}
+        return {"attempt": self.attempt, "seq": self.seq}
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,12 @@ def test_a_healthy_probe_resets_the_backoff_growth_but_not_the_attempt_window():
         (5, None),
         (6, "Notify"),
     ]
-    assert [d.action.attempt for _, d in run if isinstance(d.action, Restart)] == [1, 1, 1]
+    restarts = [d.action for _, d in run if isinstance(d.action, Restart)]
+    assert [a.attempt for a in restarts] == [1, 1, 1]
+    # each failure's first restart is a new intent: the bus's dedupe (same key within
+    # its window) skipped the second and third as duplicates of the first
+    assert [a.seq for a in restarts] == [1, 2, 3]
+    assert len({a.key for a in restarts}) == 3
 
 
 def test_probe_below_the_threshold_is_healthy():
