@@ -10,6 +10,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autoscaler.bus import ActionBus
+from autoscaler.config import BusSettings
 from policies.markers import Secret
 from policies.types import Notify, Restart, Rollback, Scale
 from remediation.base import ExecutorError
@@ -232,6 +234,80 @@ async def test_restart_restarts_every_started_machine(
         assert await ex.execute(Restart("api")) == f"restarted 2 machines: {ids[0]}, {ids[1]}"
         for mid in ids:
             assert contract.machines[mid]["events"][-1]["type"] == "restart"
+    finally:
+        await ex.aclose()
+
+
+async def test_a_restart_retried_by_the_bus_restarts_only_the_machines_not_yet_restarted(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """The second machine's restart fails (503) after the first was restarted: the bus's
+    retry of the same action must not restart the first machine a second time."""
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(3))
+    contract.fail_next(Failure(503, "hiccup", match=f"{ids[1]}/restart"))
+    ex = executor(server, contract)
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        (outcome,) = await bus.submit([Restart("api")], contract.now)
+        assert outcome.status == "done", outcome.detail
+        assert outcome.detail == f"restarted 3 machines: {', '.join(ids)}"
+        restarts = {
+            mid: sum(e["type"] == "restart" for e in contract.machines[mid]["events"])
+            for mid in ids
+        }
+        assert restarts == dict.fromkeys(ids, 1)
+        # a new restart (the next one the policy asks for) restarts every machine again
+        assert await ex.execute(Restart("api", attempt=2)) == outcome.detail
+    finally:
+        await ex.aclose()
+
+
+async def test_a_restart_that_timed_out_part_way_is_finished_not_begun_again(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """The API hangs on the second machine: the bus cancels the call at its timeout, and
+    its retry goes on from there instead of restarting the first machine again."""
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(2))
+    contract.hang = f"{ids[1]}/restart"
+    ex = executor(server, contract)
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.2, retries=1),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        (outcome,) = await bus.submit([Restart("api")], contract.now)
+        assert outcome.status == "failed"
+        contract.hang = ""
+        (outcome,) = await bus.submit([Restart("api")], contract.now + 15)  # a new restart
+        assert outcome.status == "done"
+        restarts = [
+            sum(e["type"] == "restart" for e in contract.machines[mid]["events"]) for mid in ids
+        ]
+        assert restarts == [2, 1]  # once per restart action, never twice for one
+    finally:
+        await ex.aclose()
+
+
+async def test_a_restart_that_fails_part_way_says_which_machines_it_restarted(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(2))
+    contract.fail_next(Failure(503, "hiccup", match=f"{ids[1]}/restart"))
+    ex = executor(server, contract)
+    try:
+        with pytest.raises(ExecutorError, match=f"after: restarted {ids[0]}") as err:
+            await ex.execute(Restart("api"))
+        assert err.value.temporary
     finally:
         await ex.aclose()
 
