@@ -306,7 +306,14 @@ class ActionBus:
         a worker thread, only hide it) and remembered in ``abandoned`` until it ends."""
         timeout = self.settings.executor_timeout
         if getattr(executor, "cancellable", False):
-            return await asyncio.wait_for(executor.execute(action), timeout)
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    return await executor.execute(action)
+            except TimeoutError:
+                if not deadline.expired():  # the executor's own timeout, not ours
+                    raise
+                raise TimeoutError(f"timed out after {timeout:g} s") from None
         call = asyncio.ensure_future(executor.execute(action))
         try:
             return await asyncio.wait_for(asyncio.shield(call), timeout)

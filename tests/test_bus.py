@@ -442,4 +442,5 @@ def test_a_timed_out_call_of_a_cancellable_executor_is_cancelled_before_the_retr
 
     outcome, cancelled, abandoned = asyncio.run(go())
     assert outcome.status == "failed" and not outcome.uncertain
+    assert outcome.detail == "temporary: timed out after 0.05 s"
     assert len(slack.calls) == 2 and cancelled == 2 and abandoned == 0
