@@ -18,8 +18,9 @@ not clobbered.
 
 Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is sent as is,
 any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
-412 (version changed), 429 (rate limited; retried a few times with backoff first), 5xx and
-``insufficient_capacity`` are temporary; 400, 401, 403, 404 and 422 are permanent.
+412 (version changed), 429 (rate limited; retried ``retries`` times with backoff here, then
+not again by the bus, which waits out a ``Retry-After``), 5xx and ``insufficient_capacity``
+are temporary; 400, 401, 403, 404 and 422 are permanent.
 
 This adapter is contract-tested against a local server that implements the documented
 Machines API (tests/remediation/fly_contract.py); it has not been run against live Fly.io.
@@ -198,9 +199,22 @@ class FlyExecutor:
                 attempt += 1
                 await self.sleep(delay)
                 continue
+            if status == 429:  # retried here already: the bus does not again, and waits
+                raise self._error(
+                    what, status, text, request_id, delay=_seconds(retry_after, 0.0), retried=True
+                )
             raise self._error(what, status, text, request_id)
 
-    def _error(self, what: str, status: int, text: str, request_id: str) -> ExecutorError:
+    def _error(
+        self,
+        what: str,
+        status: int,
+        text: str,
+        request_id: str,
+        *,
+        delay: float = 0.0,
+        retried: bool = False,
+    ) -> ExecutorError:
         message, code = text.strip()[:200], ""
         try:
             data = json.loads(text)
@@ -215,7 +229,10 @@ class FlyExecutor:
         suffix = f" [{code}]" if code else ""
         rid = f" (fly-request-id {request_id})" if request_id else ""
         return ExecutorError(
-            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}", temporary=temporary
+            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}",
+            temporary=temporary,
+            delay=delay,
+            retried=retried,
         )
 
     def _machines_url(self, app: str, *parts: str) -> str:
@@ -355,7 +372,10 @@ class FlyExecutor:
         except ExecutorError as exc:
             if progress():
                 raise ExecutorError(
-                    f"{exc} (after: {progress()})", temporary=exc.temporary, delay=exc.delay
+                    f"{exc} (after: {progress()})",
+                    temporary=exc.temporary,
+                    delay=exc.delay,
+                    retried=exc.retried,
                 ) from exc
             raise
         done = progress()
@@ -402,6 +422,7 @@ class FlyExecutor:
                     f"{exc} (after: restarted {', '.join(done)})",
                     temporary=exc.temporary,
                     delay=exc.delay,
+                    retried=exc.retried,
                 ) from exc
             raise
         del self._restarts[app]

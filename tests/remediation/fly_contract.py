@@ -40,6 +40,8 @@ class Failure:
     match: str = ""
     raw: bool = False
     """Answer ``error`` as a plain-text body instead of Fly's JSON error object."""
+    retry_after: float | None = None
+    """A ``Retry-After`` header (seconds) on the answer."""
 
 
 def _ulid() -> str:
@@ -221,7 +223,10 @@ class FlyContract:
                 self.failures.remove(f)
                 if f.raw:
                     return web.Response(status=f.status, text=f.error)
-                return self._error(f.status, f.error, f.code)
+                response = self._error(f.status, f.error, f.code)
+                if f.retry_after is not None:
+                    response.headers["Retry-After"] = f"{f.retry_after:g}"
+                return response
         if request.path.startswith("/v1/"):
             if request.match_info.get("app") != self.app_name:
                 return self._error(404, "app not found")

@@ -407,6 +407,46 @@ async def test_429_is_retried_after_the_injected_sleep(
         await ex.aclose()
 
 
+async def test_a_429_the_executor_retried_is_not_retried_again_by_the_bus(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Rate limited on every try: the executor's own retries are all; the bus does not
+    multiply them (3 tries, not 3 x 3), and waits out a Retry-After before the next call."""
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start")] * 9)
+    ex = executor(server, contract, graphql_url="")
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], contract.now)
+        assert outcome.status == "failed" and "HTTP 429" in outcome.detail
+        assert sum(r.endswith("/start") for r in contract.requests) == 3
+    finally:
+        await ex.aclose()
+
+
+async def test_a_429_retry_after_is_passed_to_the_bus(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start", retry_after=20)] * 3)
+    ex = executor(server, contract, graphql_url="")
+    try:
+        with pytest.raises(ExecutorError, match="HTTP 429") as err:
+            await ex.execute(Scale("api", replicas=2, current=1))
+        assert err.value.temporary and err.value.retried and err.value.delay == 20
+    finally:
+        await ex.aclose()
+
+
 async def test_the_documented_rate_limit_is_respected_by_backing_off(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
