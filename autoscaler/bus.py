@@ -2,18 +2,19 @@
 
 For each action, in order: paused? → duplicate (same idempotency key within the dedupe
 window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
-→ dry-run? → executor breaker open? → call with a timeout, retrying temporary failures with
-jittered exponential backoff (not those the executor already retried, and not before a
-``Retry-After`` the server gave). A call that times out is cancelled when its executor is
-``cancellable`` (asyncio I/O only: Fly, the notifiers), and otherwise abandoned: an executor
-working in a thread (docker-py) cannot be stopped, so the call may still be carried out.
-An abandoned restart or rollback is therefore never retried, keeps its cooldown (its
-outcome is ``uncertain``), and no new one starts for that (executor, target) while the
-call still runs; a scale (absolute replicas) is retried as any temporary failure. At
-shutdown ``wait_abandoned`` gives such calls the time left and names those still
-running, to be journalled as interrupted. Only temporary failures count toward an
-executor's breaker: a permanent one (an unknown service, a bad request) is that action's,
-not the executor's.
+→ dry-run? → all their breakers open (then it is not executed and takes no rate-limit slot)?
+→ executor breaker open (or its half-open trials taken)? → call with a timeout, retrying
+temporary failures with jittered exponential backoff (not those the executor already
+retried, and not before a ``Retry-After`` the server gave). A call that times out is
+cancelled when its executor is ``cancellable`` (asyncio I/O only: Fly, the notifiers), and
+otherwise abandoned: an executor working in a thread (docker-py) cannot be stopped, so the
+call may still be carried out. An abandoned restart or rollback is therefore never retried,
+keeps its cooldown (its outcome is ``uncertain``), and no new one starts for that (executor,
+target) while the call still runs; a scale (absolute replicas) is retried as any temporary
+failure. At shutdown ``wait_abandoned`` gives such calls the time left and names those still
+running, to be journalled as interrupted. Only temporary failures count toward an executor's
+breaker: a permanent one (an unknown service, a bad request) is that action's, not the
+executor's.
 A notice's cooldown and dedupe are its own (by dedup key, trigger or resolve), and sending
 one clears its twin's, so a resolve is never held back by its trigger, nor the next trigger
 by the resolve. Gating is sequential and cheap; the calls run concurrently.
@@ -165,6 +166,12 @@ class ActionBus:
                 why = f"no executor {missing[0]!r}" if missing else "no executor for this action"
                 outcomes.append(Outcome(action, "skipped-no-executor", why, now))
                 continue
+            if not self.dry_run and all(self.breakers[n].is_open(now) for n in names):
+                # not executed: it takes no rate-limit slot from healthy executors' actions
+                for name in names:
+                    why = f"executor {name!r} breaker open"
+                    outcomes.append(Outcome(action, "breaker-open", why, now, name))
+                continue
             self._executed.append(now)
             self._mark(action, now)
             for name in names:
@@ -244,7 +251,7 @@ class ActionBus:
                 f"still running; not starting another {action.kind}"
             )
             return Outcome(action, "failed", why, now, name)
-        if not breaker.allow(now):
+        if not breaker.allow(now):  # open since the gate, or its half-open trials taken
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
         call = id(asyncio.current_task())
         self.in_flight[call] = (action, name)
@@ -306,7 +313,14 @@ class ActionBus:
         a worker thread, only hide it) and remembered in ``abandoned`` until it ends."""
         timeout = self.settings.executor_timeout
         if getattr(executor, "cancellable", False):
-            return await asyncio.wait_for(executor.execute(action), timeout)
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    return await executor.execute(action)
+            except TimeoutError:
+                if not deadline.expired():  # the executor's own timeout, not ours
+                    raise
+                raise TimeoutError(f"timed out after {timeout:g} s") from None
         call = asyncio.ensure_future(executor.execute(action))
         try:
             return await asyncio.wait_for(asyncio.shield(call), timeout)

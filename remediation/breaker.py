@@ -43,6 +43,10 @@ class CircuitBreaker:
             return False
         return False
 
+    def is_open(self, now: float) -> bool:
+        """Open and still within ``reset_timeout`` at ``now``: ``allow`` would refuse."""
+        return self.state == "open" and now - self.since < self.reset_timeout
+
     def record_success(self, now: float) -> None:
         """A call succeeded."""
         if self.state == "half_open":

@@ -10,14 +10,17 @@ last one is what new ones are cloned from).
 Nothing is done while a deploy is running: the GraphQL ``currentReleaseUnprocessed.status``
 is ``running``, or a machine of the group is ``updating``/``replacing`` (a temporary error,
 so the action is retried later). Restart is ``POST /machines/{id}/restart`` on each started
-machine in turn. Rollback updates every machine whose image differs from the previous image
-(read from ``GET /machines/{id}/versions``) with its full config and that image, passing
-``current_version`` (the machine's ``instance_id``) so a concurrent change is not clobbered.
+machine in turn; a retry of a restart that failed or timed out part-way restarts only the
+machines not restarted yet. Rollback updates every machine whose image differs from the
+previous image (read from ``GET /machines/{id}/versions``) with its full config and that
+image, passing ``current_version`` (the machine's ``instance_id``) so a concurrent change is
+not clobbered.
 
 Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is sent as is,
 any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
-412 (version changed), 429 (rate limited; retried a few times with backoff first), 5xx and
-``insufficient_capacity`` are temporary; 400, 401, 403, 404 and 422 are permanent.
+412 (version changed), 429 (rate limited; retried ``retries`` times with backoff here, then
+not again by the bus, which waits out a ``Retry-After``), 5xx and ``insufficient_capacity``
+are temporary; 400, 401, 403, 404 and 422 are permanent.
 
 This adapter is contract-tested against a local server that implements the documented
 Machines API (tests/remediation/fly_contract.py); it has not been run against live Fly.io.
@@ -141,6 +144,8 @@ class FlyExecutor:
         self._session: aiohttp.ClientSession | None = None
         self._rollbacks: dict[str, tuple[str, str, str]] = {}
         """By app, the rollback begun last: ``(deploy_id, from image, to image)``."""
+        self._restarts: dict[str, tuple[Restart, list[str]]] = {}
+        """By app, the restart under way: the action and the machines it restarted so far."""
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -194,9 +199,22 @@ class FlyExecutor:
                 attempt += 1
                 await self.sleep(delay)
                 continue
+            if status == 429:  # retried here already: the bus does not again, and waits
+                raise self._error(
+                    what, status, text, request_id, delay=_seconds(retry_after, 0.0), retried=True
+                )
             raise self._error(what, status, text, request_id)
 
-    def _error(self, what: str, status: int, text: str, request_id: str) -> ExecutorError:
+    def _error(
+        self,
+        what: str,
+        status: int,
+        text: str,
+        request_id: str,
+        *,
+        delay: float = 0.0,
+        retried: bool = False,
+    ) -> ExecutorError:
         message, code = text.strip()[:200], ""
         try:
             data = json.loads(text)
@@ -211,7 +229,10 @@ class FlyExecutor:
         suffix = f" [{code}]" if code else ""
         rid = f" (fly-request-id {request_id})" if request_id else ""
         return ExecutorError(
-            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}", temporary=temporary
+            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}",
+            temporary=temporary,
+            delay=delay,
+            retried=retried,
         )
 
     def _machines_url(self, app: str, *parts: str) -> str:
@@ -351,7 +372,10 @@ class FlyExecutor:
         except ExecutorError as exc:
             if progress():
                 raise ExecutorError(
-                    f"{exc} (after: {progress()})", temporary=exc.temporary, delay=exc.delay
+                    f"{exc} (after: {progress()})",
+                    temporary=exc.temporary,
+                    delay=exc.delay,
+                    retried=exc.retried,
                 ) from exc
             raise
         done = progress()
@@ -376,15 +400,33 @@ class FlyExecutor:
         return str((created or {}).get("id", "?"))
 
     async def _restart(self, action: Restart) -> str:
+        """Every started machine in turn. A retry of the same action (the bus's, after a
+        failure or a timeout part-way) restarts only the machines the earlier tries did not:
+        restarting the others again would take them down twice for one restart."""
         app = self._app(action.target)
         group = await self._group(app)
         await self._refuse_during_deploy(app, group, "restarting")
-        started = [m for m in group if m.get("state") == "started"]
-        if not started:
+        begun = self._restarts.get(app)
+        done = begun[1] if begun is not None and begun[0] is action else []
+        self._restarts[app] = (action, done)  # kept up to date, even if cancelled midway
+        started = [m for m in group if m.get("state") == "started" and m["id"] not in done]
+        if not started and not done:
             raise ExecutorError(f"{self.name}: {app} has no started machines to restart")
-        for m in started:  # one after the other: a rolling restart
-            await self._post(app, m["id"], "restart")
-        return f"restarted {len(started)} machines: {', '.join(m['id'] for m in started)}"
+        try:
+            for m in started:  # one after the other: a rolling restart
+                await self._post(app, m["id"], "restart")
+                done.append(m["id"])
+        except ExecutorError as exc:
+            if done:
+                raise ExecutorError(
+                    f"{exc} (after: restarted {', '.join(done)})",
+                    temporary=exc.temporary,
+                    delay=exc.delay,
+                    retried=exc.retried,
+                ) from exc
+            raise
+        del self._restarts[app]
+        return f"restarted {len(done)} machines: {', '.join(done)}"
 
     async def _previous_image(self, app: str, machine: Machine) -> str:
         """The newest earlier config's image that differs from the current one."""

@@ -178,6 +178,28 @@ def test_an_action_that_failed_everywhere_is_tried_again_next_pass() -> None:
     assert [o.status for o in first + second] == ["failed", "done"]
 
 
+def test_actions_held_by_an_open_breaker_take_no_rate_limit_slot_from_healthy_executors() -> None:
+    """Fly is down (its breaker open) and its targets ask again every pass; swarm's target
+    must still be scaled: the rate limit counts executed actions, and none reached Fly."""
+    fly, swarm = _Down("fly"), RecordingExecutor("swarm")
+    bus = ActionBus(
+        settings=BusSettings(rate_limit=3, cooldown=0, dedupe_window=0),
+        executors={"fly": fly, "swarm": swarm},
+        route=lambda a: ["swarm" if a.target == "web" else "fly"],
+    )
+    for _ in range(5):  # earlier failures opened it
+        bus.breakers["fly"].record_failure(0.0)
+    held = [Scale(t, replicas=3, current=2) for t in ("a", "b", "c")]
+    outcomes = asyncio.run(bus.submit([*held, Scale("web", replicas=3, current=2)], 1.0))
+    assert [o.status for o in outcomes] == ["breaker-open"] * 3 + ["done"]
+    assert fly.calls == [] and len(swarm.calls) == 1
+    (again,) = asyncio.run(bus.submit([Scale("web", replicas=4, current=3)], 16.0))
+    assert again.status == "done"
+    # a dry run (on a state file a live run left a breaker open in) still calls nothing
+    bus.dry_run = True
+    assert [o.status for o in asyncio.run(bus.submit(held[:1], 17.0))] == ["dry-run"]
+
+
 def test_duplicate_action_within_the_dedupe_window_is_skipped() -> None:
     bus, rec = make_bus(cooldown=0)
     action = Restart(target="a", attempt=1)
@@ -450,6 +472,7 @@ def test_a_timed_out_call_of_a_cancellable_executor_is_cancelled_before_the_retr
 
     outcome, cancelled, abandoned = asyncio.run(go())
     assert outcome.status == "failed" and not outcome.uncertain
+    assert outcome.detail == "temporary: timed out after 0.05 s"
     assert len(slack.calls) == 2 and cancelled == 2 and abandoned == 0
 
 

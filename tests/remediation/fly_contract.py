@@ -16,6 +16,7 @@ from the wrong state, and 422 for ``insufficient_capacity``.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import secrets
 from collections import deque
@@ -39,6 +40,8 @@ class Failure:
     match: str = ""
     raw: bool = False
     """Answer ``error`` as a plain-text body instead of Fly's JSON error object."""
+    retry_after: float | None = None
+    """A ``Retry-After`` header (seconds) on the answer."""
 
 
 def _ulid() -> str:
@@ -81,6 +84,8 @@ class FlyContract:
         self.rate_limited = 0
         self.after_get: Callable[[str], None] | None = None
         """Called after a Get Machine answer is built (to race a client's read-modify-write)."""
+        self.hang = ""
+        """Requests whose "METHOD /path" contains this are never answered (a hung API)."""
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self.app = web.Application(middlewares=[self._middleware])
         r = self.app.router
@@ -211,12 +216,17 @@ class FlyContract:
         self.requests.append(line)
         if request.headers.get("Authorization") != self.authorization:
             return self._error(401, "unauthorized")
+        if self.hang and self.hang in line:
+            await asyncio.Event().wait()  # cancelled when the client gives up
         for f in list(self.failures):
             if f.match in line:
                 self.failures.remove(f)
                 if f.raw:
                     return web.Response(status=f.status, text=f.error)
-                return self._error(f.status, f.error, f.code)
+                response = self._error(f.status, f.error, f.code)
+                if f.retry_after is not None:
+                    response.headers["Retry-After"] = f"{f.retry_after:g}"
+                return response
         if request.path.startswith("/v1/"):
             if request.match_info.get("app") != self.app_name:
                 return self._error(404, "app not found")

@@ -10,6 +10,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autoscaler.bus import ActionBus
+from autoscaler.config import BusSettings
 from policies.markers import Secret
 from policies.types import Notify, Restart, Rollback, Scale
 from remediation.base import ExecutorError
@@ -236,6 +238,80 @@ async def test_restart_restarts_every_started_machine(
         await ex.aclose()
 
 
+async def test_a_restart_retried_by_the_bus_restarts_only_the_machines_not_yet_restarted(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """The second machine's restart fails (503) after the first was restarted: the bus's
+    retry of the same action must not restart the first machine a second time."""
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(3))
+    contract.fail_next(Failure(503, "hiccup", match=f"{ids[1]}/restart"))
+    ex = executor(server, contract)
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        (outcome,) = await bus.submit([Restart("api")], contract.now)
+        assert outcome.status == "done", outcome.detail
+        assert outcome.detail == f"restarted 3 machines: {', '.join(ids)}"
+        restarts = {
+            mid: sum(e["type"] == "restart" for e in contract.machines[mid]["events"])
+            for mid in ids
+        }
+        assert restarts == dict.fromkeys(ids, 1)
+        # a new restart (the next one the policy asks for) restarts every machine again
+        assert await ex.execute(Restart("api", attempt=2)) == outcome.detail
+    finally:
+        await ex.aclose()
+
+
+async def test_a_restart_that_timed_out_part_way_is_finished_not_begun_again(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """The API hangs on the second machine: the bus cancels the call at its timeout, and
+    its retry goes on from there instead of restarting the first machine again."""
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(2))
+    contract.hang = f"{ids[1]}/restart"
+    ex = executor(server, contract)
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.2, retries=1),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        (outcome,) = await bus.submit([Restart("api")], contract.now)
+        assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.2 s")
+        contract.hang = ""
+        (outcome,) = await bus.submit([Restart("api")], contract.now + 15)  # a new restart
+        assert outcome.status == "done"
+        restarts = [
+            sum(e["type"] == "restart" for e in contract.machines[mid]["events"]) for mid in ids
+        ]
+        assert restarts == [2, 1]  # once per restart action, never twice for one
+    finally:
+        await ex.aclose()
+
+
+async def test_a_restart_that_fails_part_way_says_which_machines_it_restarted(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(2))
+    contract.fail_next(Failure(503, "hiccup", match=f"{ids[1]}/restart"))
+    ex = executor(server, contract)
+    try:
+        with pytest.raises(ExecutorError, match=f"after: restarted {ids[0]}") as err:
+            await ex.execute(Restart("api"))
+        assert err.value.temporary
+    finally:
+        await ex.aclose()
+
+
 async def test_rollback_updates_every_machine_to_the_previous_image(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
@@ -327,6 +403,46 @@ async def test_429_is_retried_after_the_injected_sleep(
         start = contract.now
         assert "started" in await ex.execute(Scale("api", replicas=2, current=1))
         assert contract.now == start + 1.0  # one backoff of 1 s, on the server's clock
+    finally:
+        await ex.aclose()
+
+
+async def test_a_429_the_executor_retried_is_not_retried_again_by_the_bus(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Rate limited on every try: the executor's own retries are all; the bus does not
+    multiply them (3 tries, not 3 x 3), and waits out a Retry-After before the next call."""
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start")] * 9)
+    ex = executor(server, contract, graphql_url="")
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], contract.now)
+        assert outcome.status == "failed" and "HTTP 429" in outcome.detail
+        assert sum(r.endswith("/start") for r in contract.requests) == 3
+    finally:
+        await ex.aclose()
+
+
+async def test_a_429_retry_after_is_passed_to_the_bus(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start", retry_after=20)] * 3)
+    ex = executor(server, contract, graphql_url="")
+    try:
+        with pytest.raises(ExecutorError, match="HTTP 429") as err:
+            await ex.execute(Scale("api", replicas=2, current=1))
+        assert err.value.temporary and err.value.retried and err.value.delay == 20
     finally:
         await ex.aclose()
 
