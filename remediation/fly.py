@@ -108,7 +108,7 @@ def full_image_ref(machine: Mapping[str, Any]) -> str:
     ref = machine.get("image_ref") or {}
     repo = ref.get("repository", "")
     if not repo:
-        return str((machine.get("config") or {}).get("image", ""))
+        return _config_image(machine)
     image = f"{ref['registry']}/{repo}" if ref.get("registry") else repo
     if ref.get("tag"):
         image += f":{ref['tag']}"
@@ -430,7 +430,7 @@ class FlyExecutor:
 
     async def _previous_image(self, app: str, machine: Machine) -> str:
         """The newest earlier config's image that differs from the current one."""
-        current = str((machine.get("config") or {}).get("image", ""))
+        current = _config_image(machine)
         versions = await self._request(
             "GET", self._machines_url(app, machine["id"], "versions"), what="versions"
         )
@@ -459,7 +459,7 @@ class FlyExecutor:
                     f"{self.name}: {app}: deploy {action.deploy_id!r} is no longer the latest;"
                     " not rolling back a deploy nobody judged"
                 )
-            source = next(m for m in group if m.get("config", {}).get("image") == current)
+            source = next(m for m in group if _config_image(m) == current)
             previous = await self._previous_image(app, source)
             if not previous:
                 raise ExecutorError(f"{self.name}: {app} has no previous image to roll back to")
@@ -492,7 +492,7 @@ class FlyExecutor:
             if not group:
                 continue
             image = _main_image(group)
-            source = next(m for m in group if m.get("config", {}).get("image") == image)
+            source = next(m for m in group if _config_image(m) == image)
             busy = any(m.get("state") in _DEPLOYING for m in group)
             release = "running" if busy else await self._release_status(app)
             out[target] = TargetState(
@@ -520,9 +520,14 @@ def _seconds(raw: str | None, default: float) -> float:
         return default
 
 
+def _config_image(machine: Machine) -> str:
+    """A machine's ``config.image`` ("" when its config or image is missing or null)."""
+    return str((machine.get("config") or {}).get("image") or "")
+
+
 def _main_image(group: Sequence[Machine]) -> str:
     """The image most machines of the group run (config.image)."""
-    counts = Counter(str((m.get("config") or {}).get("image", "")) for m in group)
+    counts = Counter(_config_image(m) for m in group)
     return counts.most_common(1)[0][0] if counts else ""
 
 

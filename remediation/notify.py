@@ -279,10 +279,17 @@ class SlackNotifier(_Notifier[SlackSpec]):
         return f"posted to slack ({action.severity})"
 
 
+def slack_escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as the HTML entities Slack asks for (and only those): they are
+    its control characters, so a summary built from alert labels that holds ``<!here>``
+    would otherwise ping the whole channel, and ``a<b`` could vanish as a malformed link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_message(action: Notify) -> dict[str, Any]:
     """The incoming-webhook body: a plain ``text`` line plus one mrkdwn section."""
     head = "RESOLVED" if action.resolve else action.severity
-    text = f"[{head}] {action.target}: {action.summary}"
+    text = slack_escape(f"[{head}] {action.target}: {action.summary}")
     return {
         "text": text,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}* {text}"}}],

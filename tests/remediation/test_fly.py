@@ -51,6 +51,8 @@ def test_the_full_image_ref_joins_registry_repository_tag_and_digest() -> None:
                        "tag": "latest", "digest": "sha256:abc"}}  # fmt: skip
     assert full_image_ref(m) == "registry-1.docker.io/rebelthor/sleep:latest@sha256:abc"
     assert full_image_ref({"config": {"image": "x:1"}}) == "x:1"
+    # null where the API omits nothing: an image of "None" would pass for a real one
+    assert full_image_ref({"config": None}) == full_image_ref({"config": {"image": None}}) == ""
 
 
 async def test_a_flyv1_token_is_sent_as_is(fly: tuple[FlyContract, TestServer]) -> None:

@@ -106,6 +106,22 @@ async def test_a_resolved_notification_says_so_in_slack(
         await n.aclose()
 
 
+async def test_slack_control_characters_in_a_summary_are_escaped_not_parsed(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    # a summary built from alert labels: <!here> would ping the channel, <a|b> be a link
+    contract, server = slack
+    n = slack_notifier(server, Sleeps())
+    try:
+        await n.execute(Notify("api", severity="P2", summary="<!here> p95 > 150 & <a|b>"))
+        [body] = contract.received
+        escaped = "[P2] api: &lt;!here&gt; p95 &gt; 150 &amp; &lt;a|b&gt;"
+        assert body["text"] == escaped
+        assert body["blocks"][0]["text"]["text"] == f"*P2* {escaped}"
+    finally:
+        await n.aclose()
+
+
 async def test_slack_retries_429_and_5xx_with_backoff_then_succeeds(
     slack: tuple[SlackServer, TestServer],
 ) -> None:
