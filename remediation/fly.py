@@ -520,7 +520,7 @@ def _seconds(raw: str | None, default: float) -> float:
         return default
 
 
-def _config_image(machine: Machine) -> str:
+def _config_image(machine: Mapping[str, Any]) -> str:
     """A machine's ``config.image`` ("" when its config or image is missing or null)."""
     return str((machine.get("config") or {}).get("image") or "")
 
