@@ -212,8 +212,8 @@ class SQLiteStore:
     def query(
         self, *, since: float | None = None, target: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        sql = "SELECT at, policy, target, kind, params, reason, inputs, status, detail, executor"
-        sql += " FROM journal WHERE 1=1"
+        keys = _COLUMNS["journal"][1:]  # every column but the id
+        sql = f"SELECT {', '.join(keys)} FROM journal WHERE 1=1"
         args: list[Any] = []
         if since is not None:
             sql += " AND at >= ?"
@@ -225,18 +225,6 @@ class SQLiteStore:
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        keys = (
-            "at",
-            "policy",
-            "target",
-            "kind",
-            "params",
-            "reason",
-            "inputs",
-            "status",
-            "detail",
-            "executor",
-        )
         out = []
         for row in reversed(rows):
             rec = dict(zip(keys, row, strict=True))
