@@ -371,12 +371,7 @@ class FlyExecutor:
                     destroyed.append(machine_id)
         except ExecutorError as exc:
             if progress():
-                raise ExecutorError(
-                    f"{exc} (after: {progress()})",
-                    temporary=exc.temporary,
-                    delay=exc.delay,
-                    retried=exc.retried,
-                ) from exc
+                raise _after(exc, progress()) from exc
             raise
         done = progress()
         if not done:
@@ -418,12 +413,7 @@ class FlyExecutor:
                 done.append(m["id"])
         except ExecutorError as exc:
             if done:
-                raise ExecutorError(
-                    f"{exc} (after: restarted {', '.join(done)})",
-                    temporary=exc.temporary,
-                    delay=exc.delay,
-                    retried=exc.retried,
-                ) from exc
+                raise _after(exc, f"restarted {', '.join(done)}") from exc
             raise
         del self._restarts[app]
         return f"restarted {len(done)} machines: {', '.join(done)}"
@@ -518,6 +508,13 @@ def _seconds(raw: str | None, default: float) -> float:
         return max(0.0, float(raw)) if raw is not None else default
     except ValueError:
         return default
+
+
+def _after(exc: ExecutorError, done: str) -> ExecutorError:
+    """``exc`` saying what the call had done before it failed, its retry hints kept."""
+    return ExecutorError(
+        f"{exc} (after: {done})", temporary=exc.temporary, delay=exc.delay, retried=exc.retried
+    )
 
 
 def _config_image(machine: Mapping[str, Any]) -> str:
