@@ -8,7 +8,9 @@
 2. the service image from the Dockerfile (deploy/build-image.sh through
    tests/deploy/helpers.py: the debootstrap base is built only when missing, and the
    Docker layer cache makes a rebuild of unchanged sources quick);
-3. the target: a replicated swarm service on v1, opted in with ``autoscaler.*`` labels;
+3. the target: a replicated swarm service on v1, opted in with labels under this run's own
+   prefix (``astest-e2e-<pid>.*``), so no other run's sidecar can act on it, nor this one's
+   on another's;
 4. the workload emulator (tests/e2e/workload.py) as a subprocess, reading that service;
 5. a real Prometheus scraping the emulator every second (tests/harness/prometheus.py);
 6. the autoscaler, deployed with ``docker stack deploy -c deploy/stack.yml`` in the host
@@ -132,10 +134,10 @@ class Deployment:
             "docker", "service", "create", "--detach", "--no-resolve-image",
             "--name", self.service,
             "--replicas", str(MIN_REPLICAS),
-            "--label", "autoscaler.enable=true",
-            "--label", f"autoscaler.min={MIN_REPLICAS}",
-            "--label", f"autoscaler.max={MAX_REPLICAS}",
-            "--label", "autoscaler.policy=latency,rollback",
+            "--label", f"{self.name}.enable=true",
+            "--label", f"{self.name}.min={MIN_REPLICAS}",
+            "--label", f"{self.name}.max={MAX_REPLICAS}",
+            "--label", f"{self.name}.policy=latency,rollback",
             # Busybox sleeps: a task is running within a second; stopping is immediate.
             "--stop-grace-period", "1s",
             "--update-parallelism", "0", "--update-delay", "0s", "--update-monitor", "2s",
@@ -165,6 +167,7 @@ class Deployment:
             "@SERVICE@": self.service,
             "@PROMETHEUS_URL@": self.prometheus.url,
             "@HTTP_PORT@": str(self.http_port),
+            "@LABEL_PREFIX@": self.name,
             "@SCALE_UP_ABOVE@": f"{self.scale_up_above:g}",
         }.items():
             text = text.replace(key, value)

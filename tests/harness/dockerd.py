@@ -7,6 +7,9 @@
   none answers; it is shared with other engineers, so it is never stopped, restarted or
   reconfigured here);
 - the node is a swarm manager (``docker swarm init --advertise-addr 127.0.0.1``);
+- nothing is left of test runs that died without cleaning up (``sweep_orphans``): a killed
+  run's e2e sidecar keeps acting on every service labelled for it, and rolled back the
+  paused updates another run's swarm tests wait for;
 - ``autoscaler-test/busybox:v1`` and ``:v2`` exist, imported with ``docker import`` from a
   busybox-static root filesystem (no registry is reachable). The two differ in a file, so
   an update from v1 to v2 and a rollback are real image changes.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -166,8 +170,59 @@ def ensure_swarm() -> None:
             return
         _start_dockerd()
         _ensure_swarm_mode()
+        sweep_orphans()
         _ensure_images()
         _ready = True
+
+
+_OWNER = re.compile(r"^astest-(?:[a-z0-9]*[a-z][a-z0-9]*-)*?(\d+)(?=$|[-_])")
+"""A test object's name carries the pid of the run that made it: ``astest-e2e-4242_autoscaler``,
+``astest-remediation-4242-0f3a…``."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned(names: list[str]) -> list[str]:
+    """The names made by a test run that is no longer running (a reused pid counts as alive:
+    a leftover then waits for a later sweep rather than break a run in progress)."""
+    out = []
+    for name in names:
+        m = _OWNER.match(name)
+        if m and not _alive(int(m.group(1))):
+            out.append(name)
+    return out
+
+
+def sweep_orphans() -> list[str]:
+    """Remove the stacks, services, containers, secrets and networks of test runs that died
+    without cleaning up; returns what was removed. Another live run's objects are kept."""
+    removed = []
+    kinds = [
+        (("stack", "ls"), ("docker", "stack", "rm")),
+        (("service", "ls"), ("docker", "service", "rm")),
+        (("ps", "-a"), ("docker", "rm", "-f")),
+        (("secret", "ls"), ("docker", "secret", "rm")),
+        (("network", "ls"), ("docker", "network", "rm")),
+    ]
+    for listing, remove in kinds:
+        names = _run(
+            "docker", *listing, "--format", "{{.Name}}" if listing[0] != "ps" else "{{.Names}}"
+        ).split()
+        for name in orphaned(names):
+            try:
+                _run(*remove, name)
+            except HarnessError:
+                continue  # gone already (a stack took it), or still in use: the next sweep
+            removed.append(name)
+    return removed
 
 
 def remove_services(prefix: str) -> None:

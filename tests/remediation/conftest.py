@@ -24,7 +24,8 @@ from tests.harness.dockerd import (
 from tests.remediation.helpers import ServiceFactory
 
 _T = TypeVar("_T")
-PREFIX = "astest-remediation-"
+PREFIX = f"astest-remediation-{os.getpid()}-"
+"""This run's services: the harness sweeps those of a run that died (the pid names it)."""
 # busybox `sleep` as PID 1 ignores SIGTERM; trap it so task shutdown takes no grace period.
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 

@@ -21,13 +21,21 @@ def running_tasks(api: docker.APIClient, service: str) -> list[dict[str, Any]]:
     return [t for t in tasks if t.get("Status", {}).get("State") == "running"]
 
 
-def wait_for(probe: Callable[[], _T], *, timeout: float = 90.0, what: str = "condition") -> _T:
-    """Poll ``probe`` until it returns something truthy, or fail after ``timeout``."""
+def wait_for(
+    probe: Callable[[], _T],
+    *,
+    timeout: float = 90.0,
+    what: str = "condition",
+    show: Callable[[], object] | None = None,
+) -> _T:
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout``; the
+    failure names what ``show`` returns then (the state a yes/no probe hides)."""
     end = time.monotonic() + timeout
     last: _T = probe()
     while not last:
         if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+            seen = f"; now: {show()!r}" if show is not None else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}{seen})")
         time.sleep(0.2)
         last = probe()
     return last

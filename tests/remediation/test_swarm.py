@@ -77,11 +77,19 @@ OTHER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3601 & wait"]
 """A command like ``COMMAND``: on v2, a third task template ("v3") that runs."""
 
 
+PAUSE_MONITOR_NS = 30_000_000_000
+
+
 @pytest.fixture
 def pausing_service(api: docker.APIClient) -> Iterator[str]:
     """Two replicas on v1 whose updates pause at the first failed task (swarm's default
     failure action, made explicit; docker-py's default is "continue") and whose rollbacks
-    pause likewise."""
+    pause likewise.
+
+    Swarm's updater counts a failed task only while it is inside the monitor window, from
+    when the updater saw it start, and reads failures only between slots, so a busy node
+    could read one late and complete the update on a failing image. 30 s is slack, not test
+    time: the tests here never wait for an update to complete."""
     name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
     api.create_service(
         docker.types.TaskTemplate(
@@ -91,10 +99,10 @@ def pausing_service(api: docker.APIClient) -> Iterator[str]:
         labels=OPT_IN,
         mode=docker.types.ServiceMode("replicated", replicas=2),
         update_config=docker.types.UpdateConfig(
-            parallelism=1, monitor=2_000_000_000, failure_action="pause", order="stop-first"
+            parallelism=1, monitor=PAUSE_MONITOR_NS, failure_action="pause", order="stop-first"
         ),
         rollback_config=docker.types.RollbackConfig(
-            parallelism=1, monitor=2_000_000_000, failure_action="pause", order="stop-first"
+            parallelism=1, monitor=PAUSE_MONITOR_NS, failure_action="pause", order="stop-first"
         ),
     )
     try:
@@ -374,7 +382,11 @@ async def test_an_update_swarm_paused_is_a_failed_deploy_we_roll_back_but_never_
     svc = pausing_service
     wait_for(lambda: len(running_tasks(api, svc)) == 2, what="2 running tasks")
     set_image(api, svc, IMAGE_V2, command=EXITS)
-    wait_for(lambda: update_state(api, svc) == "paused", what="swarm to pause the update")
+    wait_for(
+        lambda: update_state(api, svc) == "paused",
+        what="swarm to pause the update",
+        show=lambda: update_state(api, svc),
+    )
     ex = SwarmExecutor("swarm")
     try:
         with caplog.at_level(logging.WARNING, logger="remediation.swarm"):
@@ -406,14 +418,22 @@ async def test_a_rollback_swarm_paused_is_reported_and_nothing_is_written(
     # fixes it; rolling back restores the failing spec, and swarm pauses the rollback
     svc = pausing_service
     set_image(api, svc, IMAGE_V1, command=EXITS)
-    wait_for(lambda: update_state(api, svc) == "paused", what="swarm to pause the update")
+    wait_for(
+        lambda: update_state(api, svc) == "paused",
+        what="swarm to pause the update",
+        show=lambda: update_state(api, svc),
+    )
     set_image(api, svc, IMAGE_V2, command=COMMAND)
     wait_for(lambda: all_running_on(api, svc, IMAGE_V2, 2), what="2 tasks on v2")
     ex = SwarmExecutor("swarm")
     try:
         st = (await ex.states([svc]))[svc]
         await ex.execute(Rollback(svc, deploy_id=st.deploy_id))
-        wait_for(lambda: update_state(api, svc) == "rollback_paused", what="the rollback to pause")
+        wait_for(
+            lambda: update_state(api, svc) == "rollback_paused",
+            what="the rollback to pause",
+            show=lambda: update_state(api, svc),
+        )
         st = (await ex.states([svc]))[svc]
         assert st.update_state == "rollback_paused" and st.deploying
         for action in (Scale(svc, replicas=3, current=2), Restart(svc)):
