@@ -379,10 +379,10 @@ class SwarmExecutor:
                 f"{self.name}: {action.replicas} replicas for {service!r} is outside its "
                 f"bounds [{lo}, {hi}]"
             )
-        self._refuse_while_busy("scaling", service, svc)
         current = int(mode["Replicated"].get("Replicas", 0))
         if current == action.replicas:
-            return f"already at {current} replicas"
+            return f"already at {current} replicas"  # no write: nothing a rollout could mind
+        self._refuse_while_busy("scaling", service, svc)
         deploy = _deploy(svc, self.spec.label_prefix)
         replaced = _template_digest(spec)
         spec["Mode"] = {"Replicated": {"Replicas": action.replicas}}
