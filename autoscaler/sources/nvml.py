@@ -136,6 +136,10 @@ class NvmlSource:
                 self.gpu_errors[str(i)] = error_name(nv, exc)
                 failed |= {target} if target else self._maybe_targets(i)
                 continue
+            except Exception as exc:  # a binding or driver bug (a None, a bad struct): this GPU
+                self.gpu_errors[str(i)] = f"{type(exc).__name__}: {exc}"
+                failed |= {target} if target else self._maybe_targets(i)
+                continue
             self._index_target[i] = target
             if wrong:
                 self.gpu_errors[str(i)] = f"invalid reading: {wrong}"

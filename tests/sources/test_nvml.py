@@ -242,6 +242,22 @@ async def test_a_reading_no_gpu_can_have_is_nan_so_policies_hold(
     assert src.gpu_errors == {}
 
 
+async def test_an_error_nvml_does_not_name_fails_that_gpu_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A binding or driver bug that is not an NVMLError (a field that is None) is that GPU's
+    error, as an NVMLError is: the other GPUs still report."""
+    gpus = FakeGpus()
+    gpus.install(monkeypatch)
+    monkeypatch.setattr(
+        pynvml, "nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=[35, None][h])
+    )
+    src = NvmlSource("gpu", NvmlSpec())
+    got = {(s.target, s.signal): s.value for s in await src.collect(5.0)}
+    assert got == {("gpu0", "gpu_utilization"): 35.0, ("gpu0", "gpu_memory_used_ratio"): 0.25}
+    assert src.gpu_errors["1"].startswith("TypeError: float() argument must be")
+
+
 readings = st.one_of(
     st.integers(min_value=0, max_value=2**64), st.floats(allow_nan=True, allow_infinity=True)
 )
