@@ -94,7 +94,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=duration_arg,
         default=2 * 86400.0,
         metavar="D",
-        help="history kept for forecasting demand (default 2d: seasonal models need two days)",
+        help="history kept for forecasting demand, more than 0 (default 2d: seasonal models need"
+        " two days)",
     )
     p.add_argument(
         "--from", dest="start", type=_time, default=None, metavar="TIME", help="cut the trace"
@@ -115,6 +116,9 @@ def _user_config(path: str | None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.history <= 0:
+        print("error: --history must be greater than zero", file=sys.stderr)
+        return EXIT_USAGE
     try:
         spec = CapacitySpec(
             capacity_per_replica=args.capacity_per_replica,

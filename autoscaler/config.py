@@ -592,6 +592,9 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
             f"must be at least service.interval + service.tick_timeout ({floor:g} s): between"
             " two ticks /healthz would fail and the systemd watchdog go unpinged (0: default)",
         )
+    for name, sig in s.signals.items():
+        if sig.window <= 0:
+            loader.problem(f"signals.{name}.window", "must be greater than zero")
     for name, t in s.targets.items():
         path = f"targets.{name}"
         if t.min_replicas < 0:
@@ -613,6 +616,16 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
                 loader.problem(f"policies.{name}.targets[{i}]", f"no target named {target!r}")
         if getattr(policy_types.get(comp.type), "forecasts", False):
             _check_forecast_rule(s, loader, f"policies.{name}", comp.spec)
+        held = getattr(comp.spec, "held", None)
+        for key, signal, seconds in held() if callable(held) else ():
+            window = s.signal(signal).window
+            if seconds > window:
+                loader.problem(
+                    f"policies.{name}.{key}",
+                    f"{seconds:g} s is longer than the {window:g} s of history kept"
+                    f" (signals.{signal}.window): the rule could never see it hold;"
+                    f" raise the window",
+                )
         if (
             comp.type == "circuit_breaker"
             and not comp.spec.targets

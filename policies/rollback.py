@@ -63,6 +63,10 @@ class RollbackSpec:
         if self.window <= 0:
             raise InvalidField("window", "must be > 0")
 
+    def held(self) -> list[tuple[str, str, float]]:
+        """``(key, signal, seconds)`` of each breach: the signal's window must cover it."""
+        return [(f"breaches[{i}].for", b.signal, b.for_) for i, b in enumerate(self.breaches)]
+
 
 @dataclass(slots=True)
 class RollbackPolicy:

@@ -59,6 +59,16 @@ class StepSpec:
         if self.fallback_after < 1:
             raise InvalidField("fallback_after", "must be at least 1")
 
+    def held(self) -> list[tuple[str, str, float]]:
+        """``(key, signal, seconds)`` of each condition that must hold for a while: the
+        signal's window must cover it (``check`` says so), or it never can."""
+        out = []
+        if math.isfinite(self.above):
+            out.append(("for", self.signal, self.for_))
+        if math.isfinite(self.below):
+            out.append(("scale_down_for", self.signal, self.scale_down_for))
+        return out
+
 
 @dataclass(slots=True)
 class StepPolicy:

@@ -732,3 +732,41 @@ def test_a_referenced_secret_that_is_empty_is_refused_at_its_key(
         load(cfg)
     empty = f"secret file '{tmp_path}/tok' is empty (leave the key out to go without it)"
     assert err.value.problems == [f"http.token_file: {empty}"]
+
+
+def test_a_rule_that_must_hold_longer_than_its_signals_history_is_refused_at_its_key() -> None:
+    # the window store keeps `window` of history: a `for` beyond it could never be seen
+    # to hold, and the rule would never fire, silently (a replay showed no action at all)
+    doc: dict[str, Any] = {
+        "signals": {"queue_length": {"window": "1m"}, "error_rate": {"window": "90s"}},
+        "policies": {
+            "q": {"type": "step", "signal": "queue_length", "above": 10, "for": "2m",
+                  "below": 1, "scale_down_for": "1m"},
+            "rb": {"type": "rollback",
+                   "breaches": [{"signal": "error_rate", "above": 0.05, "for": "1m"},
+                                {"signal": "error_rate", "above": 0.2, "for": "5m"}]},
+        },
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        from_mapping(doc)
+    tail = "the rule could never see it hold; raise the window"
+    assert err.value.problems == [
+        f"policies.{key}: {s} s is longer than the {w} s of history kept ({window}): {tail}"
+        for key, s, w, window in [
+            ("q.for", 120, 60, "signals.queue_length.window"),
+            ("rb.breaches[1].for", 300, 90, "signals.error_rate.window"),
+        ]
+    ]
+    doc["signals"]["queue_length"]["window"] = "2m"
+    doc["signals"]["error_rate"]["window"] = "5m"
+    from_mapping(doc)
+    # a condition the rule does not have needs no history: no `above`, no `for` to hold
+    only_down = {"type": "step", "below": 1, "scale_down_for": "1m"}
+    from_mapping({"signals": {"queue_length": {"window": "1m"}}, "policies": {"q": only_down}})
+
+
+@pytest.mark.parametrize("window", ["0s", 0])
+def test_a_signal_window_of_zero_is_refused(window: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"signals": {"queue_length": {"window": window}}})
+    assert err.value.problems == ["signals.queue_length.window: must be greater than zero"]

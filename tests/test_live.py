@@ -29,7 +29,7 @@ async def test_passes_run_on_the_grid_and_forecasts_update_instead_of_refitting(
     s = make_settings(
         service={"interval": f"{INTERVAL}s"},
         http={"enabled": False},
-        signals={"queue_length": {"max_age": "60s", "forecast": True, "window": "1m"}},
+        signals={"queue_length": {"max_age": "60s", "forecast": True, "window": "10m"}},
         forecasting={"model": "holt-winters", "horizon": "5s"},
     )
     src = MemorySource()

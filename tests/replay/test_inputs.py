@@ -213,6 +213,17 @@ def test_a_bad_backtest_config_exits_2_with_its_key(
     assert code == 2 and words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("history", ["0s", "0"])
+def test_a_backtest_with_no_history_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], history: str
+) -> None:
+    demand = tmp_path / "demand.csv"
+    demand.write_text("timestamp,value\n0,5\n60,6\n120,7\n", encoding="utf-8")
+    args = ["--demand", str(demand), "--capacity-per-replica", "10", "--out", str(tmp_path)]
+    assert main(["backtest", *args, "--history", history]) == 2
+    assert "--history must be greater than zero" in capsys.readouterr().err
+
+
 def test_target_names_are_escaped_in_the_replay_report(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
