@@ -8,7 +8,8 @@ triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
   the last value repeats), reset once the target is healthy again;
 - at most ``max_attempts`` restarts within a sliding ``window``; a trigger after the last
   attempt's backoff, still within that window, escalates once with a ``Notify``
-  (``severity``, default P1) and restarts stop until the oldest attempt leaves the window.
+  (``severity``, default P1) and restarts stop until the oldest attempt leaves the window;
+  an escalation the bus did not send (a pause, a failed notifier) is sent on the next pass.
 
 An attempt is a restart an executor was asked to carry out: one that failed counts (the
 target was not helped), one the bus skipped does not (an operator's pause, the rate limit,
@@ -150,7 +151,7 @@ class RestartPolicy:
                     target=ctx.target,
                     severity=spec.severity,
                     summary=summary,
-                    dedup_key=f"restart-escalation:{ctx.target}",
+                    dedup_key=_escalation_key(ctx.target),
                 )
                 reason = (
                     f"{why} after {len(attempts)} restarts within {window:g} s: escalating "
@@ -178,11 +179,19 @@ class RestartPolicy:
     ) -> None:
         """A restart the bus skipped is no attempt: the decision's attempt, backoff and
         streak are undone, so the next pass asks for it again. One that failed stays an
-        attempt. Its ``seq`` is kept: a new key, never taken for a duplicate of this one."""
+        attempt. Its ``seq`` is kept: a new key, never taken for a duplicate of this one.
+        An escalation not sent (skipped or failed) is sent again on the next pass."""
         if isinstance(action, Restart) and not failed and memory.get("seq") == action.seq:
             memory["attempts"] = list(memory.get("attempts", []))[:-1]
             memory["streak"] = action.attempt - 1
             memory.pop("next_at", None)
+        elif isinstance(action, Notify) and action.dedup_key == _escalation_key(action.target):
+            memory.pop("escalated_until", None)
+
+
+def _escalation_key(target: str) -> str:
+    """Dedup key of the escalation notices of ``target``."""
+    return f"restart-escalation:{target}"
 
 
 def _forget_future(mem: MutableMapping[str, Any], now: float, spec: RestartSpec) -> None:

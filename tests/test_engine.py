@@ -847,3 +847,23 @@ async def test_a_failed_restart_counts_as_an_attempt_and_a_skipped_one_does_not(
         (1135.0, "notify", "done"),
     ]
     assert [a.attempt for a in rec.calls if isinstance(a, Restart)] == [1, 2, 3]
+
+
+async def test_a_restart_escalation_the_bus_did_not_send_is_sent_once_it_can_be(
+    settings_factory: SettingsFactory,
+) -> None:
+    # three restarts did not help, and the operator paused before the escalation went out:
+    # it used to be marked as sent when decided, so nobody was told and restarts stayed
+    # stopped for the rest of the window
+    engine, src, rec, store = engine_for(_restart_rule(settings_factory))
+    for t in (1000.0, 1015.0, 1030.0):
+        await _failing_probe(engine, src, t)
+    engine.set_paused(True)
+    for t in (1045.0, 1060.0):
+        await _failing_probe(engine, src, t)
+    engine.set_paused(False)
+    for t in (1075.0, 1090.0):
+        await _failing_probe(engine, src, t)
+    notices = [(r.at, r.status) for r in store.records if r.kind == "notify"]
+    assert notices == [(1045.0, "skipped-paused"), (1060.0, "skipped-paused"), (1075.0, "done")]
+    assert [a.kind for a in rec.calls] == ["restart", "restart", "restart", "notify"]
