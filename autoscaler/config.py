@@ -152,8 +152,8 @@ class BusSettings:
     def cooldown_of(self, kind: str) -> float:
         """The cooldown of an action kind: ``cooldowns[kind]``, else ``cooldown``, except
         that restarts have none unless ``cooldowns.restart`` is set: the restart rule paces
-        them (backoff 2, 4, 8, 16 s, then escalation), and a 5-minute cooldown would skip
-        its second and third attempts, which it counts, escalating after one restart."""
+        them (backoff 2, 4, 8, 16 s, then escalation), and a 5-minute cooldown would hold
+        its second and third attempts back that long (skipped, they are asked for again)."""
         if kind in self.cooldowns:
             return self.cooldowns[kind]
         return 0.0 if kind == "restart" else self.cooldown

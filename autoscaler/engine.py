@@ -443,20 +443,22 @@ class Engine:
 
     def _not_carried_out(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
         """Tell the policies that keep "done" in their memory which of their actions the
-        bus skipped or that failed (``Retrying``); not one that may still take effect, nor
+        bus skipped or that failed, and which of the two (``Retrying``); not one that may
+        still take effect, nor
         one no executor is configured for (a notice without notifiers): asked for again, it
         would be skipped again on every pass until the config changes."""
         if not self._retrying:
             return
         final = ("done", "dry-run", "skipped-no-executor")
         carried = {id(o.action) for o in outcomes if o.status in final or o.uncertain}
+        failed = {id(o.action) for o in outcomes if o.status == "failed"}
         for d in decisions:
             policy = self._retrying.get(d.policy)
             if policy is None or d.action is None or id(d.action) in carried:
                 continue
             memory = self._memory.get(f"{d.policy}:{d.target}")
             if memory is not None:
-                policy.not_carried_out(memory, d.action)
+                policy.not_carried_out(memory, d.action, failed=id(d.action) in failed)
 
     async def _collect(self, now: float) -> dict[str, str]:
         results = await settle(

@@ -88,6 +88,10 @@ class Retrying(Protocol):
     once per deploy) and must forget that when the action was not carried out: skipped by
     the bus (cooldown, pause, rate limit, breaker) or failed; not when no executor is
     configured for it (a notice without notifiers), which no later pass would change. The
-    engine calls this after the bus, with the memory of the decision's (policy, target)."""
+    engine calls this after the bus, with the memory of the decision's (policy, target).
+    ``failed`` tells the two apart: an executor's call for it failed (after the bus's
+    retries), rather than the bus holding it back; a restart that failed was an attempt."""
 
-    def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None: ...
+    def not_carried_out(
+        self, memory: MutableMapping[str, Any], action: Action, *, failed: bool
+    ) -> None: ...

@@ -103,7 +103,9 @@ class DegradationPolicy:
         )
         return [Decision(self.name, ctx.target, ctx.now, notify, reason, inputs)]
 
-    def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None:
+    def not_carried_out(
+        self, memory: MutableMapping[str, Any], action: Action, *, failed: bool
+    ) -> None:
         """A level change whose notice was not sent (the notify cooldown of the change
         before it, a pause, a failed notifier) is told again: the rule goes back to the
         level humans know of."""

@@ -8,7 +8,14 @@ triggered until the alert resolves). Pacing, all kept in ``ctx.memory``:
   the last value repeats), reset once the target is healthy again;
 - at most ``max_attempts`` restarts within a sliding ``window``; a trigger after the last
   attempt's backoff, still within that window, escalates once with a ``Notify``
-  (``severity``, default P1) and restarts stop until the oldest attempt leaves the window.
+  (``severity``, default P1) and restarts stop until the oldest attempt leaves the window;
+  an escalation the bus did not send (a pause, a failed notifier) is sent on the next pass.
+
+An attempt is a restart an executor was asked to carry out: one that failed counts (the
+target was not helped), one the bus skipped does not (an operator's pause, the rate limit,
+an open executor breaker, a cooldown): no restart ran, and the next pass asks for it again,
+so a pause does not end in a "3 restarts did not help" page. A dry-run restart counts as
+carried out, so a dry-run journal shows the escalation a live run would send.
 
 Times in the memory from the future (the clock went back) are dropped. A stale or missing
 probe is not a failure: the rule holds. So does a triggered rule while a
@@ -27,7 +34,7 @@ from policies.base import Context
 from policies.decisions import hold
 from policies.evidence import read
 from policies.markers import InvalidField, Seconds
-from policies.types import Decision, Notify, Restart
+from policies.types import Action, Decision, Notify, Restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +151,7 @@ class RestartPolicy:
                     target=ctx.target,
                     severity=spec.severity,
                     summary=summary,
-                    dedup_key=f"restart-escalation:{ctx.target}",
+                    dedup_key=_escalation_key(ctx.target),
                 )
                 reason = (
                     f"{why} after {len(attempts)} restarts within {window:g} s: escalating "
@@ -166,6 +173,25 @@ class RestartPolicy:
         reason = f"{why}: restart attempt {streak}, next one no sooner than {delay:g} s later"
         restart = Restart(target=ctx.target, attempt=streak, seq=seq)
         return [Decision(self.name, ctx.target, ctx.now, restart, reason, inputs)]
+
+    def not_carried_out(
+        self, memory: MutableMapping[str, Any], action: Action, *, failed: bool
+    ) -> None:
+        """A restart the bus skipped is no attempt: the decision's attempt, backoff and
+        streak are undone, so the next pass asks for it again. One that failed stays an
+        attempt. Its ``seq`` is kept: a new key, never taken for a duplicate of this one.
+        An escalation not sent (skipped or failed) is sent again on the next pass."""
+        if isinstance(action, Restart) and not failed and memory.get("seq") == action.seq:
+            memory["attempts"] = list(memory.get("attempts", []))[:-1]
+            memory["streak"] = action.attempt - 1
+            memory.pop("next_at", None)
+        elif isinstance(action, Notify) and action.dedup_key == _escalation_key(action.target):
+            memory.pop("escalated_until", None)
+
+
+def _escalation_key(target: str) -> str:
+    """Dedup key of the escalation notices of ``target``."""
+    return f"restart-escalation:{target}"
 
 
 def _forget_future(mem: MutableMapping[str, Any], now: float, spec: RestartSpec) -> None:

@@ -142,7 +142,9 @@ class RollbackPolicy:
             return [hold(self.name, ctx, reason, inputs)]
         return [hold(self.name, ctx, f"deploy {deploy} is within its objectives", inputs)]
 
-    def not_carried_out(self, memory: MutableMapping[str, Any], action: Action) -> None:
+    def not_carried_out(
+        self, memory: MutableMapping[str, Any], action: Action, *, failed: bool
+    ) -> None:
         """A rollback the bus skipped (the rollback cooldown after another deploy's, a
         pause) or that failed is not the deploy's one rollback: judge the deploy again.
         Likewise a notice of a failed rollback or a paused update that did not go out is sent

@@ -22,7 +22,7 @@ from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
 from autoscaler.service import build_engine
 from autoscaler.sources.base import MemorySource
-from policies.types import Action, Rollback, Scale, TargetState
+from policies.types import Action, Notify, Restart, Rollback, Scale, TargetState
 from remediation.recording import RecordingExecutor
 from remediation.swarm import DiscoveredTarget
 
@@ -773,3 +773,97 @@ async def test_a_degradation_change_held_by_the_notify_cooldown_is_told_once_it_
         (1330.0, "degradation level 3 -> 4"),  # when the first one's cooldown ended
     ]
     assert {r.status for r in notices if 1030.0 < r.at < 1330.0} == {"skipped-cooldown"}
+
+
+def _restart_rule(settings_factory: SettingsFactory) -> Settings:
+    """The restart rule with its defaults (backoff 2, 4, 8, 16 s; 3 attempts in 10 min) on
+    ``api``; its escalation goes to the recording executor."""
+    return settings_factory(
+        signals={"probe_failures": {"max_age": "60s"}},
+        bus={"notify": ["rec"]},
+        policies={"restart": {"type": "restart", "targets": ["api"]}},
+    )
+
+
+async def _failing_probe(engine: Engine, src: MemorySource, t: float) -> None:
+    src.set("api", "probe_failures", 5.0, at=t)
+    await engine.tick(t)
+
+
+async def test_restarts_a_pause_held_back_are_no_attempts_and_are_asked_for_once_it_ends(
+    settings_factory: SettingsFactory,
+) -> None:
+    # an operator pauses for two minutes while the probe fails: the bus skips eight restarts;
+    # they used to count as attempts, so "3 restarts within 600 s did not help" was paged with
+    # none run, and restarts then stopped for the rest of the window
+    engine, src, rec, store = engine_for(_restart_rule(settings_factory))
+    engine.set_paused(True)
+    for t in range(1000, 1120, 15):
+        await _failing_probe(engine, src, float(t))
+    assert rec.calls == []
+    assert [r.kind for r in store.records if r.kind != "hold"] == ["restart"] * 8
+    assert {r.status for r in store.records if r.kind == "restart"} == {"skipped-paused"}
+    engine.set_paused(False)
+    for t in (1120.0, 1135.0, 1150.0, 1165.0):
+        await _failing_probe(engine, src, t)
+    assert [(a.kind, a.attempt if isinstance(a, Restart) else 0) for a in rec.calls] == [
+        ("restart", 1),
+        ("restart", 2),
+        ("restart", 3),
+        ("notify", 0),
+    ]
+    notify = rec.calls[-1]
+    assert isinstance(notify, Notify) and "3 restarts within 600 s did not help" in notify.summary
+
+
+async def test_a_failed_restart_counts_as_an_attempt_and_a_skipped_one_does_not(
+    settings_factory: SettingsFactory,
+) -> None:
+    # the executor ran and refused: a real attempt that did not help; the paused passes
+    # between the first failure and the second ran nothing
+    engine, src, rec, store = engine_for(_restart_rule(settings_factory))
+    record = rec.execute
+
+    async def refuse_restarts(action: Action) -> str:
+        if isinstance(action, Restart):
+            rec.calls.append(action)
+            raise ExecutorError("service api: task failed to start", temporary=False)
+        return await record(action)
+
+    rec.execute = refuse_restarts  # type: ignore[method-assign]
+    await _failing_probe(engine, src, 1000.0)
+    engine.set_paused(True)
+    for t in range(1015, 1105, 15):
+        await _failing_probe(engine, src, float(t))
+    engine.set_paused(False)
+    for t in (1105.0, 1120.0, 1135.0):
+        await _failing_probe(engine, src, t)
+    acted = [(r.at, r.kind, r.status) for r in store.records if r.kind != "hold"]
+    assert acted == [
+        (1000.0, "restart", "failed"),
+        *[(float(t), "restart", "skipped-paused") for t in range(1015, 1105, 15)],
+        (1105.0, "restart", "failed"),
+        (1120.0, "restart", "failed"),
+        (1135.0, "notify", "done"),
+    ]
+    assert [a.attempt for a in rec.calls if isinstance(a, Restart)] == [1, 2, 3]
+
+
+async def test_a_restart_escalation_the_bus_did_not_send_is_sent_once_it_can_be(
+    settings_factory: SettingsFactory,
+) -> None:
+    # three restarts did not help, and the operator paused before the escalation went out:
+    # it used to be marked as sent when decided, so nobody was told and restarts stayed
+    # stopped for the rest of the window
+    engine, src, rec, store = engine_for(_restart_rule(settings_factory))
+    for t in (1000.0, 1015.0, 1030.0):
+        await _failing_probe(engine, src, t)
+    engine.set_paused(True)
+    for t in (1045.0, 1060.0):
+        await _failing_probe(engine, src, t)
+    engine.set_paused(False)
+    for t in (1075.0, 1090.0):
+        await _failing_probe(engine, src, t)
+    notices = [(r.at, r.status) for r in store.records if r.kind == "notify"]
+    assert notices == [(1045.0, "skipped-paused"), (1060.0, "skipped-paused"), (1075.0, "done")]
+    assert [a.kind for a in rec.calls] == ["restart", "restart", "restart", "notify"]

@@ -77,8 +77,8 @@ def test_a_change_whose_notice_was_not_sent_is_told_again_unless_the_level_went_
     both = {"vector_store": "open", "gpu": "open"}
     held = notice(both)
     assert isinstance(held, Notify) and held.summary.startswith("degradation level 3 -> 4")
-    policy.not_carried_out(memory, held)  # the bus held it back: notify cooldown
+    policy.not_carried_out(memory, held, failed=False)  # the bus held it back: notify cooldown
     again = notice(both)
     assert isinstance(again, Notify) and again.summary == held.summary
-    policy.not_carried_out(memory, again)
+    policy.not_carried_out(memory, again, failed=False)
     assert notice({"vector_store": "open"}) is None  # back at 3, what humans were told

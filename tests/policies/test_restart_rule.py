@@ -213,3 +213,23 @@ def test_a_clock_step_back_does_not_hold_restarts_back_for_as_long_as_the_step()
     assert [type(at(back + s)).__name__ for s in (15, 16, 32, 48)] == [
         "NoneType", "Restart", "Restart", "Notify"
     ]  # fmt: skip
+
+
+def test_a_restart_the_bus_skipped_is_asked_for_again_and_a_failed_one_counts():
+    policy, memory = runbook.restart(), {}
+
+    def at(s):
+        (d,) = policy.evaluate(ctx(T0 + s, values={"probe_failures": 3.0}, memory=memory))
+        return d.action
+
+    first = at(0)
+    assert isinstance(first, Restart) and first.attempt == 1
+    policy.not_carried_out(memory, first, failed=False)  # a pause: no restart ran
+    again = at(1)  # no backoff: nothing ran to take effect
+    assert isinstance(again, Restart) and again.attempt == 1
+    assert again.seq == first.seq + 1  # a new key: not taken for a duplicate
+    policy.not_carried_out(memory, again, failed=True)  # the executor ran and failed
+    assert at(2) is None  # backing off after a real attempt
+    assert [a.attempt for a in (at(3), at(7))] == [2, 3]
+    escalation = at(15)
+    assert isinstance(escalation, Notify) and "3 restarts" in escalation.summary

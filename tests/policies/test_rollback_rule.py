@@ -154,7 +154,7 @@ def test_an_update_paused_outside_the_window_is_left_to_humans_who_are_told_once
     (again,) = _judge(DEPLOY + 86400, "error_rate", 0.0, 60, state=paused, memory=memory)
     assert again.is_hold and "humans were told" in again.reason
     # a notice the bus did not send goes out on the next pass
-    runbook.rollback().not_carried_out(memory, tell.action)
+    runbook.rollback().not_carried_out(memory, tell.action, failed=False)
     (retry,) = _judge(DEPLOY + 86415, "error_rate", 0.0, 60, state=paused, memory=memory)
     assert isinstance(retry.action, Notify) and retry.action.dedup_key == tell.action.dedup_key
     # the next paused update is a notice of its own
@@ -176,6 +176,6 @@ def test_a_rollback_that_failed_is_never_rolled_back_and_humans_are_told_once():
     (again,) = _judge(DEPLOY + 415, "error_rate", 0.5, 215, state=failed, memory=memory)
     assert again.is_hold and "humans were told" in again.reason
     # a notice the bus did not send goes out on the next pass
-    runbook.rollback().not_carried_out(memory, tell.action)
+    runbook.rollback().not_carried_out(memory, tell.action, failed=False)
     (retry,) = _judge(DEPLOY + 430, "error_rate", 0.5, 230, state=failed, memory=memory)
     assert isinstance(retry.action, Notify)
