@@ -444,9 +444,9 @@ class Engine:
     def _not_carried_out(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
         """Tell the policies that keep "done" in their memory which of their actions the
         bus skipped or that failed, and which of the two (``Retrying``); not one that may
-        still take effect, nor
-        one no executor is configured for (a notice without notifiers): asked for again, it
-        would be skipped again on every pass until the config changes."""
+        still take effect, nor one no executor is configured for (a notice without
+        notifiers): asked for again, it would be skipped again on every pass until the
+        config changes."""
         if not self._retrying:
             return
         final = ("done", "dry-run", "skipped-no-executor")
