@@ -834,5 +834,26 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
 
 def config_warnings(s: Settings) -> list[str]:
     """What ``check`` warns of and ``run`` logs: signals no source produces, swarm targets
-    no rollback rule covers."""
-    return [*signal_warnings(s), *rollback_warnings(s)]
+    no rollback rule covers, restart rules that can never escalate."""
+    return [*signal_warnings(s), *rollback_warnings(s), *restart_warnings(s)]
+
+
+def restart_warnings(s: Settings) -> list[str]:
+    """Restart rules whose ``max_attempts`` restarts, paced by their backoff and the bus's
+    restart cooldown, cannot fit in their ``window``: such a rule restarts for ever and
+    never tells a human."""
+    cooldown = s.bus.cooldown_of("restart")
+    out = []
+    for name, comp in s.policies.items():
+        span = getattr(comp.spec, "escalation_span", None)
+        if comp.type != "restart" or not callable(span):
+            continue
+        least, window = float(span(cooldown)), comp.spec.window
+        if least >= window:
+            out.append(
+                f"policies.{name}: {comp.spec.max_attempts} restarts paced by its backoff and"
+                f" bus.cooldowns.restart ({cooldown:g} s) take at least {least:g} s, not"
+                f" within its window ({window:g} s): it would restart for ever and never"
+                " escalate"
+            )
+    return out

@@ -68,6 +68,18 @@ class RestartSpec:
         if not self.signal and not self.alerts:
             raise ValueError("set a signal, alerts, or both")
 
+    def escalation_span(self, cooldown: float) -> float:
+        """Shortest time from the first restart to the escalation: ``max_attempts``
+        restarts, each at least its backoff (or the bus's restart ``cooldown``, which holds
+        it back) after the one before, then the last one's backoff. The rule escalates only
+        when this is inside ``window``."""
+
+        def delay(attempt: int) -> float:
+            return self.backoff[min(attempt, len(self.backoff)) - 1]
+
+        gaps = sum(max(delay(i), cooldown) for i in range(1, self.max_attempts))
+        return gaps + delay(self.max_attempts)
+
 
 @dataclass(slots=True)
 class RestartPolicy:

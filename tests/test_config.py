@@ -770,3 +770,21 @@ def test_a_signal_window_of_zero_is_refused(window: object) -> None:
     with pytest.raises(ConfigError) as err:
         from_mapping({"signals": {"queue_length": {"window": window}}})
     assert err.value.problems == ["signals.queue_length.window: must be greater than zero"]
+
+
+def test_a_restart_rule_whose_attempts_cannot_fit_its_window_is_warned_of() -> None:
+    # a 5-minute restart cooldown lets 2 restarts into a 10-minute window, never 3: the rule
+    # restarts every 5 minutes for ever and never pages anyone
+    rule = {"type": "restart", "max_attempts": 3, "window": "10m", "backoff": ["2s", "4s"]}
+    doc: dict[str, Any] = {"policies": {"r": rule}, "bus": {"cooldowns": {"restart": "5m"}}}
+    never = (
+        "policies.r: 3 restarts paced by its backoff and bus.cooldowns.restart (300 s) take at"
+        " least 604 s, not within its window (600 s): it would restart for ever and never"
+        " escalate"
+    )
+    assert config_warnings(from_mapping(doc)) == [never]
+    doc["bus"]["cooldowns"]["restart"] = "4m"  # 240 + 240 + 4 s: escalates at 484 s
+    assert config_warnings(from_mapping(doc)) == []
+    # the backoff alone can do it too (its last value repeats)
+    doc["policies"]["r"]["backoff"] = ["2s", "10m"]
+    assert len(config_warnings(from_mapping(doc))) == 1
