@@ -20,7 +20,10 @@ Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is s
 any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
 412 (version changed), 429 (rate limited; retried ``retries`` times with backoff here, then
 not again by the bus, which waits out a ``Retry-After``), 5xx and ``insufficient_capacity``
-are temporary; 400, 401, 403, 404 and 422 are permanent.
+are temporary; 400, 401, 403, 404 and 422 are permanent. A ``Retry-After`` (or backoff)
+longer than ``max_delay`` is not slept here: the action fails at once, temporary, with the
+server's delay, and the bus defers the executor's next call until then (a pass must not
+sleep an hour on one machine).
 
 This adapter is contract-tested against a local server that implements the documented
 Machines API (tests/remediation/fly_contract.py); it has not been run against live Fly.io.
@@ -83,6 +86,9 @@ class FlySpec:
     """Retries of a request answered 429 (rate limited) before a temporary error."""
     backoff: Seconds = 1.0
     """First delay after a 429 when it has no Retry-After; doubles each retry."""
+    max_delay: Seconds = 10.0
+    """Longest wait before retrying a 429; a longer Retry-After fails the action at once
+    (temporary), and the bus makes no call to this executor before it."""
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``); a target with no app of
@@ -194,15 +200,16 @@ class FlyExecutor:
                         f"{self.name}: {what}: HTTP {status} with a body that is not JSON",
                         temporary=True,
                     ) from exc
-            if status == 429 and attempt < self.spec.retries:
-                delay = _seconds(retry_after, self.spec.backoff * 2**attempt)
-                attempt += 1
-                await self.sleep(delay)
-                continue
-            if status == 429:  # retried here already: the bus does not again, and waits
-                raise self._error(
-                    what, status, text, request_id, delay=_seconds(retry_after, 0.0), retried=True
-                )
+            if status == 429:
+                told = _retry_after(retry_after)
+                delay = self.spec.backoff * 2**attempt if told is None else told
+                if attempt < self.spec.retries and delay <= self.spec.max_delay:
+                    attempt += 1
+                    await self.sleep(delay)
+                    continue
+                # Retried here as far as it goes, or asked to wait longer than a pass should
+                # sleep: the bus does not retry it, and makes no call before the Retry-After.
+                raise self._error(what, status, text, request_id, delay=told or 0.0, retried=True)
             raise self._error(what, status, text, request_id)
 
     def _error(
@@ -228,8 +235,9 @@ class FlyExecutor:
         )
         suffix = f" [{code}]" if code else ""
         rid = f" (fly-request-id {request_id})" if request_id else ""
+        wait = f" (Retry-After {delay:g} s)" if delay else ""
         return ExecutorError(
-            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}",
+            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}{wait}",
             temporary=temporary,
             delay=delay,
             retried=retried,
@@ -503,11 +511,14 @@ class FlyExecutor:
             await session.close()
 
 
-def _seconds(raw: str | None, default: float) -> float:
+def _retry_after(raw: str | None) -> float | None:
+    """A ``Retry-After`` in seconds; None when absent or an HTTP date (our backoff then)."""
+    if raw is None:
+        return None
     try:
-        return max(0.0, float(raw)) if raw is not None else default
+        return max(0.0, float(raw))
     except ValueError:
-        return default
+        return None
 
 
 def _after(exc: ExecutorError, done: str) -> ExecutorError:

@@ -439,12 +439,46 @@ async def test_a_429_retry_after_is_passed_to_the_bus(
     contract, server = fly
     contract.add_machine(state="stopped")
     contract.add_machine()
-    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start", retry_after=20)] * 3)
+    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start", retry_after=5)] * 3)
     ex = executor(server, contract, graphql_url="")
     try:
+        start = contract.now
         with pytest.raises(ExecutorError, match="HTTP 429") as err:
             await ex.execute(Scale("api", replicas=2, current=1))
-        assert err.value.temporary and err.value.retried and err.value.delay == 20
+        assert err.value.temporary and err.value.retried and err.value.delay == 5
+        assert contract.now == start + 10  # waited out twice (within max_delay), then gave up
+    finally:
+        await ex.aclose()
+
+
+async def test_a_retry_after_longer_than_max_delay_is_not_slept_but_deferred_by_the_bus(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Retry-After: 3600 must not hold the pass for an hour (or burn the bus's timeout):
+    the action fails at once, temporary, and the bus makes no call before the hour is up."""
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(Failure(429, "rate limit exceeded", match="/start", retry_after=3600))
+    ex = executor(server, contract, graphql_url="")
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        start = contract.now
+        (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], start)
+        assert outcome.status == "failed"
+        assert outcome.detail.startswith("temporary: ") and "(Retry-After 3600 s)" in outcome.detail
+        assert contract.now == start  # nobody slept
+        assert sum(r.endswith("/start") for r in contract.requests) == 1
+        (later,) = await bus.submit([Scale("api", replicas=2, current=1)], start + 60)
+        assert later.status == "failed" and "asked to wait" in later.detail
+        assert sum(r.endswith("/start") for r in contract.requests) == 1
+        (after,) = await bus.submit([Scale("api", replicas=2, current=1)], start + 3600)
+        assert after.status == "done" and contract.started() == 2
     finally:
         await ex.aclose()
 
