@@ -14,7 +14,9 @@ machine in turn; a retry of a restart that failed or timed out part-way restarts
 machines not restarted yet. Rollback updates every machine whose image differs from the
 previous image (read from ``GET /machines/{id}/versions``) with its full config and that
 image, passing ``current_version`` (the machine's ``instance_id``) so a concurrent change is
-not clobbered.
+not clobbered, and ``skip_launch`` for a machine that is not running (stopped, suspended,
+created): an update starts a machine otherwise, and a rollback must not wake, and bill,
+machines scaled to zero.
 
 Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is sent as is,
 any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
@@ -471,11 +473,14 @@ class FlyExecutor:
             if config.get("image") == previous:
                 continue
             config["image"] = previous
+            body: dict[str, Any] = {
+                "config": config,
+                "current_version": machine.get("instance_id", ""),
+            }
+            if machine.get("state") not in _UP:
+                body["skip_launch"] = True  # an update starts a stopped machine: keep it so
             await self._request(
-                "POST",
-                self._machines_url(app, m["id"]),
-                body={"config": config, "current_version": machine.get("instance_id", "")},
-                what=f"update {m['id']}",
+                "POST", self._machines_url(app, m["id"]), body=body, what=f"update {m['id']}"
             )
             updated.append(m["id"])
         return f"rollback {current} -> {previous} on {len(updated)} machines"

@@ -339,6 +339,26 @@ async def test_rollback_updates_every_machine_to_the_previous_image(
         await ex.aclose()
 
 
+async def test_a_rollback_leaves_stopped_machines_stopped(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Machines scaled to zero (or stopped by auto_stop) get the old image too, but an
+    update starts a machine unless it says ``skip_launch``: a rollback must not wake them."""
+    contract, server = fly
+    running = contract.add_machine(image=V1)
+    stopped = contract.add_machine(image=V1, state="stopped")
+    suspended = contract.add_machine(image=V1, state="suspended")
+    contract.deploy(V2)
+    ex = executor(server, contract)
+    try:
+        assert await ex.execute(Rollback("api")) == f"rollback {V2} -> {V1} on 3 machines"
+        states = {mid: contract.machines[mid]["state"] for mid in (running, stopped, suspended)}
+        assert states == {running: "started", stopped: "stopped", suspended: "suspended"}
+        assert all(m["config"]["image"] == V1 for m in contract.live())
+    finally:
+        await ex.aclose()
+
+
 async def test_rollback_without_a_previous_image_is_a_permanent_error(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
