@@ -3,9 +3,11 @@
 A target is one process group (default ``app``) of a Fly app. Its replicas are its started
 machines. Scaling follows superfly/fly-autoscaler's reconciler: start stopped machines
 first, create clones of an existing machine (its config with ``image`` set to the machine's
-full image ref, in its region) when there are not enough, stop started machines to scale in,
-and destroy stopped machines beyond ``max_replicas``. It never goes below one machine (the
-last one is what new ones are cloned from).
+full image ref, in its region) when there are not enough, stop started machines to scale in
+(newest first; never one still ``starting`` or ``restarting``, which the API would refuse: if
+only such machines are left to stop, the action fails as temporary and is retried once they
+have started), and destroy stopped machines beyond ``max_replicas``. It never goes below one
+machine (the last one is what new ones are cloned from).
 
 Nothing is done while a deploy is running: the GraphQL ``currentReleaseUnprocessed.status``
 is ``running``, or a machine of the group is ``updating``/``replacing`` (a temporary error,
@@ -364,9 +366,22 @@ class FlyExecutor:
                         temporary=True,
                     )
             elif n < len(up):
-                for m in list(reversed(up))[: len(up) - n]:
+                # Newest first, started ones only: a machine still starting or restarting
+                # cannot be stopped yet (the API refuses it), and will be once it has started.
+                settled = [m for m in reversed(up) if m.get("state") == "started"]
+                for m in settled[: len(up) - n]:
                     await self._post(app, m["id"], "stop")
                     stopped.append(m["id"])
+                short = len(up) - n - len(stopped)
+                if short > 0:
+                    busy = ", ".join(
+                        f"{m['id']} ({m.get('state')})" for m in up if m.get("state") != "started"
+                    )
+                    raise ExecutorError(
+                        f"{self.name}: {app}: {short} more machines to stop but {busy} have "
+                        "not started yet; not stopping a machine mid-transition",
+                        temporary=True,
+                    )
             # Machines beyond the maximum are destroyed; never a started one.
             surplus = len(group) + len(created) - hi
             if surplus > 0:

@@ -121,6 +121,42 @@ async def test_scale_down_stops_the_newest_machines_and_keeps_them(
         await ex.aclose()
 
 
+async def test_scale_down_stops_started_machines_not_one_still_starting(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """The newest machine is still ``starting``: a stop would be refused (412); another,
+    started, machine is stopped instead."""
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(3))
+    contract.machines[ids[2]]["state"] = "starting"
+    ex = executor(server, contract)
+    try:
+        assert await ex.execute(Scale("api", replicas=2, current=3)) == (
+            f"started machines 3 -> 2: stopped {ids[1]}"
+        )
+        assert contract.machines[ids[2]]["state"] == "starting"
+    finally:
+        await ex.aclose()
+
+
+async def test_scale_down_with_only_machines_mid_transition_is_a_clear_temporary_error(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(2))
+    contract.machines[ids[0]]["state"] = "restarting"
+    contract.machines[ids[1]]["state"] = "starting"
+    ex = executor(server, contract)
+    try:
+        with pytest.raises(ExecutorError, match="not stopping a machine mid-transition") as err:
+            await ex.execute(Scale("api", replicas=1, current=2))
+        assert err.value.temporary
+        assert f"{ids[1]} (starting)" in str(err.value) and "HTTP 412" not in str(err.value)
+        assert not any(r.endswith("/stop") for r in contract.requests)
+    finally:
+        await ex.aclose()
+
+
 async def test_machines_beyond_the_maximum_are_destroyed_stopped_ones_only(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
