@@ -57,6 +57,8 @@ Machine = dict[str, Any]
 _GONE = frozenset({"destroying", "destroyed", "replaced", "migrated", "launch_failed"})
 _UP = frozenset({"started", "starting", "restarting"})
 _DOWN = frozenset({"stopped", "suspended", "created", "stopping", "suspending"})
+_STARTABLE = frozenset({"stopped", "suspended", "created"})
+"""Down and settled: the API starts these (one still stopping or suspending it refuses)."""
 _DEPLOYING = frozenset({"updating", "replacing"})
 _RELEASE_QUERY = (
     "query($appName: String!) { app(name: $appName) "
@@ -351,7 +353,7 @@ class FlyExecutor:
         try:
             if n > len(up):
                 need = n - len(up)
-                for m in [m for m in down if m.get("state") != "stopping"][:need]:
+                for m in [m for m in down if m.get("state") in _STARTABLE][:need]:
                     await self._post(app, m["id"], "start")
                     started.append(m["id"])
                 source = up[0] if up else group[0]
@@ -362,7 +364,7 @@ class FlyExecutor:
                 if short > 0:
                     raise ExecutorError(
                         f"{self.name}: {app}: {short} more started machines needed but "
-                        f"{hi} machines exist already (some may still be stopping)",
+                        f"{hi} machines exist already (some may still be stopping or suspending)",
                         temporary=True,
                     )
             elif n < len(up):

@@ -103,6 +103,25 @@ async def test_scale_up_starts_stopped_machines_before_creating_clones(
         await ex.aclose()
 
 
+async def test_scale_up_does_not_start_a_machine_still_suspending(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Like one still stopping, a machine mid-suspend cannot be started yet (412): a clone
+    is created instead."""
+    contract, server = fly
+    contract.add_machine()
+    suspending = contract.add_machine(state="suspending")
+    ex = executor(server, contract)
+    try:
+        assert (await ex.execute(Scale("api", replicas=2, current=1))).startswith(
+            "started machines 1 -> 2: created "
+        )
+        assert contract.machines[suspending]["state"] == "suspending"
+        assert not any(r.endswith("/start") for r in contract.requests)
+    finally:
+        await ex.aclose()
+
+
 async def test_scale_down_stops_the_newest_machines_and_keeps_them(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
