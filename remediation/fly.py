@@ -3,9 +3,11 @@
 A target is one process group (default ``app``) of a Fly app. Its replicas are its started
 machines. Scaling follows superfly/fly-autoscaler's reconciler: start stopped machines
 first, create clones of an existing machine (its config with ``image`` set to the machine's
-full image ref, in its region) when there are not enough, stop started machines to scale in,
-and destroy stopped machines beyond ``max_replicas``. It never goes below one machine (the
-last one is what new ones are cloned from).
+full image ref, in its region) when there are not enough, stop started machines to scale in
+(newest first; never one still ``starting`` or ``restarting``, which the API would refuse: if
+only such machines are left to stop, the action fails as temporary and is retried once they
+have started), and destroy stopped machines beyond ``max_replicas``. It never goes below one
+machine (the last one is what new ones are cloned from).
 
 Nothing is done while a deploy is running: the GraphQL ``currentReleaseUnprocessed.status``
 is ``running``, or a machine of the group is ``updating``/``replacing`` (a temporary error,
@@ -14,13 +16,18 @@ machine in turn; a retry of a restart that failed or timed out part-way restarts
 machines not restarted yet. Rollback updates every machine whose image differs from the
 previous image (read from ``GET /machines/{id}/versions``) with its full config and that
 image, passing ``current_version`` (the machine's ``instance_id``) so a concurrent change is
-not clobbered.
+not clobbered, and ``skip_launch`` for a machine that is not running (stopped, suspended,
+created): an update starts a machine otherwise, and a rollback must not wake, and bill,
+machines scaled to zero.
 
 Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is sent as is,
 any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
 412 (version changed), 429 (rate limited; retried ``retries`` times with backoff here, then
 not again by the bus, which waits out a ``Retry-After``), 5xx and ``insufficient_capacity``
-are temporary; 400, 401, 403, 404 and 422 are permanent.
+are temporary; 400, 401, 403, 404 and 422 are permanent. A ``Retry-After`` (or backoff)
+longer than ``max_delay`` is not slept here: the action fails at once, temporary, with the
+server's delay, and the bus defers the executor's next call until then (a pass must not
+sleep an hour on one machine).
 
 This adapter is contract-tested against a local server that implements the documented
 Machines API (tests/remediation/fly_contract.py); it has not been run against live Fly.io.
@@ -50,6 +57,8 @@ Machine = dict[str, Any]
 _GONE = frozenset({"destroying", "destroyed", "replaced", "migrated", "launch_failed"})
 _UP = frozenset({"started", "starting", "restarting"})
 _DOWN = frozenset({"stopped", "suspended", "created", "stopping", "suspending"})
+_STARTABLE = frozenset({"stopped", "suspended", "created"})
+"""Down and settled: the API starts these (one still stopping or suspending it refuses)."""
 _DEPLOYING = frozenset({"updating", "replacing"})
 _RELEASE_QUERY = (
     "query($appName: String!) { app(name: $appName) "
@@ -83,6 +92,9 @@ class FlySpec:
     """Retries of a request answered 429 (rate limited) before a temporary error."""
     backoff: Seconds = 1.0
     """First delay after a 429 when it has no Retry-After; doubles each retry."""
+    max_delay: Seconds = 10.0
+    """Longest wait before retrying a 429; a longer Retry-After fails the action at once
+    (temporary), and the bus makes no call to this executor before it."""
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``); a target with no app of
@@ -194,15 +206,16 @@ class FlyExecutor:
                         f"{self.name}: {what}: HTTP {status} with a body that is not JSON",
                         temporary=True,
                     ) from exc
-            if status == 429 and attempt < self.spec.retries:
-                delay = _seconds(retry_after, self.spec.backoff * 2**attempt)
-                attempt += 1
-                await self.sleep(delay)
-                continue
-            if status == 429:  # retried here already: the bus does not again, and waits
-                raise self._error(
-                    what, status, text, request_id, delay=_seconds(retry_after, 0.0), retried=True
-                )
+            if status == 429:
+                told = _retry_after(retry_after)
+                delay = self.spec.backoff * 2**attempt if told is None else told
+                if attempt < self.spec.retries and delay <= self.spec.max_delay:
+                    attempt += 1
+                    await self.sleep(delay)
+                    continue
+                # Retried here as far as it goes, or asked to wait longer than a pass should
+                # sleep: the bus does not retry it, and makes no call before the Retry-After.
+                raise self._error(what, status, text, request_id, delay=told or 0.0, retried=True)
             raise self._error(what, status, text, request_id)
 
     def _error(
@@ -228,8 +241,9 @@ class FlyExecutor:
         )
         suffix = f" [{code}]" if code else ""
         rid = f" (fly-request-id {request_id})" if request_id else ""
+        wait = f" (Retry-After {delay:g} s)" if delay else ""
         return ExecutorError(
-            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}",
+            f"{self.name}: {what}: HTTP {status} {message}{suffix}{rid}{wait}",
             temporary=temporary,
             delay=delay,
             retried=retried,
@@ -339,7 +353,7 @@ class FlyExecutor:
         try:
             if n > len(up):
                 need = n - len(up)
-                for m in [m for m in down if m.get("state") != "stopping"][:need]:
+                for m in [m for m in down if m.get("state") in _STARTABLE][:need]:
                     await self._post(app, m["id"], "start")
                     started.append(m["id"])
                 source = up[0] if up else group[0]
@@ -350,13 +364,26 @@ class FlyExecutor:
                 if short > 0:
                     raise ExecutorError(
                         f"{self.name}: {app}: {short} more started machines needed but "
-                        f"{hi} machines exist already (some may still be stopping)",
+                        f"{hi} machines exist already (some may still be stopping or suspending)",
                         temporary=True,
                     )
             elif n < len(up):
-                for m in list(reversed(up))[: len(up) - n]:
+                # Newest first, started ones only: a machine still starting or restarting
+                # cannot be stopped yet (the API refuses it), and will be once it has started.
+                settled = [m for m in reversed(up) if m.get("state") == "started"]
+                for m in settled[: len(up) - n]:
                     await self._post(app, m["id"], "stop")
                     stopped.append(m["id"])
+                short = len(up) - n - len(stopped)
+                if short > 0:
+                    busy = ", ".join(
+                        f"{m['id']} ({m.get('state')})" for m in up if m.get("state") != "started"
+                    )
+                    raise ExecutorError(
+                        f"{self.name}: {app}: {short} more machines to stop but {busy} have "
+                        "not started yet; not stopping a machine mid-transition",
+                        temporary=True,
+                    )
             # Machines beyond the maximum are destroyed; never a started one.
             surplus = len(group) + len(created) - hi
             if surplus > 0:
@@ -463,11 +490,14 @@ class FlyExecutor:
             if config.get("image") == previous:
                 continue
             config["image"] = previous
+            body: dict[str, Any] = {
+                "config": config,
+                "current_version": machine.get("instance_id", ""),
+            }
+            if machine.get("state") not in _UP:
+                body["skip_launch"] = True  # an update starts a stopped machine: keep it so
             await self._request(
-                "POST",
-                self._machines_url(app, m["id"]),
-                body={"config": config, "current_version": machine.get("instance_id", "")},
-                what=f"update {m['id']}",
+                "POST", self._machines_url(app, m["id"]), body=body, what=f"update {m['id']}"
             )
             updated.append(m["id"])
         return f"rollback {current} -> {previous} on {len(updated)} machines"
@@ -503,11 +533,14 @@ class FlyExecutor:
             await session.close()
 
 
-def _seconds(raw: str | None, default: float) -> float:
+def _retry_after(raw: str | None) -> float | None:
+    """A ``Retry-After`` in seconds; None when absent or an HTTP date (our backoff then)."""
+    if raw is None:
+        return None
     try:
-        return max(0.0, float(raw)) if raw is not None else default
+        return max(0.0, float(raw))
     except ValueError:
-        return default
+        return None
 
 
 def _after(exc: ExecutorError, done: str) -> ExecutorError:

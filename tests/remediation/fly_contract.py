@@ -2,7 +2,8 @@
 
 Fly.io cannot be reached from here, so the Fly executor is tested against this. It keeps
 machines with their states, ``instance_id`` versions (a new one on every update),
-``image_ref``, ``config`` and ``events``; ``/versions`` history; optional leases (mutations
+``image_ref``, ``config`` and ``events``; ``/versions`` history; an update starts a
+machine that is not running unless it carries ``skip_launch``; optional leases (mutations
 of a leased machine without the ``fly-machine-lease-nonce`` header are refused with 409);
 the error body ``{"error", "status"}`` with a ``fly-request-id`` header; and the documented
 rate limits (per action and machine: 1 req/s with bursts of 3; Get Machine 5 req/s with
@@ -140,13 +141,14 @@ class FlyContract:
         return sum(1 for m in self.live(group) if m["state"] == "started")
 
     def deploy(self, image: str) -> None:
-        """What ``fly deploy`` does to each machine: an update to a new image."""
+        """What ``fly deploy`` does to each machine: an update to a new image (stopped
+        machines are updated with ``skip_launch``, so they stay stopped)."""
         self.release_version += 1
         for m in self.live():
             config = copy.deepcopy(m["config"])
             config["image"] = image
             config["metadata"]["fly_release_version"] = str(self.release_version)
-            self._update(m, config)
+            self._update(m, config, skip_launch=m["state"] != "started")
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -180,11 +182,13 @@ class FlyContract:
             "timestamp": int(self.now * 1000),
         }
 
-    def _update(self, m: dict[str, Any], config: dict[str, Any]) -> None:
+    def _update(self, m: dict[str, Any], config: dict[str, Any], *, skip_launch: bool) -> None:
+        """A running machine reboots into the new version; any other is started by the
+        update unless ``skip_launch`` is set (CONTRACTS.md §1.3, §1.5)."""
         m["config"] = config
         m["image_ref"] = image_ref(config["image"])
         m["instance_id"] = m["version"] = _ulid()
-        if m["state"] == "started":  # a running machine reboots into the new version
+        if not skip_launch:
             m["state"] = "started"
         m["events"].append(self._event("update", m["state"]))
         self.versions[m["id"]].insert(
@@ -304,7 +308,7 @@ class FlyContract:
             return self._error(412, f"machine version {m['instance_id']} is not {current}")
         if m["state"] in ("destroyed", "destroying"):
             return self._error(412, f"unable to update machine in state {m['state']!r}")
-        self._update(m, copy.deepcopy(config))
+        self._update(m, copy.deepcopy(config), skip_launch=body.get("skip_launch") is True)
         return web.json_response(m)
 
     async def start(self, request: web.Request) -> web.Response:

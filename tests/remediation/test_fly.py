@@ -103,6 +103,25 @@ async def test_scale_up_starts_stopped_machines_before_creating_clones(
         await ex.aclose()
 
 
+async def test_scale_up_does_not_start_a_machine_still_suspending(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Like one still stopping, a machine mid-suspend cannot be started yet (412): a clone
+    is created instead."""
+    contract, server = fly
+    contract.add_machine()
+    suspending = contract.add_machine(state="suspending")
+    ex = executor(server, contract)
+    try:
+        assert (await ex.execute(Scale("api", replicas=2, current=1))).startswith(
+            "started machines 1 -> 2: created "
+        )
+        assert contract.machines[suspending]["state"] == "suspending"
+        assert not any(r.endswith("/start") for r in contract.requests)
+    finally:
+        await ex.aclose()
+
+
 async def test_scale_down_stops_the_newest_machines_and_keeps_them(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
@@ -117,6 +136,42 @@ async def test_scale_down_stops_the_newest_machines_and_keeps_them(
         assert await ex.execute(Scale("api", replicas=1, current=1)) == (
             "already at 1 started machines"
         )
+    finally:
+        await ex.aclose()
+
+
+async def test_scale_down_stops_started_machines_not_one_still_starting(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """The newest machine is still ``starting``: a stop would be refused (412); another,
+    started, machine is stopped instead."""
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(3))
+    contract.machines[ids[2]]["state"] = "starting"
+    ex = executor(server, contract)
+    try:
+        assert await ex.execute(Scale("api", replicas=2, current=3)) == (
+            f"started machines 3 -> 2: stopped {ids[1]}"
+        )
+        assert contract.machines[ids[2]]["state"] == "starting"
+    finally:
+        await ex.aclose()
+
+
+async def test_scale_down_with_only_machines_mid_transition_is_a_clear_temporary_error(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    contract, server = fly
+    ids = sorted(contract.add_machine() for _ in range(2))
+    contract.machines[ids[0]]["state"] = "restarting"
+    contract.machines[ids[1]]["state"] = "starting"
+    ex = executor(server, contract)
+    try:
+        with pytest.raises(ExecutorError, match="not stopping a machine mid-transition") as err:
+            await ex.execute(Scale("api", replicas=1, current=2))
+        assert err.value.temporary
+        assert f"{ids[1]} (starting)" in str(err.value) and "HTTP 412" not in str(err.value)
+        assert not any(r.endswith("/stop") for r in contract.requests)
     finally:
         await ex.aclose()
 
@@ -339,6 +394,26 @@ async def test_rollback_updates_every_machine_to_the_previous_image(
         await ex.aclose()
 
 
+async def test_a_rollback_leaves_stopped_machines_stopped(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Machines scaled to zero (or stopped by auto_stop) get the old image too, but an
+    update starts a machine unless it says ``skip_launch``: a rollback must not wake them."""
+    contract, server = fly
+    running = contract.add_machine(image=V1)
+    stopped = contract.add_machine(image=V1, state="stopped")
+    suspended = contract.add_machine(image=V1, state="suspended")
+    contract.deploy(V2)
+    ex = executor(server, contract)
+    try:
+        assert await ex.execute(Rollback("api")) == f"rollback {V2} -> {V1} on 3 machines"
+        states = {mid: contract.machines[mid]["state"] for mid in (running, stopped, suspended)}
+        assert states == {running: "started", stopped: "stopped", suspended: "suspended"}
+        assert all(m["config"]["image"] == V1 for m in contract.live())
+    finally:
+        await ex.aclose()
+
+
 async def test_rollback_without_a_previous_image_is_a_permanent_error(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
@@ -439,12 +514,46 @@ async def test_a_429_retry_after_is_passed_to_the_bus(
     contract, server = fly
     contract.add_machine(state="stopped")
     contract.add_machine()
-    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start", retry_after=20)] * 3)
+    contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start", retry_after=5)] * 3)
     ex = executor(server, contract, graphql_url="")
     try:
+        start = contract.now
         with pytest.raises(ExecutorError, match="HTTP 429") as err:
             await ex.execute(Scale("api", replicas=2, current=1))
-        assert err.value.temporary and err.value.retried and err.value.delay == 20
+        assert err.value.temporary and err.value.retried and err.value.delay == 5
+        assert contract.now == start + 10  # waited out twice (within max_delay), then gave up
+    finally:
+        await ex.aclose()
+
+
+async def test_a_retry_after_longer_than_max_delay_is_not_slept_but_deferred_by_the_bus(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Retry-After: 3600 must not hold the pass for an hour (or burn the bus's timeout):
+    the action fails at once, temporary, and the bus makes no call before the hour is up."""
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(Failure(429, "rate limit exceeded", match="/start", retry_after=3600))
+    ex = executor(server, contract, graphql_url="")
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        start = contract.now
+        (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], start)
+        assert outcome.status == "failed"
+        assert outcome.detail.startswith("temporary: ") and "(Retry-After 3600 s)" in outcome.detail
+        assert contract.now == start  # nobody slept
+        assert sum(r.endswith("/start") for r in contract.requests) == 1
+        (later,) = await bus.submit([Scale("api", replicas=2, current=1)], start + 60)
+        assert later.status == "failed" and "asked to wait" in later.detail
+        assert sum(r.endswith("/start") for r in contract.requests) == 1
+        (after,) = await bus.submit([Scale("api", replicas=2, current=1)], start + 3600)
+        assert after.status == "done" and contract.started() == 2
     finally:
         await ex.aclose()
 
