@@ -16,9 +16,10 @@ failure. At shutdown ``wait_abandoned`` gives such calls the time left and names
 running, to be journalled as interrupted. Only temporary failures count toward an executor's
 breaker: a permanent one (an unknown service, a bad request) is that action's, not the
 executor's.
-A notice's cooldown and dedupe are its own (by dedup key, trigger or resolve), and sending
-one clears its twin's, so a resolve is never held back by its trigger, nor the next trigger
-by the resolve. Gating is sequential and cheap; the calls run concurrently.
+A notice is paced by its own cooldown alone (by dedup key, trigger or resolve: the dedupe
+window does not hold it longer), and sending one clears its twin's, so a resolve is never
+held back by its trigger, nor the next trigger by the resolve. Gating is sequential and
+cheap; the calls run concurrently.
 An action that no executor carried out leaves no cooldown or dedupe key, so the next pass
 tries again; a notice that reached some of its notifiers counts as sent (a notifier that
 failed shows in ``autoscaler_actions_total{status="failed"}``; it is not resent).
@@ -209,11 +210,17 @@ class ActionBus:
             if until > now:
                 return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
             seen = self.dedupe.get(action.key)
-            if seen is not None and now - seen < self.settings.dedupe_window:
+            if seen is not None and now - seen < self._dedupe_window(action):
                 return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
         if len(self._executed) >= self.settings.rate_limit:
             return "skipped-rate-limit", f"{self.settings.rate_limit} actions in the last minute"
         return None, ""
+
+    def _dedupe_window(self, action: Action) -> float:
+        """A notice's cooldown is per notice already (dedup key, trigger or resolve): it
+        alone says when the notice may go out again, as Alertmanager's repeat_interval does;
+        a longer dedupe window would hold it past ``bus.cooldowns.notify``."""
+        return 0.0 if isinstance(action, Notify) else self.settings.dedupe_window
 
     def _mark(self, action: Action, now: float) -> None:
         if not action.paced:

@@ -509,3 +509,21 @@ def test_restarts_have_no_cooldown_unless_one_is_set() -> None:
     got = run(bus, [(0.0, [Restart("a", 1)]), (2.0, [Restart("a", 2)])])
     assert [status for _, status in got] == ["done", "done"]
     assert [a.attempt for a in rec.calls if isinstance(a, Restart)] == [1, 2]
+
+
+def test_a_notice_goes_out_again_once_its_cooldown_ends_however_long_the_dedupe_window() -> None:
+    """``bus.cooldowns.notify`` is how often the same notice may go out (Alertmanager's
+    repeat_interval): a dedupe window longer than it must not hold the notice longer. A
+    restart escalation of the same incident (its dedup key) a minute later goes out."""
+    pd = RecordingExecutor("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("pd",), cooldowns={"notify": 60}, dedupe_window=300),
+        executors={"pd": pd},
+        route=lambda x: [],
+    )
+    page = Notify("api", "P1", "3 restarts did not help", dedup_key="restart-escalation:api")
+    statuses = [
+        [o.status for o in asyncio.run(bus.submit([page], now))] for now in (0.0, 30.0, 61.0)
+    ]
+    assert statuses == [["done"], ["skipped-cooldown"], ["done"]]
+    assert len(pd.calls) == 2
