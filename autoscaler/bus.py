@@ -17,9 +17,10 @@ running, to be journalled as interrupted. Only temporary failures count toward a
 breaker: a permanent one (an unknown service, a bad request) is that action's, not the
 executor's.
 A notice is paced by its own cooldown alone (by dedup key, trigger or resolve: the dedupe
-window does not hold it longer), and sending one clears its twin's, so a resolve is never
-held back by its trigger, nor the next trigger by the resolve. Gating is sequential and
-cheap; the calls run concurrently.
+window does not hold it longer), and one that went out clears its twin's, so a resolve is
+never held back by its trigger, nor the next trigger by the resolve (a resolve that reached
+no notifier leaves its trigger in cooldown: for humans the incident is still open). Gating
+is sequential and cheap; the calls run concurrently.
 An action that no executor carried out leaves no cooldown or dedupe key, so the next pass
 tries again; a notice that reached some of its notifiers counts as sent (a notifier that
 failed shows in ``autoscaler_actions_total{status="failed"}``; it is not resent).
@@ -176,6 +177,8 @@ class ActionBus:
                 continue
             self._executed.append(now)
             self._mark(action, now)
+            if self.dry_run:
+                self._sent(action)
             for name in names:
                 if self.dry_run:
                     outcomes.append(Outcome(action, "dry-run", "executor not called", now, name))
@@ -195,6 +198,8 @@ class ActionBus:
             for action in {id(a): a for _, a, _ in calls}.values():
                 if id(action) not in reached:
                     self._unmark(action)
+                else:
+                    self._sent(action)
         if self.metrics is not None:
             m = self.metrics
             for (kind, status), n in Counter((o.action.kind, o.status) for o in outcomes).items():
@@ -225,8 +230,6 @@ class ActionBus:
     def _mark(self, action: Action, now: float) -> None:
         if not action.paced:
             return
-        if isinstance(action, Notify):  # a resolve lets the next trigger through, and back
-            self._unmark(replace(action, resolve=not action.resolve))
         ckey = action.cooldown_key
         cooldown = self.cooldown_for(action)
         if cooldown > 0:
@@ -234,6 +237,13 @@ class ActionBus:
             self._dirty[f"cooldown:{ckey}"] = now + cooldown
         self.dedupe[action.key] = now
         self._dirty[f"dedupe:{action.key}"] = now
+
+    def _sent(self, action: Action) -> None:
+        """A notice that went out (or would have, in a dry run): a resolve lets the next
+        trigger through, and back. Not before: while a resolve has reached nobody the
+        incident is open for humans, and its trigger stays in its cooldown."""
+        if isinstance(action, Notify):
+            self._unmark(replace(action, resolve=not action.resolve))
 
     def _unmark(self, action: Action) -> None:
         """Undo ``_mark`` for an action that failed everywhere: the next pass may try again

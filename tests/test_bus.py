@@ -527,3 +527,31 @@ def test_a_notice_goes_out_again_once_its_cooldown_ends_however_long_the_dedupe_
     ]
     assert statuses == [["done"], ["skipped-cooldown"], ["done"]]
     assert len(pd.calls) == 2
+
+
+def test_a_resolve_that_failed_everywhere_does_not_let_its_trigger_be_sent_again() -> None:
+    """Slack is down when the incident resolves: humans were not told, so for them it is
+    still open, and the same trigger asked for again within its cooldown must not post a
+    second message. The resolve, asked for again, goes out, and then a new trigger does."""
+    slack = _Down("slack")
+    bus = ActionBus(
+        settings=BusSettings(notify=("slack",), cooldown=300, dedupe_window=300),
+        executors={"slack": slack},
+        route=lambda x: [],
+    )
+
+    def notice(resolve: bool) -> Notify:
+        return Notify("db", summary=f"resolve={resolve}", dedup_key="degradation:db",
+                      resolve=resolve)  # fmt: skip
+
+    statuses = []
+    for now, resolve, down in [
+        (0, False, False), (60, True, True), (90, False, False), (120, True, False),
+        (150, False, False),
+    ]:  # fmt: skip
+        slack.down = down
+        statuses += [o.status for o in asyncio.run(bus.submit([notice(resolve)], now))]
+    assert statuses == ["done", "failed", "skipped-cooldown", "done", "done"]
+    assert [a.resolve for a in slack.calls if isinstance(a, Notify)] == [
+        False, True, True, False
+    ]  # fmt: skip
