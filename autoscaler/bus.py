@@ -5,7 +5,8 @@ window)? → in cooldown for (target, kind)? → over the global rate limit? →
 → dry-run? → all their breakers open (then it is not executed and takes no rate-limit slot)?
 → executor breaker open (or its half-open trials taken)? → call with a timeout, retrying
 temporary failures with jittered exponential backoff (not those the executor already
-retried, and not before a ``Retry-After`` the server gave). A call that times out is
+retried, not a notice that timed out: the notifiers retry within the call, and not before
+a ``Retry-After`` the server gave). A call that times out is
 cancelled when its executor is ``cancellable`` (asyncio I/O only: Fly, the notifiers), and
 otherwise abandoned: an executor working in a thread (docker-py) cannot be stopped, so the
 call may still be carried out. An abandoned restart or rollback is therefore never retried,
@@ -15,9 +16,11 @@ failure. At shutdown ``wait_abandoned`` gives such calls the time left and names
 running, to be journalled as interrupted. Only temporary failures count toward an executor's
 breaker: a permanent one (an unknown service, a bad request) is that action's, not the
 executor's.
-A notice's cooldown and dedupe are its own (by dedup key, trigger or resolve), and sending
-one clears its twin's, so a resolve is never held back by its trigger, nor the next trigger
-by the resolve. Gating is sequential and cheap; the calls run concurrently.
+A notice is paced by its own cooldown alone (by dedup key, trigger or resolve: the dedupe
+window does not hold it longer), and one that went out clears its twin's, so a resolve is
+never held back by its trigger, nor the next trigger by the resolve (a resolve that reached
+no notifier leaves its trigger in cooldown: for humans the incident is still open). Gating
+is sequential and cheap; the calls run concurrently.
 An action that no executor carried out leaves no cooldown or dedupe key, so the next pass
 tries again; a notice that reached some of its notifiers counts as sent (a notifier that
 failed shows in ``autoscaler_actions_total{status="failed"}``; it is not resent).
@@ -174,6 +177,8 @@ class ActionBus:
                 continue
             self._executed.append(now)
             self._mark(action, now)
+            if self.dry_run:
+                self._sent(action)
             for name in names:
                 if self.dry_run:
                     outcomes.append(Outcome(action, "dry-run", "executor not called", now, name))
@@ -193,6 +198,8 @@ class ActionBus:
             for action in {id(a): a for _, a, _ in calls}.values():
                 if id(action) not in reached:
                     self._unmark(action)
+                else:
+                    self._sent(action)
         if self.metrics is not None:
             m = self.metrics
             for (kind, status), n in Counter((o.action.kind, o.status) for o in outcomes).items():
@@ -208,17 +215,21 @@ class ActionBus:
             if until > now:
                 return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
             seen = self.dedupe.get(action.key)
-            if seen is not None and now - seen < self.settings.dedupe_window:
+            if seen is not None and now - seen < self._dedupe_window(action):
                 return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
         if len(self._executed) >= self.settings.rate_limit:
             return "skipped-rate-limit", f"{self.settings.rate_limit} actions in the last minute"
         return None, ""
 
+    def _dedupe_window(self, action: Action) -> float:
+        """A notice's cooldown is per notice already (dedup key, trigger or resolve): it
+        alone says when the notice may go out again, as Alertmanager's repeat_interval does;
+        a longer dedupe window would hold it past ``bus.cooldowns.notify``."""
+        return 0.0 if isinstance(action, Notify) else self.settings.dedupe_window
+
     def _mark(self, action: Action, now: float) -> None:
         if not action.paced:
             return
-        if isinstance(action, Notify):  # a resolve lets the next trigger through, and back
-            self._unmark(replace(action, resolve=not action.resolve))
         ckey = action.cooldown_key
         cooldown = self.cooldown_for(action)
         if cooldown > 0:
@@ -226,6 +237,13 @@ class ActionBus:
             self._dirty[f"cooldown:{ckey}"] = now + cooldown
         self.dedupe[action.key] = now
         self._dirty[f"dedupe:{action.key}"] = now
+
+    def _sent(self, action: Action) -> None:
+        """A notice that went out (or would have, in a dry run): a resolve lets the next
+        trigger through, and back. Not before: while a resolve has reached nobody the
+        incident is open for humans, and its trigger stays in its cooldown."""
+        if isinstance(action, Notify):
+            self._unmark(replace(action, resolve=not action.resolve))
 
     def _unmark(self, action: Action) -> None:
         """Undo ``_mark`` for an action that failed everywhere: the next pass may try again
@@ -279,6 +297,11 @@ class ActionBus:
                 if uncertain:
                     retried = True  # it may still happen: a retry could do it twice
                     msg += f"; not retried, the {action.kind} may still be carried out"
+                if isinstance(action, Notify) and isinstance(exc, TimeoutError):
+                    # the notifier retried within the call until the timeout cut it: a
+                    # retry here would post up to its retries + 1 times again, each
+                    # holding the pass for another executor_timeout
+                    retried = True
                 if temporary and not told and not retried and attempt <= self.settings.retries:
                     await self._sleep(delay * (0.5 + self._rng.random()))
                     delay *= 2

@@ -14,8 +14,10 @@ Delivery follows each service's documented contract:
   from target and summary). Severities: P0→critical, P1→error, P2→warning, P3→info.
 - 429 and 5xx (and connection errors, timeouts) are retried here with exponential
   backoff, honouring ``Retry-After``; the bus does not retry them again, and waits out a
-  ``Retry-After`` too long to wait here. The sleep is injectable so tests never sleep for
-  real. Error texts leave the URL's path out: a webhook URL is the credential.
+  ``Retry-After`` too long to wait here. All tries share the bus's ``executor_timeout``:
+  the bus cancels the call then, and does not retry a notice that timed out either. The
+  sleep is injectable so tests never sleep for real. Error texts leave the URL's path
+  out: a webhook URL is the credential.
 
 These adapters are contract-tested against local aiohttp servers that implement the
 documented behaviour; they have not been run against the live Slack or PagerDuty APIs.

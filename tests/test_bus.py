@@ -455,8 +455,30 @@ class _Hanging(RecordingExecutor):
 
 
 def test_a_timed_out_call_of_a_cancellable_executor_is_cancelled_before_the_retry() -> None:
-    """A Slack post that hangs: cancelled at the timeout, so the retry is the only post in
-    flight, not a second one beside it."""
+    """A scale POSTed to a webhook that hangs: cancelled at the timeout, so the retry is the
+    only post in flight, not a second one beside it."""
+    hook = _Hanging("hook")
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.05, retries=1),
+        executors={"hook": hook},
+        route=lambda a: ["hook"],
+        sleep=_no_sleep,
+    )
+
+    async def go() -> tuple[Outcome, int, int]:
+        (outcome,) = await bus.submit([Scale("api", replicas=3, current=2)], 0.0)
+        await asyncio.sleep(0)  # a cancellation would have been delivered by now
+        return outcome, hook.cancelled, len(bus.abandoned)
+
+    outcome, cancelled, abandoned = asyncio.run(go())
+    assert outcome.status == "failed" and not outcome.uncertain
+    assert outcome.detail == "temporary: timed out after 0.05 s"
+    assert len(hook.calls) == 2 and cancelled == 2 and abandoned == 0
+
+
+def test_a_notice_that_timed_out_is_cancelled_and_not_retried_within_the_pass() -> None:
+    """A notifier retries within its call; the bus cancels it at the timeout and does not
+    retry it again (a second post beside one that may have arrived, another timeout)."""
     slack = _Hanging("slack")
     bus = ActionBus(
         settings=BusSettings(executor_timeout=0.05, retries=1, notify=("slack",)),
@@ -471,9 +493,8 @@ def test_a_timed_out_call_of_a_cancellable_executor_is_cancelled_before_the_retr
         return outcome, slack.cancelled, len(bus.abandoned)
 
     outcome, cancelled, abandoned = asyncio.run(go())
-    assert outcome.status == "failed" and not outcome.uncertain
-    assert outcome.detail == "temporary: timed out after 0.05 s"
-    assert len(slack.calls) == 2 and cancelled == 2 and abandoned == 0
+    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.05 s")
+    assert len(slack.calls) == 1 and cancelled == 1 and abandoned == 0
 
 
 def test_restarts_have_no_cooldown_unless_one_is_set() -> None:
@@ -488,3 +509,49 @@ def test_restarts_have_no_cooldown_unless_one_is_set() -> None:
     got = run(bus, [(0.0, [Restart("a", 1)]), (2.0, [Restart("a", 2)])])
     assert [status for _, status in got] == ["done", "done"]
     assert [a.attempt for a in rec.calls if isinstance(a, Restart)] == [1, 2]
+
+
+def test_a_notice_goes_out_again_once_its_cooldown_ends_however_long_the_dedupe_window() -> None:
+    """``bus.cooldowns.notify`` is how often the same notice may go out (Alertmanager's
+    repeat_interval): a dedupe window longer than it must not hold the notice longer. A
+    restart escalation of the same incident (its dedup key) a minute later goes out."""
+    pd = RecordingExecutor("pd")
+    bus = ActionBus(
+        settings=BusSettings(notify=("pd",), cooldowns={"notify": 60}, dedupe_window=300),
+        executors={"pd": pd},
+        route=lambda x: [],
+    )
+    page = Notify("api", "P1", "3 restarts did not help", dedup_key="restart-escalation:api")
+    statuses = [
+        [o.status for o in asyncio.run(bus.submit([page], now))] for now in (0.0, 30.0, 61.0)
+    ]
+    assert statuses == [["done"], ["skipped-cooldown"], ["done"]]
+    assert len(pd.calls) == 2
+
+
+def test_a_resolve_that_failed_everywhere_does_not_let_its_trigger_be_sent_again() -> None:
+    """Slack is down when the incident resolves: humans were not told, so for them it is
+    still open, and the same trigger asked for again within its cooldown must not post a
+    second message. The resolve, asked for again, goes out, and then a new trigger does."""
+    slack = _Down("slack")
+    bus = ActionBus(
+        settings=BusSettings(notify=("slack",), cooldown=300, dedupe_window=300),
+        executors={"slack": slack},
+        route=lambda x: [],
+    )
+
+    def notice(resolve: bool) -> Notify:
+        return Notify("db", summary=f"resolve={resolve}", dedup_key="degradation:db",
+                      resolve=resolve)  # fmt: skip
+
+    statuses = []
+    for now, resolve, down in [
+        (0, False, False), (60, True, True), (90, False, False), (120, True, False),
+        (150, False, False),
+    ]:  # fmt: skip
+        slack.down = down
+        statuses += [o.status for o in asyncio.run(bus.submit([notice(resolve)], now))]
+    assert statuses == ["done", "failed", "skipped-cooldown", "done", "done"]
+    assert [a.resolve for a in slack.calls if isinstance(a, Notify)] == [
+        False, True, True, False
+    ]  # fmt: skip

@@ -4,11 +4,13 @@ Slack incoming webhook: JSON body with a non-empty ``text`` → 200 ``ok``; othe
 400 ``invalid_payload``/``no_text``. PagerDuty Events API v2: validates ``routing_key``,
 ``event_action``, ``dedup_key`` rules and the trigger ``payload`` fields, answers 202
 ``{"status":"success","message":"Event processed","dedup_key":…}`` or 400 with an error
-body. Both can be told to answer the next requests with scripted failures (429, 5xx).
+body. Both can be told to answer the next requests with scripted failures (429, 5xx), or
+to hang (never answer, as a stuck proxy does).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import deque
@@ -36,6 +38,8 @@ class ContractServer:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.failures: deque[Scripted] = deque()
+        self.hang = False
+        """Never answer (the request is still counted in ``headers``)."""
         self.app = web.Application()
 
     def fail_next(self, *answers: Scripted) -> None:
@@ -43,6 +47,8 @@ class ContractServer:
 
     async def _read(self, request: web.Request) -> dict[str, Any] | web.Response:
         self.headers.append(dict(request.headers))
+        if self.hang:
+            await asyncio.Event().wait()  # cancelled when the client gives up
         if self.failures:
             f = self.failures.popleft()
             return web.Response(status=f.status, text=f.body, headers=f.headers)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestServer
 
+from autoscaler.bus import ActionBus
+from autoscaler.config import BusSettings
 from policies.markers import Secret
 from policies.types import Notify, Scale
 from remediation.base import ExecutorError
@@ -358,3 +361,33 @@ async def test_error_texts_leave_the_webhook_url_out(unused_tcp_port: int) -> No
             assert err.value.temporary is temporary, url
         finally:
             await n.aclose()
+
+
+async def test_a_hung_notifier_holds_a_pass_one_executor_timeout_and_is_not_retried_by_the_bus(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    """Slack never answers: the notifier retries each timed-out post itself until the bus's
+    executor timeout cancels the call. The bus does not retry the notice again: each of its
+    retries would post up to ``retries + 1`` times more and hold the pass for another
+    executor timeout (with the defaults 9 posts and 90 s instead of 3 and 30 s)."""
+    contract, server = slack
+    contract.hang = True
+    notifier_sleeps, bus_sleeps = Sleeps(), Sleeps()
+    n = slack_notifier(server, notifier_sleeps, timeout=0.2, retries=5)
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.5, retries=2, notify=("slack",)),
+        executors={"slack": n},
+        route=lambda a: [],
+        sleep=bus_sleeps,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        (outcome,) = await bus.submit([Notify("api", "P1", "queue long")], 0.0)
+    finally:
+        contract.hang = False
+        await n.aclose()
+    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
+    assert bus_sleeps.delays == []  # the bus did not retry the call
+    assert 1 <= len(contract.headers) <= 3  # the notifier's own tries within 0.5 s
+    assert loop.time() - started < 1.0
