@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -291,7 +291,12 @@ class Engine:
     now: float = field(init=False, default=0.0)
     """Time of the pass in progress: the clock of executors that need one (breaker board)."""
     followups: list[Decision] = field(init=False, default_factory=list)
-    """Decisions made while acting (a board's transition notice), handled in the same pass."""
+    """Decisions made while acting (a board's transition notice), handled in the same pass;
+    one added after the pass's acting is handled in the next pass."""
+    on_followups: Callable[[Sequence[Decision], Sequence[Outcome]], None] | None = field(
+        init=False, default=None
+    )
+    """Told, at the end of a pass's acting, the follow-ups handled and their outcomes."""
     target_policies: dict[str, set[str]] = field(init=False, default_factory=dict)
     """Discovered targets that name their policies (``autoscaler.policy`` label)."""
     _executor_state: dict[str, str] = field(init=False, default_factory=dict)
@@ -427,10 +432,16 @@ class Engine:
             decisions = self._evaluate(now, states, forecasts, events)
             actions = [d.action for d in decisions if d.action is not None]
             outcomes = await self.bus.submit(actions, now)
+            handled: list[Decision] = []
+            told: list[Outcome] = []
             while self.followups:  # decided while acting (breaker transitions to notify)
                 extra, self.followups = self.followups, []
-                decisions.extend(extra)
-                outcomes.extend(await self.bus.submit([d.action for d in extra if d.action], now))
+                handled.extend(extra)
+                told.extend(await self.bus.submit([d.action for d in extra if d.action], now))
+            decisions.extend(handled)
+            outcomes.extend(told)
+            if handled and self.on_followups is not None:
+                self.on_followups(handled, told)
             self._not_carried_out(decisions, outcomes)
             holds = await self._journal(now, decisions, outcomes)
             duration = time.perf_counter() - started

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from aiohttp import web
@@ -29,7 +29,7 @@ from policies.base import Policy
 from policies.degradation import DegradationSpec, degradation_level
 from policies.registry import POLICY_TYPES
 from policies.types import Decision, Notify
-from remediation.base import Executor
+from remediation.base import Executor, Outcome
 from remediation.board import BreakerBoard, Transition
 from remediation.fly import FlyExecutor
 from remediation.swarm import SwarmExecutor
@@ -119,20 +119,60 @@ def _bind_board(engine: Engine, board: BreakerBoard) -> None:
         degradation_level, mapping=spec.levels, emergency_at=spec.emergency_at
     )
 
-    async def announce(t: Transition) -> None:
-        severity: Literal["P2", "P3"] = "P3" if t.new == "closed" else "P2"
-        summary = f"breaker {t.name}: {t.old} -> {t.new} (degradation level {t.level})"
+    announcer = _Announcer(engine, board)
+    board.on_transition = announcer.announce
+    engine.on_followups = announcer.settle
+    breaker_gauges(board, engine.metrics.registry)
+
+
+class _Announcer:
+    """Tells humans of the board's transitions: a trigger while a breaker is not closed, a
+    resolve when it closes (dedup key ``breaker:NAME``). A notice the bus did not send (a
+    failed notifier, a pause, the rate limit) is told again on the next pass while the
+    board still differs from what humans were last told (open or closed; half-open counts
+    as open), with the state of then: a lost resolve would leave the incident open."""
+
+    _CARRIED = frozenset({"done", "dry-run", "skipped-no-executor"})
+
+    def __init__(self, engine: Engine, board: BreakerBoard) -> None:
+        self.engine = engine
+        self.board = board
+        self.told: dict[str, str] = {}
+        """Breaker → the state of its last notice that went out (closed when none did)."""
+
+    async def announce(self, t: Transition) -> None:
+        self._notice(t.name, t.old, t.new, t.level, t.at, "")
+
+    def _notice(self, name: str, old: str, new: str, level: int, at: float, why: str) -> None:
+        severity: Literal["P2", "P3"] = "P3" if new == "closed" else "P2"
+        summary = f"breaker {name}: {old} -> {new} (degradation level {level}){why}"
         action = Notify(
-            target=t.name,
+            target=name,
             severity=severity,
             summary=summary,
-            dedup_key=f"breaker:{t.name}",
-            resolve=t.new == "closed",
+            dedup_key=f"breaker:{name}",
+            resolve=new == "closed",
         )
-        engine.followups.append(Decision("breakers", t.name, t.at, action, summary))
+        self.engine.followups.append(Decision("breakers", name, at, action, summary))
 
-    board.on_transition = announce
-    breaker_gauges(board, engine.metrics.registry)
+    def settle(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
+        carried = {id(o.action) for o in outcomes if o.status in self._CARRIED or o.uncertain}
+        lost: set[str] = set()
+        for d in decisions:
+            if d.policy != "breakers" or not isinstance(d.action, Notify):
+                continue
+            if id(d.action) in carried:
+                self.told[d.target] = "closed" if d.action.resolve else "open"
+                lost.discard(d.target)
+            else:
+                lost.add(d.target)
+        states = self.board.states_by_name()
+        for name in sorted(lost):
+            now = states.get(name, "closed")
+            known = self.told.get(name, "closed")
+            if (now == "closed") != (known == "closed"):
+                why = " (told again: the first notice was not sent)"
+                self._notice(name, known, now, self.board.level(), self.engine.now, why)
 
 
 @runtime_checkable

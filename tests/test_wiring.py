@@ -15,6 +15,8 @@ from autoscaler.journal import MemoryStore
 from autoscaler.service import build_engine, component_routes
 from autoscaler.sources.base import MemorySource
 from policies.markers import Secret
+from policies.types import Action, Notify
+from remediation.base import ExecutorError
 from remediation.recording import RecordingExecutor
 
 DOC: dict[str, Any] = {
@@ -109,3 +111,44 @@ async def test_a_breaker_publish_that_failed_is_sent_again_next_pass() -> None:
     assert engine.breakers == {"vector_store": "open"}
     (republish,) = [d for d in report.decisions if d.action is not None and d.target == "vector-db"]
     assert "is open but closed is published" in republish.reason
+
+
+async def test_a_breaker_notice_the_pager_did_not_take_is_told_again_while_it_differs() -> None:
+    # the close (a resolve) reaches no notifier: without a second try the incident would
+    # stay open for humans after the dependency recovered
+    src = MemorySource()
+    engine = build_engine(from_mapping(DOC), state_store=MemoryStore(), sources=[src])
+    pager = engine.executors["pager"]
+    assert isinstance(pager, RecordingExecutor)
+    record = pager.execute
+    down = False
+
+    async def flaky(action: Action) -> str:
+        if down:
+            raise ExecutorError("pager: HTTP 400 (a bad day)")  # permanent: no bus retry
+        return await record(action)
+
+    pager.execute = flaky  # type: ignore[method-assign]
+    notices: list[tuple[float, str, bool]] = []
+    for i in range(16):
+        down = 3 <= i < 12  # from the recovery until well after the breaker closed
+        src.set("vector-db", "vector_store_up", 0.0 if i < 3 else 1.0)
+        report = await engine.tick(100.0 + 10 * i)
+        for o in report.outcomes:
+            if isinstance(o.action, Notify) and o.action.dedup_key == "breaker:vector_store":
+                notices.append((report.now, o.status, o.action.resolve))
+    assert engine.breakers == {"vector_store": "closed"}
+    sent = [a for a in pager.calls if isinstance(a, Notify) and a.dedup_key.startswith("breaker")]
+    assert [a.resolve for a in sent] == [False, True]  # the opening, then the close once
+    assert sent[1].summary == (
+        "breaker vector_store: open -> closed (degradation level 1)"
+        " (told again: the first notice was not sent)"
+    )
+    # the half-open trigger inside the opening's cooldown is not told again (open for
+    # humans either way); the close is tried on each pass while the pager fails, then once
+    assert notices == [
+        (120.0, "done", False),
+        (150.0, "skipped-cooldown", False),
+        *[(t, "failed", True) for t in (180.0, 190.0, 200.0, 210.0)],
+        (220.0, "done", True),
+    ]
