@@ -482,25 +482,36 @@ class FlyExecutor:
                 raise ExecutorError(f"{self.name}: {app} has no previous image to roll back to")
             self._rollbacks[app] = (action.deploy_id, current, previous)
         updated: list[str] = []
-        for m in group:
-            machine = await self._request(
-                "GET", self._machines_url(app, m["id"]), what=f"get {m['id']}"
-            )
-            config = dict(machine.get("config") or {})
-            if config.get("image") == previous:
-                continue
-            config["image"] = previous
-            body: dict[str, Any] = {
-                "config": config,
-                "current_version": machine.get("instance_id", ""),
-            }
-            if machine.get("state") not in _UP:
-                body["skip_launch"] = True  # an update starts a stopped machine: keep it so
-            await self._request(
-                "POST", self._machines_url(app, m["id"]), body=body, what=f"update {m['id']}"
-            )
-            updated.append(m["id"])
+        try:
+            for m in group:
+                if await self._roll_back_machine(app, m["id"], previous):
+                    updated.append(m["id"])
+        except ExecutorError as exc:
+            if updated:
+                raise _after(exc, f"rolled back {', '.join(updated)}") from exc
+            raise
         return f"rollback {current} -> {previous} on {len(updated)} machines"
+
+    async def _roll_back_machine(self, app: str, machine_id: str, previous: str) -> bool:
+        """Update one machine to ``previous`` from its config of now; False when it runs
+        that image already (a retried rollback)."""
+        url = self._machines_url(app, machine_id)
+        machine = await self._request("GET", url, what=f"get {machine_id}")
+        config = machine.get("config") if isinstance(machine, dict) else None
+        if not isinstance(config, dict):
+            raise ExecutorError(
+                f"{self.name}: get {machine_id}: the answer has no config object", temporary=True
+            )
+        if config.get("image") == previous:
+            return False
+        body: dict[str, Any] = {
+            "config": {**config, "image": previous},
+            "current_version": machine.get("instance_id", ""),
+        }
+        if machine.get("state") not in _UP:
+            body["skip_launch"] = True  # an update starts a stopped machine: keep it so
+        await self._request("POST", url, body=body, what=f"update {machine_id}")
+        return True
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         out: dict[str, TargetState] = {}

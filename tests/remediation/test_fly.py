@@ -414,6 +414,29 @@ async def test_a_rollback_leaves_stopped_machines_stopped(
         await ex.aclose()
 
 
+async def test_a_rollback_never_writes_a_config_it_could_not_read_and_says_what_it_had_done(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """A Get Machine answer with no config object (here a JSON list) is a clear temporary
+    error, not an AttributeError; the machines rolled back before it are named."""
+    contract, server = fly
+    first, second = sorted(contract.add_machine(image=V1) for _ in range(2))  # in ID order
+    contract.deploy(V2)
+    contract.fail_next(Failure(200, "[]", raw=True, match=f"GET /v1/apps/{APP}/machines/{second}"))
+    ex = executor(server, contract)
+    try:
+        with pytest.raises(ExecutorError) as err:
+            await ex.execute(Rollback("api"))
+        assert str(err.value) == (
+            f"fly: get {second}: the answer has no config object (after: rolled back {first})"
+        )
+        assert err.value.temporary
+        assert contract.machines[first]["config"]["image"] == V1
+        assert contract.machines[second]["config"]["image"] == V2
+    finally:
+        await ex.aclose()
+
+
 async def test_rollback_without_a_previous_image_is_a_permanent_error(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
