@@ -260,15 +260,15 @@ class ActionBus:
         breaker = self.breakers[name]
         wait = self.not_before.get(name, 0.0) - now
         if wait > 0:
-            why = f"temporary: {name} asked to wait {wait:.0f}s more (Retry-After)"
-            return Outcome(action, "failed", why, now, name)
+            why = f"{name} asked to wait {wait:.0f}s more (Retry-After); not called"
+            return Outcome(action, "skipped-retry-after", why, now, name)
         running = self.abandoned.get((name, action.target))
         if running and isinstance(action, _ONCE):
             why = (
-                f"temporary: an earlier call for {action.target} on {name} timed out and is "
+                f"an earlier call for {action.target} on {name} timed out and is "
                 f"still running; not starting another {action.kind}"
             )
-            return Outcome(action, "failed", why, now, name)
+            return Outcome(action, "skipped-running", why, now, name)
         if not breaker.allow(now):  # open since the gate, or its half-open trials taken
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
         call = id(asyncio.current_task())

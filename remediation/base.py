@@ -38,6 +38,8 @@ OutcomeStatus = Literal[
     "skipped-rate-limit",
     "skipped-paused",
     "skipped-no-executor",
+    "skipped-retry-after",
+    "skipped-running",
 ]
 
 

@@ -311,7 +311,7 @@ def test_the_bus_waits_out_a_retry_after_and_does_not_retry_what_was_retried() -
         now[0] = t
         statuses += [(o.status, o.detail) for o in asyncio.run(bus.submit([page], t))]
     assert calls == [0.0, 31.0] and sleeps == []  # no retry at 1-3 s, no call at 15 s
-    assert [s for s, _ in statuses] == ["failed", "failed", "done"]
+    assert [s for s, _ in statuses] == ["failed", "skipped-retry-after", "done"]
     assert "Retry-After" in statuses[1][1]
 
     answer.append(ExecutorError("HTTP 503", temporary=True, retried=True))
@@ -382,7 +382,7 @@ def test_a_timed_out_restart_or_rollback_is_never_started_again_while_it_may_sti
     first, second, scale, third = asyncio.run(go())
     assert first[0] == "failed" and first[1].startswith("temporary: timed out after 0.05 s")
     assert f"not retried, the {action.kind} may still be carried out" in first[1]
-    assert second[0] == "failed" and "timed out and is still running" in second[1]
+    assert second[0] == "skipped-running" and "timed out and is still running" in second[1]
     assert scale[0] == "done"
     assert third == ("done", "done late") and len(swarm.calls) == 2
 
