@@ -249,6 +249,17 @@ class _Plan:
     """The memory of the target's scale stabilisation (``combine_scale``)."""
 
 
+_FINAL = frozenset({"done", "dry-run", "skipped-no-executor"})
+
+
+def carried_out(outcomes: Sequence[Outcome]) -> set[int]:
+    """``id()`` of the actions that need not be asked for again: carried out (or, in a dry
+    run, would have been), one that may still take effect, and one no executor is
+    configured for (asked for again, it would be skipped on every pass until the config
+    changes)."""
+    return {id(o.action) for o in outcomes if o.status in _FINAL or o.uncertain}
+
+
 @dataclass(slots=True)
 class Engine:
     """Everything one pass needs, wired together."""
@@ -460,8 +471,7 @@ class Engine:
         config changes."""
         if not self._retrying:
             return
-        final = ("done", "dry-run", "skipped-no-executor")
-        carried = {id(o.action) for o in outcomes if o.status in final or o.uncertain}
+        carried = carried_out(outcomes)
         failed = {id(o.action) for o in outcomes if o.status == "failed"}
         for d in decisions:
             policy = self._retrying.get(d.policy)

@@ -18,7 +18,7 @@ from aiohttp import web
 from autoscaler.breakers_http import breaker_gauges, breakers_routes
 from autoscaler.bus import Sleep
 from autoscaler.config import Settings
-from autoscaler.engine import Engine
+from autoscaler.engine import Engine, carried_out
 from autoscaler.journal import SQLiteStore, StateStore
 from autoscaler.metrics import Metrics, make_metrics
 from autoscaler.plugins import executor_type
@@ -132,8 +132,6 @@ class _Announcer:
     board still differs from what humans were last told (open or closed; half-open counts
     as open), with the state of then: a lost resolve would leave the incident open."""
 
-    _CARRIED = frozenset({"done", "dry-run", "skipped-no-executor"})
-
     def __init__(self, engine: Engine, board: BreakerBoard) -> None:
         self.engine = engine
         self.board = board
@@ -156,7 +154,7 @@ class _Announcer:
         self.engine.followups.append(Decision("breakers", name, at, action, summary))
 
     def settle(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
-        carried = {id(o.action) for o in outcomes if o.status in self._CARRIED or o.uncertain}
+        carried = carried_out(outcomes)
         lost: set[str] = set()
         for d in decisions:
             if d.policy != "breakers" or not isinstance(d.action, Notify):
