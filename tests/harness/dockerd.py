@@ -185,8 +185,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 
@@ -205,20 +205,18 @@ def sweep_orphans() -> list[str]:
     """Remove the stacks, services, containers, secrets and networks of test runs that died
     without cleaning up; returns what was removed. Another live run's objects are kept."""
     removed = []
-    kinds = [
-        (("stack", "ls"), ("docker", "stack", "rm")),
-        (("service", "ls"), ("docker", "service", "rm")),
-        (("ps", "-a"), ("docker", "rm", "-f")),
-        (("secret", "ls"), ("docker", "secret", "rm")),
-        (("network", "ls"), ("docker", "network", "rm")),
+    kinds = [  # (how to list the names, how to remove one)
+        (("stack", "ls", "--format", "{{.Name}}"), ("stack", "rm")),
+        (("service", "ls", "--format", "{{.Name}}"), ("service", "rm")),
+        (("ps", "-a", "--format", "{{.Names}}"), ("rm", "-f")),
+        (("secret", "ls", "--format", "{{.Name}}"), ("secret", "rm")),
+        (("network", "ls", "--format", "{{.Name}}"), ("network", "rm")),
     ]
     for listing, remove in kinds:
-        names = _run(
-            "docker", *listing, "--format", "{{.Name}}" if listing[0] != "ps" else "{{.Names}}"
-        ).split()
+        names = _run("docker", *listing).split()
         for name in orphaned(names):
             try:
-                _run(*remove, name)
+                _run("docker", *remove, name)
             except HarnessError:
                 continue  # gone already (a stack took it), or still in use: the next sweep
             removed.append(name)
