@@ -82,10 +82,16 @@ class HttpSettings:
     healthz_max_age: Seconds = 0.0
     """/healthz fails (and the systemd watchdog stops being pinged) when the last tick is
     older than this; 0: three intervals, at least an interval plus ``tick_timeout``."""
+    request_timeout: Seconds = 30.0
+    """Seconds a client has to send a request's headers (and the Alertmanager webhook's
+    body); also how long an idle keep-alive connection is kept. A stalled or trickling
+    client is cut off then, so it cannot hold connections open (slowloris)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise InvalidField("port", f"must lie in 0..65535 (0: any free port), got {self.port}")
+        if not 0 < self.request_timeout < math.inf:
+            raise InvalidField("request_timeout", "must be a positive number of seconds")
 
 
 @dataclass(frozen=True, slots=True)

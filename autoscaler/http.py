@@ -4,6 +4,12 @@
 ``make_aiohttp_handler(registry=)``); extra routes (webhook intake, breakers) are passed in
 by the composition root. Mutating endpoints need a bearer token, compared in constant time;
 with no token configured they answer 403.
+
+``serve`` bounds slow clients with ``request_timeout``: aiohttp's keep-alive timer runs from
+the moment a connection opens until a request's headers are complete, so a client that sends
+no complete headers in time (or stays idle that long) is disconnected; a handler that reads
+a body does so through ``read_body``, under the same limit. (aiohttp itself has no header
+timeout, and by default keeps such a connection an hour.)
 """
 
 from __future__ import annotations
@@ -20,6 +26,49 @@ from autoscaler.engine import Engine
 from policies.markers import Secret
 
 Clock = Callable[[], float]
+
+REQUEST_TIMEOUT = web.AppKey("request_timeout", float)
+"""Seconds a client has to send a request (``http.request_timeout``)."""
+
+
+async def serve(
+    app: web.Application, host: str, port: int, *, request_timeout: float
+) -> tuple[web.AppRunner, int]:
+    """Start serving ``app``; returns its runner (``cleanup()`` stops it) and the bound
+    port (``port`` 0: any free one)."""
+    app[REQUEST_TIMEOUT] = request_timeout
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=request_timeout,
+        # after an answer given before the body arrived (a 408, a 413), the rest of the
+        # body is read and dropped for this long (aiohttp: 10 s) before the connection closes
+        lingering_time=min(10.0, request_timeout),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    return runner, sockets[0].getsockname()[1] if sockets else port
+
+
+async def read_body(request: web.Request, cap: int) -> bytes | None:
+    """The request's body, or ``None`` when it is longer than ``cap`` bytes. Raises
+    ``TimeoutError`` when the client does not send it within the app's request timeout."""
+    if request.content_length is not None and request.content_length > cap:
+        return None
+    body = bytearray()
+    # read(n) returns what has arrived so far, not n bytes: loop until EOF, or until one
+    # byte past the cap (a chunked body has no Content-Length to check up front).
+    async with asyncio.timeout(request.config_dict.get(REQUEST_TIMEOUT)):
+        while len(body) <= cap:
+            chunk = await request.content.read(cap + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+    return None if len(body) > cap else bytes(body)
 
 
 def check_bearer(request: web.Request, token: Secret) -> web.Response | None:

@@ -28,7 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from autoscaler.config import Settings, stale_after
 from autoscaler.engine import Engine, TickReport
-from autoscaler.http import make_app
+from autoscaler.http import make_app, serve
 from policies.types import Action
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,9 @@ class LiveDriver:
                 healthz_max_age=max_age,
                 extra_routes=self.extra_routes,
             )
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, http.host, http.port)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else http.port
+            runner, self.port = await serve(
+                app, http.host, http.port, request_timeout=http.request_timeout
+            )
             log.info("http listening", extra={"host": http.host, "port": self.port})
         scheduler = AsyncIOScheduler()
         scheduler.add_job(self._first, id="first", misfire_grace_time=None)  # at once

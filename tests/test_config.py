@@ -451,6 +451,10 @@ def test_every_cooldown_kind_of_a_paced_action_is_a_known_key() -> None:
             "http.port: must lie in 0..65535 (0: any free port), got 70000",
         ),
         ({"http": {"port": -1}}, "http.port: must lie in 0..65535 (0: any free port), got -1"),
+        (
+            {"http": {"request_timeout": "0s"}},
+            "http.request_timeout: must be a positive number of seconds",
+        ),
         # these were taken as 1 or as "no season/limit" without a word
         ({"forecasting": {"min_history": 0}}, "forecasting.min_history: must be >= 1"),
         ({"forecasting": {"reselect_every": 0}}, "forecasting.reselect_every: must be >= 1"),

@@ -15,10 +15,11 @@ from aiohttp.test_utils import TestServer
 
 from autoscaler.config import Settings
 from autoscaler.engine import Engine
-from autoscaler.http import make_app
+from autoscaler.http import make_app, serve
 from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.metrics import make_metrics
 from autoscaler.service import build_engine
+from autoscaler.sources.alertmanager import AlertmanagerSource, AlertmanagerSpec
 from autoscaler.sources.base import MemorySource
 from policies.markers import Secret
 from remediation.recording import RecordingExecutor
@@ -218,3 +219,62 @@ async def test_mutating_endpoints_are_disabled_without_a_configured_token(
     finally:
         await server.close()
     assert engine.bus.paused is False
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within ``seconds`` (anything it sends
+    before is read and dropped)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_client_that_never_finishes_its_headers_is_cut_off(engine: Engine) -> None:
+    app = make_app(engine=engine, clock=Clock(0), token=Secret("t0ken"), healthz_max_age=45)
+    runner, port = await serve(app, "127.0.0.1", 0, request_timeout=0.5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # ...and nothing more
+        await writer.drain()
+        assert await _closed_within(reader, 10.0)  # aiohttp's own default: an hour
+        writer.close()
+        # a client that sends its request in time is served as usual
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await reader.readline()).startswith(b"HTTP/1.1 503")  # (no tick yet)
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_webhook_body_that_stalls_is_refused_with_408_and_counted(
+    engine: Engine,
+) -> None:
+    src = AlertmanagerSource("am", AlertmanagerSpec(token=Secret("s3cret")))
+    app = make_app(
+        engine=engine,
+        clock=Clock(0),
+        token=Secret("t0ken"),
+        healthz_max_age=45,
+        extra_routes=src.routes(),
+    )
+    runner, port = await serve(app, "127.0.0.1", 0, request_timeout=0.5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"version": '
+        )
+        await writer.drain()
+        async with asyncio.timeout(10.0):
+            status = await reader.readline()
+        assert status.startswith(b"HTTP/1.1 408"), status
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert src.rejected == {"timeout": 1}
+    assert src.drain(0.0) == []

@@ -33,7 +33,8 @@ Rules of the endpoint:
 - bearer token required (``token``); with no token configured the endpoint answers 403
   "disabled" rather than accepting anything (Alertmanager's ``http_config.authorization``
   sends it);
-- body at most ``max_body_bytes`` (413 beyond);
+- body at most ``max_body_bytes`` (413 beyond), sent within ``http.request_timeout`` (408
+  after: a stalled sender cannot hold the handler);
 - invalid JSON or an invalid payload → 400 with the reason, counted in ``rejected``;
   Alertmanager does not retry 4xx, so a bad payload is not resent forever;
 - duplicate deliveries (same fingerprint and status, e.g. a ``repeat_interval`` resend or
@@ -275,7 +276,8 @@ class AlertmanagerSource:
         self._watched: frozenset[str] = frozenset()
         """The engine's targets (``watch_targets``), as last told."""
         self.rejected: Counter[str] = Counter()
-        """Refused deliveries by reason (``json``, ``schema``, ``too_large``, ``auth``)."""
+        """Refused deliveries by reason (``json``, ``schema``, ``too_large``, ``auth``,
+        ``timeout``)."""
         self.accepted = 0
         self.duplicates = 0
         self.dropped_events = 0
@@ -311,25 +313,19 @@ class AlertmanagerSource:
 
     async def _handle(self, request: web.Request) -> web.Response:
         # Imported here: autoscaler.http imports the engine, which imports this package.
-        from autoscaler.http import check_bearer
+        from autoscaler.http import check_bearer, read_body
 
         refused = check_bearer(request, self.spec.token)
         if refused is not None:
             self.rejected["auth"] += 1
             return refused
         cap = self.spec.max_body_bytes
-        if request.content_length is not None and request.content_length > cap:
-            self.rejected["too_large"] += 1
-            return _bad(f"body larger than {cap} bytes", status=413)
-        # read(n) returns what has arrived so far, not n bytes: loop until EOF, or until one
-        # byte past the cap (a chunked body has no Content-Length to check up front).
-        body = bytearray()
-        while len(body) <= cap:
-            chunk = await request.content.read(cap + 1 - len(body))
-            if not chunk:
-                break
-            body += chunk
-        if len(body) > cap:
+        try:
+            body = await read_body(request, cap)
+        except TimeoutError:
+            self.rejected["timeout"] += 1
+            return _bad("the body did not arrive within http.request_timeout", status=408)
+        if body is None:
             self.rejected["too_large"] += 1
             return _bad(f"body larger than {cap} bytes", status=413)
         try:
