@@ -81,11 +81,16 @@ class ActionBus:
         self.dedupe: dict[str, float] = {}
         self.in_flight: dict[int, tuple[Action, str]] = {}
         """Executor calls under way: the action and the executor, by call."""
-        self.not_before: dict[str, float] = {}
-        """By executor: when its server said to try again (``Retry-After``)."""
+        self.not_before: dict[tuple[str, str], float] = {}
+        """By executor, and target where its server limits each one apart
+        (``retry_after_per_target``): when the server said to try again (``Retry-After``)."""
         self.abandoned: dict[tuple[str, str], dict[asyncio.Future[str], Action]] = {}
         """By (executor, target): calls that timed out and still run, with their action."""
         self._executed: deque[float] = deque()
+        self._per_target = {
+            name: bool(getattr(ex, "retry_after_per_target", False))
+            for name, ex in self.executors.items()
+        }
         b = settings.breaker
         self.breakers = {
             name: CircuitBreaker(
@@ -258,9 +263,11 @@ class ActionBus:
 
     async def _call(self, action: Action, name: str, now: float) -> Outcome:
         breaker = self.breakers[name]
-        wait = self.not_before.get(name, 0.0) - now
+        paced = (name, action.target if self._per_target.get(name) else "")
+        wait = self.not_before.get(paced, 0.0) - now
         if wait > 0:
-            why = f"{name} asked to wait {wait:.0f}s more (Retry-After); not called"
+            whom = f" for {action.target}" if paced[1] else ""
+            why = f"{name} asked to wait {wait:.0f}s more{whom} (Retry-After); not called"
             return Outcome(action, "skipped-retry-after", why, now, name)
         running = self.abandoned.get((name, action.target))
         if running and isinstance(action, _ONCE):
@@ -274,12 +281,17 @@ class ActionBus:
         call = id(asyncio.current_task())
         self.in_flight[call] = (action, name)
         try:
-            return await self._attempts(action, name, now, breaker)
+            return await self._attempts(action, name, now, breaker, paced)
         finally:
             self.in_flight.pop(call, None)
 
     async def _attempts(
-        self, action: Action, name: str, now: float, breaker: CircuitBreaker
+        self,
+        action: Action,
+        name: str,
+        now: float,
+        breaker: CircuitBreaker,
+        paced: tuple[str, str],
     ) -> Outcome:
         executor = self.executors[name]
         delay = self.settings.retry_backoff
@@ -307,7 +319,7 @@ class ActionBus:
                     delay *= 2
                     continue
                 if told > 0:  # the server said when: no call to it before then
-                    self.not_before[name] = now + told
+                    self.not_before[paced] = now + told
                 if temporary:
                     breaker.record_failure(now)
                 else:  # the executor answered: it is up, the action was wrong for it

@@ -64,7 +64,9 @@ class Executor(Protocol):
     # Optional: ``cancellable = True`` says ``execute`` stops when cancelled (it awaits
     # asyncio I/O only): the bus then cancels a call that timed out. Without it the call is
     # left to run (a worker thread cannot be stopped) and a restart or rollback is not tried
-    # again meanwhile.
+    # again meanwhile. ``retry_after_per_target = True`` says its server rate-limits each
+    # target apart (Fly: per machine): a ``Retry-After`` then holds calls for that target
+    # only, not for every target of the executor.
 
     async def execute(self, action: Action) -> str:
         """Carry out ``action``; return a short detail. Raise ``ExecutorError`` on failure."""

@@ -94,7 +94,7 @@ class FlySpec:
     """First delay after a 429 when it has no Retry-After; doubles each retry."""
     max_delay: Seconds = 10.0
     """Longest wait before retrying a 429; a longer Retry-After fails the action at once
-    (temporary), and the bus makes no call to this executor before it."""
+    (temporary), and the bus makes no call for that target before it."""
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``); a target with no app of
@@ -138,6 +138,8 @@ class FlyExecutor:
     """Acts on Fly Machines through the Machines REST API (aiohttp)."""
 
     cancellable = True  # aiohttp only: a call that timed out stops when cancelled
+    retry_after_per_target = True  # Fly limits per action and machine, and an app's
+    # machines are its own: one app's 429 says nothing of another's
 
     def __init__(
         self,

@@ -581,6 +581,35 @@ async def test_a_retry_after_longer_than_max_delay_is_not_slept_but_deferred_by_
         await ex.aclose()
 
 
+async def test_a_retry_after_holds_calls_for_its_target_only(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """Fly rate-limits per machine: a long Retry-After for one target's machines must not
+    stop the executor acting for another target (here the same fake app under two names)."""
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(Failure(429, "rate limit exceeded", match="/start", retry_after=3600))
+    ex = executor(server, contract, graphql_url="", apps={"web": APP})
+    bus = ActionBus(
+        settings=BusSettings(retries=2),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
+    try:
+        start = contract.now
+        (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], start)
+        assert outcome.status == "failed" and "(Retry-After 3600 s)" in outcome.detail
+        held, other = await bus.submit(
+            [Scale("api", replicas=2, current=1), Scale("web", replicas=2, current=1)], start + 60
+        )
+        assert held.status == "skipped-retry-after" and "for api" in held.detail
+        assert other.status == "done" and contract.started() == 2
+    finally:
+        await ex.aclose()
+
+
 async def test_the_documented_rate_limit_is_respected_by_backing_off(
     fly: tuple[FlyContract, TestServer],
 ) -> None:
