@@ -2,8 +2,10 @@
 
 For each action, in order: paused? → duplicate (same idempotency key within the dedupe
 window)? → in cooldown for (target, kind)? → over the global rate limit? → which executors?
-→ dry-run? → all their breakers open (then it is not executed and takes no rate-limit slot)?
-→ executor breaker open (or its half-open trials taken)? → call with a timeout, retrying
+→ dry-run? → held on every executor (its breaker open, a ``Retry-After`` still running for
+it, or an earlier restart or rollback of the target still running there: then it is not
+executed and takes no rate-limit slot)? → executor breaker open (or its half-open trials
+taken)? → call with a timeout, retrying
 temporary failures with jittered exponential backoff (not those the executor already
 retried, not a notice that timed out: the notifiers retry within the call, and not before
 a ``Retry-After`` the server gave). A call that times out is
@@ -174,11 +176,11 @@ class ActionBus:
                 why = f"no executor {missing[0]!r}" if missing else "no executor for this action"
                 outcomes.append(Outcome(action, "skipped-no-executor", why, now))
                 continue
-            if not self.dry_run and all(self.breakers[n].is_open(now) for n in names):
-                # not executed: it takes no rate-limit slot from healthy executors' actions
-                for name in names:
-                    why = f"executor {name!r} breaker open"
-                    outcomes.append(Outcome(action, "breaker-open", why, now, name))
+            held = {} if self.dry_run else {n: self._held(action, n, now) for n in names}
+            if held and all(held.values()):
+                # not executed: it takes no rate-limit slot from other actions (one held by
+                # a Retry-After is asked for on every pass until the wait is over)
+                outcomes.extend(o for o in held.values() if o is not None)
                 continue
             self._executed.append(now)
             self._mark(action, now)
@@ -187,6 +189,10 @@ class ActionBus:
             for name in names:
                 if self.dry_run:
                     outcomes.append(Outcome(action, "dry-run", "executor not called", now, name))
+                    continue
+                skipped = held[name]
+                if skipped is not None:
+                    outcomes.append(skipped)
                     continue
                 outcomes.append(Outcome(action, "done", "", now, name))  # placeholder
                 calls.append((len(outcomes) - 1, action, name))
@@ -261,9 +267,17 @@ class ActionBus:
         if self.dedupe.pop(action.key, None) is not None:
             self._dirty[f"dedupe:{action.key}"] = None
 
-    async def _call(self, action: Action, name: str, now: float) -> Outcome:
-        breaker = self.breakers[name]
-        paced = (name, action.target if self._per_target.get(name) else "")
+    def _paced(self, action: Action, name: str) -> tuple[str, str]:
+        """The key of ``not_before`` that holds calls of ``action`` on ``name``."""
+        return (name, action.target if self._per_target.get(name) else "")
+
+    def _held(self, action: Action, name: str, now: float) -> Outcome | None:
+        """Why ``name`` is not called for ``action`` now, before any call is made: its
+        breaker is open, its server asked to wait (``Retry-After``), or an earlier restart
+        or rollback of the target that timed out still runs there."""
+        if self.breakers[name].is_open(now):
+            return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
+        paced = self._paced(action, name)
         wait = self.not_before.get(paced, 0.0) - now
         if wait > 0:
             whom = f" for {action.target}" if paced[1] else ""
@@ -276,12 +290,16 @@ class ActionBus:
                 f"still running; not starting another {action.kind}"
             )
             return Outcome(action, "skipped-running", why, now, name)
-        if not breaker.allow(now):  # open since the gate, or its half-open trials taken
+        return None
+
+    async def _call(self, action: Action, name: str, now: float) -> Outcome:
+        breaker = self.breakers[name]
+        if not breaker.allow(now):  # its half-open trials taken by another action
             return Outcome(action, "breaker-open", f"executor {name!r} breaker open", now, name)
         call = id(asyncio.current_task())
         self.in_flight[call] = (action, name)
         try:
-            return await self._attempts(action, name, now, breaker, paced)
+            return await self._attempts(action, name, now, breaker, self._paced(action, name))
         finally:
             self.in_flight.pop(call, None)
 

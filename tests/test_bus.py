@@ -281,6 +281,31 @@ def test_permanent_failures_do_not_open_the_executors_breaker() -> None:
     assert bus.breakers["pd"].state == "open"
 
 
+def test_an_action_held_by_a_retry_after_takes_no_rate_limit_slot() -> None:
+    """A rule asks again on every pass for an action held by a Retry-After: those passes
+    must not use up bus.rate_limit and starve the actions of other targets."""
+    slow, fast = RecordingExecutor("slow"), RecordingExecutor("fast")
+
+    async def execute(action: Action) -> str:
+        raise ExecutorError("HTTP 429", temporary=True, delay=600.0, retried=True)
+
+    slow.execute = execute  # type: ignore[method-assign]
+    bus = ActionBus(
+        settings=BusSettings(rate_limit=2, cooldown=0),
+        executors={"slow": slow, "fast": fast},
+        route=lambda a: ["slow" if a.target == "a" else "fast"],
+    )
+
+    def submit(now: float, *batch: Action) -> list[str]:
+        return [o.status for o in asyncio.run(bus.submit(list(batch), now))]
+
+    assert submit(0.0, Scale("a", replicas=2, current=1)) == ["failed"]
+    for now in (15.0, 30.0, 45.0):
+        assert submit(now, Scale("a", replicas=2, current=1)) == ["skipped-retry-after"]
+    assert submit(50.0, Scale("b", replicas=2, current=1)) == ["done"]
+    assert [a.target for a in fast.calls] == ["b"]
+
+
 def test_the_bus_waits_out_a_retry_after_and_does_not_retry_what_was_retried() -> None:
     sleeps: list[float] = []
 
