@@ -321,6 +321,8 @@ class Engine:
     )
     """The targets of each executor, with the executor and whether it is in memory."""
     _labelled: dict[str, tuple[Any, TargetSettings]] = field(init=False, default_factory=dict)
+    _found: dict[str, set[str]] = field(init=False, default_factory=dict)
+    """By discovering executor: the targets it found (and config did not name) last time."""
     """Discovered targets' settings with the labels they came from: parsed once."""
     _retrying: dict[str, Retrying] = field(init=False, default_factory=dict)
     """Policies to tell of their actions that were not carried out, by name."""
@@ -528,7 +530,10 @@ class Engine:
         return events
 
     async def _discover(self) -> None:
-        """Add targets that executors discover (opt-in labels); configured targets win."""
+        """Add targets that executors discover (opt-in labels), and drop those an executor
+        no longer finds (opted out, or removed): no decision is made for them from this
+        pass on. Configured targets win; a discovery that failed drops nothing. A dropped
+        target's policy memory stays, for a service that opts in again."""
         for name, ex in self._discovering.items():
             try:
                 found = await asyncio.wait_for(
@@ -538,12 +543,24 @@ class Engine:
                 self.metrics.errors.labels("discovery").inc()
                 log.warning("discovery failed", extra={"executor": name, "error": str(exc)})
                 continue
-            for target, d in found.items():
-                if target in self.settings.targets:
-                    continue
+            ours = {t for t in found if t not in self.settings.targets}
+            gone = self._found.get(name, set()) - ours
+            self._found[name] = ours
+            for target in gone:
+                if any(target in f for f in self._found.values()):
+                    continue  # another executor still finds it
+                del self.targets[target]
+                self.target_policies.pop(target, None)
+                self._labelled.pop(target, None)
+                self._plans.pop(target, None)
+                log.info("target %s is no longer discovered by %s: dropped", target, name)
+            for target in ours:
+                d = found[target]
                 self.targets[target] = self._discovered(target, name, d)
                 if d.policy:
                     self.target_policies[target] = {p.strip() for p in d.policy.split(",")}
+                else:
+                    self.target_policies.pop(target, None)
         if self._discovering:
             self._watch_targets()
             self._group_targets()

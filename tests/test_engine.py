@@ -548,6 +548,43 @@ async def test_bad_settings_labels_are_ignored_with_a_warning_and_the_target_sti
     assert report.ok
 
 
+async def test_a_service_no_longer_discovered_is_no_longer_a_target(
+    settings_factory: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator opts a service out (or removes it): the engine must stop deciding for it
+    at once, not keep scaling it until the next restart; a removed policy label stops
+    limiting its rules; a failed discovery drops nothing."""
+    found = {
+        "web": DiscoveredTarget("web", 1, 6, "", {}),
+        "api": DiscoveredTarget("api", 1, 6, "", {}),  # also configured: config wins
+    }
+    rule = {"type": "step", "signal": "queue_length", "above": 5, "below": 1}
+    engine, ex = discovering_engine(settings_factory(policies={"queue": rule}), found)
+    ex.replicas.update(web=2, api=2)
+    report = await engine.tick(0.0)
+    assert {"web", "api"} <= {d.target for d in report.decisions}
+    ex.found = {}
+    with caplog.at_level("INFO"):
+        report = await engine.tick(15.0)
+    assert "web" not in engine.targets and "api" in engine.targets
+    assert "web" not in {d.target for d in report.decisions}
+    assert any("web is no longer discovered" in r.getMessage() for r in caplog.records)
+
+    ex.found = {"web": DiscoveredTarget("web", 2, 3, "other", {})}  # opted in again
+    await engine.tick(30.0)
+    assert engine.targets["web"].min_replicas == 2
+    assert "web" not in {d.target for d in (await engine.tick(45.0)).decisions}  # "other" only
+    ex.found = {"web": DiscoveredTarget("web", 2, 3, "", {})}  # the policy label removed
+    assert "web" in {d.target for d in (await engine.tick(60.0)).decisions}
+
+    async def failing() -> dict[str, DiscoveredTarget]:
+        raise RuntimeError("docker is down")
+
+    ex.discover = failing  # type: ignore[method-assign]
+    await engine.tick(75.0)
+    assert "web" in engine.targets  # not known to be gone: kept
+
+
 class _GatedForecaster:
     """Forecasts only once the event loop has run while it waits: it proves the forecast
     half of a live pass leaves the loop free (a slow refit must not stall /healthz)."""
