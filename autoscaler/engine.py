@@ -307,7 +307,8 @@ class Engine:
     on_followups: Callable[[Sequence[Decision], Sequence[Outcome]], None] | None = field(
         init=False, default=None
     )
-    """Told, at the end of a pass's acting, the follow-ups handled and their outcomes."""
+    """Told, at the end of every pass's acting, the follow-ups handled (most passes: none)
+    and their outcomes."""
     target_policies: dict[str, set[str]] = field(init=False, default_factory=dict)
     """Discovered targets that name their policies (``autoscaler.policy`` label)."""
     _executor_state: dict[str, str] = field(init=False, default_factory=dict)
@@ -451,7 +452,7 @@ class Engine:
                 told.extend(await self.bus.submit([d.action for d in extra if d.action], now))
             decisions.extend(handled)
             outcomes.extend(told)
-            if handled and self.on_followups is not None:
+            if self.on_followups is not None:
                 self.on_followups(handled, told)
             self._not_carried_out(decisions, outcomes)
             holds = await self._journal(now, decisions, outcomes)

@@ -130,13 +130,14 @@ class _Announcer:
     resolve when it closes (dedup key ``breaker:NAME``). A notice the bus did not send (a
     failed notifier, a pause, the rate limit) is told again on the next pass while the
     board still differs from what humans were last told (open or closed; half-open counts
-    as open), with the state of then: a lost resolve would leave the incident open."""
+    as open), with the state of then: a lost resolve would leave the incident open. What
+    they were last told is the board's ``told``, persisted with it: after a restart, a
+    notice lost before it is told on the second pass, and one that went out is not told
+    again."""
 
     def __init__(self, engine: Engine, board: BreakerBoard) -> None:
         self.engine = engine
         self.board = board
-        self.told: dict[str, str] = {}
-        """Breaker → the state of its last notice that went out (closed when none did)."""
 
     async def announce(self, t: Transition) -> None:
         self._notice(t.name, t.old, t.new, t.level, t.at, "")
@@ -154,20 +155,17 @@ class _Announcer:
         self.engine.followups.append(Decision("breakers", name, at, action, summary))
 
     def settle(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
+        told = self.board.told
         carried = carried_out(outcomes)
-        lost: set[str] = set()
         for d in decisions:
             if d.policy != "breakers" or not isinstance(d.action, Notify):
                 continue
             if id(d.action) in carried:
-                self.told[d.target] = "closed" if d.action.resolve else "open"
-                lost.discard(d.target)
-            else:
-                lost.add(d.target)
+                told[d.target] = "closed" if d.action.resolve else "open"
         states = self.board.states_by_name()
-        for name in sorted(lost):
+        for name in sorted(states.keys() | told.keys()):
             now = states.get(name, "closed")
-            known = self.told.get(name, "closed")
+            known = told.get(name, "closed")
             if (now == "closed") != (known == "closed"):
                 why = " (told again: the first notice was not sent)"
                 self._notice(name, known, now, self.board.level(), self.engine.now, why)
