@@ -18,7 +18,7 @@ from aiohttp import web
 from autoscaler.breakers_http import breaker_gauges, breakers_routes
 from autoscaler.bus import Sleep
 from autoscaler.config import Settings
-from autoscaler.engine import Engine, carried_out
+from autoscaler.engine import Engine, carried_out, driven_breakers
 from autoscaler.journal import SQLiteStore, StateStore
 from autoscaler.metrics import Metrics, make_metrics
 from autoscaler.plugins import executor_type
@@ -115,6 +115,7 @@ def _bind_board(engine: Engine, board: BreakerBoard) -> None:
         DegradationSpec(),
     )
     board.clock = lambda: engine.now
+    board.retire(keep=driven_breakers(engine.settings) | set(board.spec.names))
     board.level_of = functools.partial(
         degradation_level, mapping=spec.levels, emergency_at=spec.emergency_at
     )
@@ -133,7 +134,8 @@ class _Announcer:
     as open), with the state of then: a lost resolve would leave the incident open. What
     they were last told is the board's ``told``, persisted with it: after a restart, a
     notice lost before it is told on the second pass, and one that went out is not told
-    again."""
+    again. A breaker the board retired (no rule drives it any more) is closed for humans:
+    one they were told is open is resolved."""
 
     def __init__(self, engine: Engine, board: BreakerBoard) -> None:
         self.engine = engine
@@ -168,7 +170,11 @@ class _Announcer:
             known = told.get(name, "closed")
             if (now == "closed") != (known == "closed"):
                 why = " (told again: the first notice was not sent)"
+                if name not in states:
+                    why = " (no rule drives it any more)"
                 self._notice(name, known, now, self.board.level(), self.engine.now, why)
+            elif name not in states:
+                del told[name]  # retired, and humans know it is closed
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -125,12 +125,26 @@ class BreakerBoard:
     async def aclose(self) -> None:
         return None
 
+    def retire(self, keep: Collection[str]) -> None:
+        """Forget the breakers not in ``keep`` (restored from an earlier config, that no
+        rule will trip again): an open one would stay open for ever, in the degradation
+        level too. What humans were told of them stays in ``told`` until they are told it
+        is closed."""
+        for n in [n for n in self._states if n not in keep]:
+            log.info("breaker %s: no rule drives it any more, retired", n)
+            del self._states[n]
+
     def to_dict(self) -> dict[str, Any]:
-        """Persistable state: each breaker's state, since when, and what humans were told."""
-        return {
+        """Persistable state: each breaker's state, since when, and what humans were told;
+        a retired breaker while humans were last told it is open."""
+        out: dict[str, Any] = {
             n: {"state": s, "since": since, "told": self.told.get(n, "closed")}
             for n, (s, since) in self._states.items()
         }
+        for n, told in self.told.items():
+            if n not in self._states and told == "open":
+                out[n] = {"told": told}
+        return out
 
     def restore(self, data: Mapping[str, Any]) -> None:
         """Restore what ``to_dict`` wrote (entries that do not parse are ignored). A breaker
@@ -141,6 +155,8 @@ class BreakerBoard:
                 continue
             state = entry.get("state")
             if state not in _STATES:
+                if entry.get("told") == "open":  # retired, its resolve still to tell
+                    self.told[str(n)] = "open"
                 continue
             try:
                 since = float(entry.get("since", 0.0))

@@ -20,6 +20,7 @@ from autoscaler.sources.base import MemorySource
 from policies.markers import Secret
 from policies.types import Action, Notify
 from remediation.base import ExecutorError
+from remediation.board import BreakerBoard
 from remediation.recording import RecordingExecutor
 
 DOC: dict[str, Any] = {
@@ -262,3 +263,53 @@ async def test_a_close_lost_just_before_a_restart_is_told_after_it(tmp_path: Pat
     engine = build_engine(from_mapping(doc), sources=[src])
     notices = await _healthy(engine, src, range(200, 231, 10))
     assert [(t, status, resolve) for t, status, resolve, _ in notices] == [(210.0, "done", True)]
+
+
+async def test_a_breaker_whose_rule_was_removed_while_open_is_retired_and_resolved(
+    tmp_path: Path,
+) -> None:
+    # no rule will ever close it: kept, it would stay open for ever on the board, in the
+    # degradation level and in the pager
+    doc = _with_state_file(tmp_path / "state.db")
+    await _open_then_stop(doc)
+    policies = {k: v for k, v in DOC["policies"].items() if k != "vector_store_breaker"}
+    engine = build_engine(from_mapping({**doc, "policies": policies}), sources=[MemorySource()])
+    board = engine.executors["board"]
+    assert isinstance(board, BreakerBoard)
+    assert engine.breakers == {}
+    assert board.snapshot() == {"breakers": {}, "degradation_level": 1}
+    pager = _flaky_pager(engine, lambda: engine.now < 220.0)  # its first resolve is lost
+    for t in range(200, 231, 10):
+        await engine.tick(float(t))
+    engine.state_store.close()
+    closing = (
+        "breaker vector_store: open -> closed (degradation level 1) (no rule drives it any more)"
+    )
+    sent = [a for a in pager.calls if isinstance(a, Notify) and a.dedup_key.startswith("breaker")]
+    assert [(a.resolve, a.summary) for a in sent] == [(True, closing)]
+    again = build_engine(from_mapping({**doc, "policies": policies}), sources=[MemorySource()])
+    assert again.executors["board"].told == {}  # type: ignore[attr-defined]
+    saved = again.state_store.load_state()
+    assert "published:vector_store" not in saved
+    assert saved["executor:board"] == {}
+
+
+async def test_a_resolve_of_a_retired_breaker_lost_before_a_restart_is_told_after_it(
+    tmp_path: Path,
+) -> None:
+    doc = _with_state_file(tmp_path / "state.db")
+    await _open_then_stop(doc)
+    policies = {k: v for k, v in DOC["policies"].items() if k != "vector_store_breaker"}
+    retired = {**doc, "policies": policies}
+    engine = build_engine(from_mapping(retired), sources=[MemorySource()])
+    _flaky_pager(engine, lambda: True)
+    for t in range(200, 221, 10):
+        await engine.tick(float(t))
+    engine.state_store.close()
+    engine = build_engine(from_mapping(retired), sources=[MemorySource()])
+    pager = engine.executors["pager"]
+    assert isinstance(pager, RecordingExecutor)
+    for t in range(230, 251, 10):
+        await engine.tick(float(t))
+    sent = [a for a in pager.calls if isinstance(a, Notify) and a.dedup_key.startswith("breaker")]
+    assert [a.resolve for a in sent] == [True]
