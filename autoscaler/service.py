@@ -116,6 +116,10 @@ def _bind_board(engine: Engine, board: BreakerBoard) -> None:
     )
     board.clock = lambda: engine.now
     board.retire(keep=driven_breakers(engine.settings) | set(board.spec.names))
+    # What is published is the board's. A dry run on this state file published in its
+    # journal only, and a rule sends its state again only while the published one differs.
+    engine.breakers.clear()
+    engine.breakers.update(board.states_by_name())
     board.level_of = functools.partial(
         degradation_level, mapping=spec.levels, emergency_at=spec.emergency_at
     )

@@ -313,3 +313,21 @@ async def test_a_resolve_of_a_retired_breaker_lost_before_a_restart_is_told_afte
         await engine.tick(float(t))
     sent = [a for a in pager.calls if isinstance(a, Notify) and a.dedup_key.startswith("breaker")]
     assert [a.resolve for a in sent] == [True]
+
+
+async def test_a_dry_run_on_the_state_file_does_not_leave_the_board_open_for_ever(
+    tmp_path: Path,
+) -> None:
+    # the dry run publishes the close in its journal only: the board, the real publisher,
+    # stays open, and the live service after it must close it, not take the journal's word
+    doc = _with_state_file(tmp_path / "state.db")
+    await _open_then_stop(doc)
+    src = MemorySource()
+    engine = build_engine(from_mapping(doc), sources=[src], dry_run=True)
+    await _healthy(engine, src, range(130, 201, 10))
+    assert engine.executors["board"].states_by_name() == {"vector_store": "open"}  # type: ignore[attr-defined]
+    engine.state_store.close()
+    engine = build_engine(from_mapping(doc), sources=[src])
+    notices = await _healthy(engine, src, range(210, 231, 10))
+    assert engine.executors["board"].states_by_name() == {"vector_store": "closed"}  # type: ignore[attr-defined]
+    assert [(t, status, resolve) for t, status, resolve, _ in notices] == [(210.0, "done", True)]
