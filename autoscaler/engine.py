@@ -36,6 +36,7 @@ from autoscaler.sources.base import EventSource, Sample, Source
 from autoscaler.store import WindowStore
 from forecasting.types import Forecast
 from policies.base import Bounds, Context, Policy, Retrying
+from policies.circuit import CircuitSpec
 from policies.registry import POLICY_TYPES
 from policies.scaling import combine_scale
 from policies.types import (
@@ -252,6 +253,12 @@ class _Plan:
 _FINAL = frozenset({"done", "dry-run", "skipped-no-executor"})
 
 
+def driven_breakers(settings: Settings) -> set[str]:
+    """The breakers that a configured ``circuit_breaker`` rule drives: no other is ever
+    tripped again, so one saved from an earlier config is not restored."""
+    return {c.spec.breaker for c in settings.policies.values() if isinstance(c.spec, CircuitSpec)}
+
+
 def carried_out(outcomes: Sequence[Outcome]) -> set[int]:
     """``id()`` of the actions that need not be asked for again: carried out (or, in a dry
     run, would have been), one that may still take effect, and one no executor is
@@ -307,7 +314,8 @@ class Engine:
     on_followups: Callable[[Sequence[Decision], Sequence[Outcome]], None] | None = field(
         init=False, default=None
     )
-    """Told, at the end of a pass's acting, the follow-ups handled and their outcomes."""
+    """Told, at the end of every pass's acting, the follow-ups handled (most passes: none)
+    and their outcomes."""
     target_policies: dict[str, set[str]] = field(init=False, default_factory=dict)
     """Discovered targets that name their policies (``autoscaler.policy`` label)."""
     _executor_state: dict[str, str] = field(init=False, default_factory=dict)
@@ -367,9 +375,13 @@ class Engine:
         self.bus.paused = bool(state.get("service:paused", False))
         self.metrics.paused.set(1.0 if self.bus.paused else 0.0)
         self._plans.clear()  # they hold the memories replaced below
+        driven = driven_breakers(self.settings)
         for key, value in state.items():
             if key.startswith("published:") and isinstance(value, str):
-                self.breakers[key[10:]] = value
+                if key[10:] in driven:
+                    self.breakers[key[10:]] = value
+                else:  # deleted with the first commit: not stale if the rule comes back
+                    self._unsaved_state[key] = None
             if key.startswith("memory:") and isinstance(value, dict):
                 self._memory[key[7:]] = Memory(value)
 
@@ -453,7 +465,7 @@ class Engine:
                 told.extend(await self.bus.submit([d.action for d in extra if d.action], now))
             decisions.extend(handled)
             outcomes.extend(told)
-            if handled and self.on_followups is not None:
+            if self.on_followups is not None:
                 self.on_followups(handled, told)
             self._not_carried_out(decisions, outcomes)
             holds = await self._journal(now, decisions, outcomes)

@@ -18,7 +18,7 @@ from aiohttp import web
 from autoscaler.breakers_http import breaker_gauges, breakers_routes
 from autoscaler.bus import Sleep
 from autoscaler.config import Settings
-from autoscaler.engine import Engine, carried_out
+from autoscaler.engine import Engine, carried_out, driven_breakers
 from autoscaler.journal import SQLiteStore, StateStore
 from autoscaler.metrics import Metrics, make_metrics
 from autoscaler.plugins import executor_type
@@ -115,6 +115,11 @@ def _bind_board(engine: Engine, board: BreakerBoard) -> None:
         DegradationSpec(),
     )
     board.clock = lambda: engine.now
+    board.retire(keep=driven_breakers(engine.settings) | set(board.spec.names))
+    # What is published is the board's. A dry run on this state file published in its
+    # journal only, and a rule sends its state again only while the published one differs.
+    engine.breakers.clear()
+    engine.breakers.update(board.states_by_name())
     board.level_of = functools.partial(
         degradation_level, mapping=spec.levels, emergency_at=spec.emergency_at
     )
@@ -130,13 +135,15 @@ class _Announcer:
     resolve when it closes (dedup key ``breaker:NAME``). A notice the bus did not send (a
     failed notifier, a pause, the rate limit) is told again on the next pass while the
     board still differs from what humans were last told (open or closed; half-open counts
-    as open), with the state of then: a lost resolve would leave the incident open."""
+    as open), with the state of then: a lost resolve would leave the incident open. What
+    they were last told is the board's ``told``, persisted with it: after a restart, a
+    notice lost before it is told on the second pass, and one that went out is not told
+    again. A breaker the board retired (no rule drives it any more) is closed for humans:
+    one they were told is open is resolved."""
 
     def __init__(self, engine: Engine, board: BreakerBoard) -> None:
         self.engine = engine
         self.board = board
-        self.told: dict[str, str] = {}
-        """Breaker → the state of its last notice that went out (closed when none did)."""
 
     async def announce(self, t: Transition) -> None:
         self._notice(t.name, t.old, t.new, t.level, t.at, "")
@@ -154,23 +161,24 @@ class _Announcer:
         self.engine.followups.append(Decision("breakers", name, at, action, summary))
 
     def settle(self, decisions: Sequence[Decision], outcomes: Sequence[Outcome]) -> None:
+        told = self.board.told
         carried = carried_out(outcomes)
-        lost: set[str] = set()
         for d in decisions:
             if d.policy != "breakers" or not isinstance(d.action, Notify):
                 continue
             if id(d.action) in carried:
-                self.told[d.target] = "closed" if d.action.resolve else "open"
-                lost.discard(d.target)
-            else:
-                lost.add(d.target)
+                told[d.target] = "closed" if d.action.resolve else "open"
         states = self.board.states_by_name()
-        for name in sorted(lost):
+        for name in sorted(states.keys() | told.keys()):
             now = states.get(name, "closed")
-            known = self.told.get(name, "closed")
+            known = told.get(name, "closed")
             if (now == "closed") != (known == "closed"):
                 why = " (told again: the first notice was not sent)"
+                if name not in states:
+                    why = " (no rule drives it any more)"
                 self._notice(name, known, now, self.board.level(), self.engine.now, why)
+            elif name not in states:
+                del told[name]  # retired, and humans know it is closed
 
 
 @runtime_checkable

@@ -4,7 +4,9 @@ A ``breakers`` executor receives ``TripBreaker`` actions (the action bus routes 
 executor named in ``bus.breakers``). It keeps each named breaker's state and since when it
 holds, computes the platform's degradation level from all states (through ``level_of``,
 normally ``policies.degradation``), tells an optional callback about every transition, and
-serves ``snapshot()`` — the JSON of ``GET /v1/breakers``.
+serves ``snapshot()`` — the JSON of ``GET /v1/breakers``. It also keeps, for whoever tells
+humans of the transitions, what they were last told of each breaker (``told``), so that it
+is persisted with the states it is compared with.
 
 These are the *published* breakers around the platform's dependencies (a vector DB, a GPU
 pool), not the ``CircuitBreaker`` the bus keeps in front of every executor.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 State = Literal["closed", "open", "half_open"]
 _STATES: tuple[State, ...] = ("closed", "open", "half_open")
+Told = Literal["closed", "open"]
+"""What humans can be told of a breaker: half-open is open for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,9 @@ class BreakerBoard:
         self.on_transition = on_transition
         self.clock = clock
         self._states: dict[str, tuple[State, float]] = {n: ("closed", 0.0) for n in self.spec.names}
+        self.told: dict[str, Told] = {}
+        """Breaker → what humans were last told of it (closed when nothing was); set by the
+        announcer of the transitions, saved and restored with the states."""
 
     def states_by_name(self) -> dict[str, str]:
         """Each breaker's state."""
@@ -118,21 +125,48 @@ class BreakerBoard:
     async def aclose(self) -> None:
         return None
 
+    def retire(self, keep: Collection[str]) -> None:
+        """Forget the breakers not in ``keep`` (restored from an earlier config, that no
+        rule will trip again): an open one would stay open for ever, in the degradation
+        level too. What humans were told of them stays in ``told`` until they are told it
+        is closed."""
+        for n in [n for n in self._states if n not in keep]:
+            log.info("breaker %s: no rule drives it any more, retired", n)
+            del self._states[n]
+
     def to_dict(self) -> dict[str, Any]:
-        """Persistable state: each breaker's state and since when."""
-        return {n: {"state": s, "since": since} for n, (s, since) in self._states.items()}
+        """Persistable state: each breaker's state, since when, and what humans were told;
+        a retired breaker while humans were last told it is open."""
+        out: dict[str, Any] = {
+            n: {"state": s, "since": since, "told": self.told.get(n, "closed")}
+            for n, (s, since) in self._states.items()
+        }
+        for n, told in self.told.items():
+            if n not in self._states and told == "open":
+                out[n] = {"told": told}
+        return out
 
     def restore(self, data: Mapping[str, Any]) -> None:
-        """Restore what ``to_dict`` wrote (entries that do not parse are ignored)."""
+        """Restore what ``to_dict`` wrote (entries that do not parse are ignored). A breaker
+        saved without ``told`` (by a version that did not keep it, which told humans of each
+        transition) is taken as told what it was saved in."""
         for n, entry in data.items():
             if not isinstance(entry, Mapping):
                 continue
             state = entry.get("state")
-            if state in _STATES:
-                try:
-                    self._states[str(n)] = (state, float(entry.get("since", 0.0)))
-                except (TypeError, ValueError):
-                    continue
+            if state not in _STATES:
+                if entry.get("told") == "open":  # retired, its resolve still to tell
+                    self.told[str(n)] = "open"
+                continue
+            try:
+                since = float(entry.get("since", 0.0))
+            except (TypeError, ValueError):
+                continue
+            told: Told = "closed" if state == "closed" else "open"
+            if entry.get("told") in ("closed", "open"):
+                told = entry["told"]
+            self._states[str(n)] = (state, since)
+            self.told[str(n)] = told
 
 
-__all__ = ["BoardSpec", "BreakerBoard", "Transition", "open_count"]
+__all__ = ["BoardSpec", "BreakerBoard", "Told", "Transition", "open_count"]

@@ -101,6 +101,29 @@ async def test_board_state_survives_a_restart_through_to_dict_and_restore() -> N
     assert again.snapshot() == board.snapshot()
 
 
+async def test_what_humans_were_told_survives_a_restart_with_the_board() -> None:
+    board = BreakerBoard(clock=Clock(1234.0))
+    await board.execute(TripBreaker("db", state="open"))
+    await board.execute(TripBreaker("gpu", state="half_open"))
+    board.told["gpu"] = "open"  # the opening of db was not told
+    again = BreakerBoard(clock=Clock())
+    again.restore(board.to_dict())
+    assert again.told == {"db": "closed", "gpu": "open"}
+
+
+async def test_a_board_saved_without_what_humans_were_told_takes_them_as_told() -> None:
+    # saved by a version that did not keep it: each transition was told then
+    board = BreakerBoard(clock=Clock())
+    board.restore(
+        {
+            "db": {"state": "open", "since": 1.0},
+            "gpu": {"state": "half_open", "since": 2.0},
+            "ssd": {"state": "closed", "since": 3.0},
+        }
+    )
+    assert board.told == {"db": "open", "gpu": "open", "ssd": "closed"}
+
+
 async def test_get_v1_breakers_serves_the_snapshot() -> None:
     board = BreakerBoard("breakers", BoardSpec(names=("db",)), clock=Clock())
     await board.execute(TripBreaker("gpu", state="open"))
