@@ -617,6 +617,12 @@ def _cross_check(s: Settings, loader: _Loader, policy_types: Mapping[str, Any]) 
                 f"executor {t.executor!r} has no Fly app for {name!r}: set its app, or apps.{name}",
             )
     for name, comp in s.policies.items():
+        if name in _RESERVED_POLICIES:
+            loader.problem(
+                f"policies.{name}",
+                f"{name!r} is the name the journal gives {_RESERVED_POLICIES[name]}:"
+                " choose another name",
+            )
         for i, target in enumerate(getattr(comp.spec, "targets", ())):
             if target not in s.targets:
                 loader.problem(f"policies.{name}.targets[{i}]", f"no target named {target!r}")
@@ -764,6 +770,15 @@ def stale_after(s: Settings) -> float:
     interval plus ``tick_timeout`` (a pass may wait that long for its sources)."""
     floor = s.service.interval + s.service.tick_timeout
     return s.http.healthz_max_age or max(3 * s.service.interval, floor)
+
+
+_RESERVED_POLICIES = {
+    "bounds": "to a scale that brings a target back within its bounds",
+    "breakers": "to the breaker board's notices",
+    "shutdown": "to actions cut short by a stop",
+}
+"""Policy names the service uses for decisions of its own; a rule named so would be taken
+for them (a rule named ``breakers`` would have its notices taken for the board's)."""
 
 
 def signal_warnings(s: Settings) -> list[str]:

@@ -476,6 +476,17 @@ def test_an_out_of_range_number_is_refused_at_its_key_path(
     assert err.value.problems == [problem]
 
 
+@pytest.mark.parametrize("name", ["bounds", "breakers", "shutdown"])
+def test_a_rule_may_not_take_a_name_the_service_journals_its_own_decisions_under(
+    name: str,
+) -> None:
+    rule = {"type": "step", "signal": "queue_length", "above": 5}
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"signals": {"queue_length": {}}, "policies": {name: rule}})
+    (problem,) = err.value.problems
+    assert problem.startswith(f"policies.{name}: {name!r} is the name the journal gives")
+
+
 def test_the_edges_of_the_ranges_are_accepted() -> None:
     s = from_mapping(
         {
