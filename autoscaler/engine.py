@@ -405,9 +405,10 @@ class Engine:
     async def flush(self, now: float, interrupted: Sequence[tuple[Action, str]] = ()) -> None:
         """Commit what no pass did: at shutdown, after a pass was cut short or commits
         failed. The cooldowns and dedupe keys of the actions an interrupted pass was
-        carrying out are saved (they were marked before the calls), and each of those
-        ``interrupted`` (action, executor) is journalled as such: it may have taken effect,
-        and a restart must not do it again at once."""
+        carrying out are saved (they were marked before the calls), as is what its calls
+        changed in an executor that keeps state (a breaker tripped on the board), and each
+        of those ``interrupted`` (action, executor) is journalled as such: it may have
+        taken effect, and a restart must not do it again at once."""
         records = [
             JournalRecord(
                 now,
@@ -424,7 +425,11 @@ class Engine:
             )
             for action, executor in interrupted
         ]
-        state: dict[str, Any] = {**self.bus.drain_state(now), **self._drain_memory()}
+        state: dict[str, Any] = {
+            **self.bus.drain_state(now),
+            **self._drain_memory(),
+            **self._drain_executors(),
+        }
         if not records and not state and not self._unsaved_records and not self._unsaved_state:
             return
         await self._commit(records, state)
@@ -840,15 +845,22 @@ class Engine:
             **self.bus.drain_state(now),
             **published,
             **self._drain_memory(),
+            **self._drain_executors(),
         }
+        await self._commit(records, state)
+        return holds
+
+    def _drain_executors(self) -> dict[str, Any]:
+        """The state of the executors that keep one (the breaker board), where it changed
+        since the last call, as state keys to save."""
+        out: dict[str, Any] = {}
         for name, persistent in self._persistent.items():
             saved = persistent.to_dict()
             text = json.dumps(saved, sort_keys=True, default=str)
             if self._executor_state.get(name) != text:
                 self._executor_state[name] = text
-                state[f"executor:{name}"] = saved
-        await self._commit(records, state)
-        return holds
+                out[f"executor:{name}"] = saved
+        return out
 
     def _drain_memory(self) -> dict[str, Any]:
         """The policy memories changed since the last call, as state keys to save."""

@@ -481,6 +481,12 @@ async def test_an_executors_own_state_is_persisted_and_restored(
     _, _, again = start()  # a restarted service on the same store
     assert again.seen == 1
 
+    # a pass cut short by a stop: its call changed the executor's state, and no journal
+    # commit followed; the save at shutdown must keep it
+    await ex.execute(Scale("api", replicas=5, current=4))
+    await engine.flush(30.0, interrupted=[(Scale("api", replicas=5, current=4), "rec")])
+    assert store.state["executor:rec"] == {"seen": 2}
+
 
 class LabelledExecutor(RecordingExecutor):
     """A recording executor that also discovers services, as the swarm one does from labels."""
