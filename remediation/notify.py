@@ -13,11 +13,11 @@ Delivery follows each service's documented contract:
   ``trigger`` and its ``resolve`` share a stable ``dedup_key`` (the action's, or one derived
   from target and summary). Severities: P0→critical, P1→error, P2→warning, P3→info.
 - 429 and 5xx (and connection errors, timeouts) are retried here with exponential
-  backoff, honouring ``Retry-After``; the bus does not retry them again, and waits out a
-  ``Retry-After`` too long to wait here. All tries share the bus's ``executor_timeout``:
-  the bus cancels the call then, and does not retry a notice that timed out either. The
-  sleep is injectable so tests never sleep for real. Error texts leave the URL's path
-  out: a webhook URL is the credential.
+  backoff, honouring ``Retry-After`` (seconds or an HTTP date); the bus does not retry
+  them again, and waits out a ``Retry-After`` too long to wait here. All tries share the
+  bus's ``executor_timeout``: the bus cancels the call then, and does not retry a notice
+  that timed out either. The sleep is injectable so tests never sleep for real. Error
+  texts leave the URL's path out: a webhook URL is the credential.
 
 These adapters are contract-tested against local aiohttp servers that implement the
 documented behaviour; they have not been run against the live Slack or PagerDuty APIs.
@@ -36,7 +36,7 @@ import aiohttp
 
 from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Action, Notify, TargetState
-from remediation.base import ExecutorError
+from remediation.base import ExecutorError, parse_retry_after
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -164,7 +164,9 @@ class _Poster:
             try:
                 async with self._session.post(url, json=payload, headers=headers) as resp:
                     status, body = resp.status, await resp.text()
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(
+                        resp.headers.get("Retry-After"), date=resp.headers.get("Date")
+                    )
             except aiohttp.InvalidURL:
                 # its text is the URL, and a webhook URL is the credential
                 raise ExecutorError(f"{self.name}: the configured URL is not valid") from None
@@ -208,16 +210,6 @@ def _without(text: str, url: str) -> str:
     if len(secret) <= 1:
         return text
     return text.replace(secret, "/…").replace(quote(secret, safe="/?=&"), "/…")
-
-
-def _retry_after(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-    return max(0.0, value)
 
 
 class _RetrySpec(Protocol):

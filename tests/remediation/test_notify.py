@@ -142,6 +142,46 @@ async def test_slack_retries_429_and_5xx_with_backoff_then_succeeds(
         await n.aclose()
 
 
+async def test_a_retry_after_given_as_an_http_date_is_waited_out_by_the_servers_clock(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    """RFC 9110 allows ``Retry-After: <HTTP-date>``: it is counted from the answer's
+    ``Date`` (the server's clock), and a date already past means now, not our backoff."""
+    contract, server = slack
+    sent = "Wed, 21 Oct 2015 07:28:00 GMT"
+    in_3s, past = "Wed, 21 Oct 2015 07:28:03 GMT", "Wed, 21 Oct 2015 07:27:00 GMT"
+    contract.fail_next(
+        Scripted(429, "rate_limited", {"Date": sent, "Retry-After": in_3s}),
+        Scripted(503, "unavailable", {"Date": sent, "Retry-After": past}),
+    )
+    sleeps = Sleeps()
+    n = slack_notifier(server, sleeps)
+    try:
+        assert await n.execute(Notify("api", summary="x")) == "posted to slack (P2)"
+        assert sleeps.delays == [3.0, 0.0]  # was [1.0, 2.0]: our backoff, the dates ignored
+        assert len(contract.headers) == 3
+    finally:
+        await n.aclose()
+
+
+async def test_a_retry_after_date_beyond_max_delay_gives_up_with_that_delay(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    contract, server = slack
+    headers = {"Date": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    headers["Retry-After"] = "Wed, 21 Oct 2015 08:28:00 GMT"  # an hour later
+    contract.fail_next(Scripted(429, "rate_limited", headers))
+    sleeps = Sleeps()
+    n = slack_notifier(server, sleeps)
+    try:
+        with pytest.raises(ExecutorError) as err:
+            await n.execute(Notify("api", summary="x"))
+        assert err.value.temporary and err.value.delay == 3600.0  # the bus waits it out
+        assert sleeps.delays == []
+    finally:
+        await n.aclose()
+
+
 async def test_slack_gives_up_after_the_retries_with_a_temporary_error(
     slack: tuple[SlackServer, TestServer],
 ) -> None:
