@@ -102,7 +102,9 @@ class Executor(Protocol):
     # Optional: ``cancellable = True`` says ``execute`` stops when cancelled (it awaits
     # asyncio I/O only): the bus then cancels a call that timed out. Without it the call is
     # left to run (a worker thread cannot be stopped) and a restart or rollback is not tried
-    # again meanwhile.
+    # again meanwhile. Optional too: ``retries_in_call = True`` says ``execute`` retries
+    # its own temporary failures (the notifiers): a call the bus's timeout cut is not
+    # retried by the bus on top of them.
 
     async def execute(self, action: Action) -> str:
         """Carry out ``action``; return a short detail. Raise ``ExecutorError`` on failure."""

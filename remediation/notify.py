@@ -15,9 +15,10 @@ Delivery follows each service's documented contract:
 - 429 and 5xx (and connection errors, timeouts) are retried here with exponential
   backoff, honouring ``Retry-After`` (seconds or an HTTP date); the bus does not retry
   them again, and waits out a ``Retry-After`` too long to wait here. All tries share the
-  bus's ``executor_timeout``: the bus cancels the call then, and does not retry a notice
-  that timed out either. The sleep is injectable so tests never sleep for real. Error
-  texts leave the URL's path out: a webhook URL is the credential.
+  bus's ``executor_timeout``: the bus cancels the call then, and does not retry one that
+  timed out either (``retries_in_call``; the webhook's other actions too). The sleep is
+  injectable so tests never sleep for real. Error texts leave the URL's path out: a
+  webhook URL is the credential.
 
 These adapters are contract-tested against local aiohttp servers that implement the
 documented behaviour; they have not been run against the live Slack or PagerDuty APIs.
@@ -232,6 +233,7 @@ class _Notifier(Generic[_S]):
     """Shared parts: construction from a spec, no target state, a poster, a close."""
 
     cancellable = True  # aiohttp only: a post that timed out is cancelled, not doubled
+    retries_in_call = True  # a call the bus's timeout cut is not retried by the bus again
 
     default_name: ClassVar[str]
     spec_type: Callable[[], _S]

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from autoscaler.bus import ActionBus
 from autoscaler.config import BusSettings
 from policies.markers import Secret
-from policies.types import Notify, Scale
+from policies.types import Notify, Restart, Scale
 from remediation.base import ExecutorError
 from remediation.notify import (
     PagerDutyNotifier,
@@ -430,4 +430,39 @@ async def test_a_hung_notifier_holds_a_pass_one_executor_timeout_and_is_not_retr
     assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
     assert bus_sleeps.delays == []  # the bus did not retry the call
     assert 1 <= len(contract.headers) <= 3  # the notifier's own tries within 0.5 s
+    assert loop.time() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    "action",
+    [Scale("api", replicas=3, current=2), Restart("api", attempt=1)],
+    ids=["scale", "restart"],
+)
+async def test_a_hung_webhook_as_a_targets_executor_is_not_retried_by_the_bus_either(
+    hook: tuple[WebhookServer, TestServer], action: Scale | Restart
+) -> None:
+    """The webhook retries every action it posts within its call, not only notices: the
+    bus's retries after its timeout would post up to ``retries + 1`` times more each, and
+    hold the pass another executor timeout each (with the defaults 9 posts and 90 s)."""
+    contract, server = hook
+    contract.hang = True
+    notifier_sleeps, bus_sleeps = Sleeps(), Sleeps()
+    spec = WebhookSpec(url=str(server.make_url(WebhookServer.path)), timeout=0.2, retries=5)
+    n = WebhookNotifier("hook", spec, sleep=notifier_sleeps)
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.5, retries=2),
+        executors={"hook": n},
+        route=lambda a: ["hook"],
+        sleep=bus_sleeps,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        (outcome,) = await bus.submit([action], 0.0)
+    finally:
+        contract.hang = False
+        await n.aclose()
+    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
+    assert bus_sleeps.delays == []  # the bus did not retry the call
+    assert 1 <= len(contract.headers) <= 3  # the webhook's own tries within 0.5 s
     assert loop.time() - started < 1.0
