@@ -834,8 +834,43 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
 
 def config_warnings(s: Settings) -> list[str]:
     """What ``check`` warns of and ``run`` logs: signals no source produces, swarm targets
-    no rollback rule covers, restart rules that can never escalate."""
-    return [*signal_warnings(s), *rollback_warnings(s), *restart_warnings(s)]
+    no rollback rule covers, restart rules that can never escalate, executors whose own
+    tries outlast ``bus.executor_timeout``."""
+    return [
+        *signal_warnings(s),
+        *rollback_warnings(s),
+        *restart_warnings(s),
+        *executor_warnings(s),
+    ]
+
+
+def executor_warnings(s: Settings) -> list[str]:
+    """Executors that retry within a call (the notifiers) whose tries against a hung server
+    (``worst_case``: every try timing out, with the backoff sleeps between them) do not end
+    below ``bus.executor_timeout``: the bus cancels the call first, so their last tries
+    never happen, and the failure reads "timed out" instead of the server's error."""
+    limit = s.bus.executor_timeout
+    out = []
+    for name, comp in s.executors.items():
+        worst_case = getattr(comp.spec, "worst_case", None)
+        if not callable(worst_case):
+            continue
+        worst = float(worst_case())
+        path = f"executors.{name}.timeout"
+        if math.isinf(worst):
+            out.append(
+                f"{path}: 0 is no timeout: a post to a hung server never ends nor is retried;"
+                f" the bus cancels the call at bus.executor_timeout ({limit:g} s) and it reads"
+                ' "timed out": set a timeout'
+            )
+        elif worst >= limit:
+            out.append(
+                f"{path}: a call against a hung server can take {worst:g} s (timeout x"
+                " (retries + 1) plus the backoff sleeps), not below bus.executor_timeout"
+                f" ({limit:g} s): the bus cancels it first, its last tries never happen and it"
+                ' reads "timed out"; lower timeout or retries, or raise bus.executor_timeout'
+            )
+    return out
 
 
 def restart_warnings(s: Settings) -> list[str]:

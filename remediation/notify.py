@@ -16,7 +16,9 @@ Delivery follows each service's documented contract:
   backoff, honouring ``Retry-After`` (seconds or an HTTP date); the bus does not retry
   them again, and waits out a ``Retry-After`` too long to wait here. All tries share the
   bus's ``executor_timeout``: the bus cancels the call then, and does not retry one that
-  timed out either (``retries_in_call``; the webhook's other actions too). The sleep is
+  timed out either (``retries_in_call``; the webhook's other actions too). The defaults
+  (5 s a try, 2 retries, backoff 1 then 2 s: 18 s against a hung server) end well within
+  the default 30 s, and ``check`` warns of a spec whose ``worst_case`` does not. The sleep is
   injectable so tests never sleep for real. Error texts leave the URL's path out: a
   webhook URL is the credential.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -51,14 +54,19 @@ class SlackSpec:
 
     url: Secret = field(default_factory=Secret)
     """The incoming-webhook URL (it is the credential): ``"${SLACK_WEBHOOK_URL}"`` or url_file."""
-    timeout: Seconds = 10.0
-    """Seconds one POST may take."""
+    timeout: Seconds = 5.0
+    """Seconds one POST may take. All tries (``worst_case``) must end within
+    ``bus.executor_timeout`` (check warns otherwise)."""
     retries: int = 2
     """Retries after a 429, a 5xx or a connection error."""
     backoff: Seconds = 1.0
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def worst_case(self) -> float:
+        """Seconds a call may take against a server that never answers (``worst_case``)."""
+        return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``)."""
@@ -78,14 +86,19 @@ class PagerDutySpec:
     """Events API v2 enqueue endpoint."""
     source: str = "autoscaler"
     """``payload.source``: the system the events come from."""
-    timeout: Seconds = 10.0
-    """Seconds one POST may take."""
+    timeout: Seconds = 5.0
+    """Seconds one POST may take. All tries (``worst_case``) must end within
+    ``bus.executor_timeout`` (check warns otherwise)."""
     retries: int = 2
     """Retries after a 429, a 5xx or a connection error."""
     backoff: Seconds = 1.0
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def worst_case(self) -> float:
+        """Seconds a call may take against a server that never answers (``worst_case``)."""
+        return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``)."""
@@ -104,14 +117,19 @@ class WebhookSpec:
     """Where to POST."""
     token: Secret = field(default_factory=Secret)
     """Optional bearer token (``"${ENV}"`` or token_file); unset sends no Authorization."""
-    timeout: Seconds = 10.0
-    """Seconds one POST may take."""
+    timeout: Seconds = 5.0
+    """Seconds one POST may take. All tries (``worst_case``) must end within
+    ``bus.executor_timeout`` (check warns otherwise)."""
     retries: int = 2
     """Retries after a 429, a 5xx or a connection error."""
     backoff: Seconds = 1.0
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def worst_case(self) -> float:
+        """Seconds a call may take against a server that never answers (``worst_case``)."""
+        return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``)."""
@@ -224,6 +242,25 @@ class _RetrySpec(Protocol):
     def backoff(self) -> float: ...
     @property
     def max_delay(self) -> float: ...
+
+
+def worst_case(spec: _RetrySpec) -> float:
+    """Seconds a call may take against a server that never answers: every try times out,
+    with the backoff sleeps between them; a sleep longer than ``max_delay`` is not slept
+    (the call gives up there). Infinite with no timeout (0). A ``Retry-After`` (each at
+    most ``max_delay``) may stretch a call to a server that does answer beyond this."""
+    if spec.timeout <= 0:  # aiohttp reads 0 as no timeout
+        return math.inf
+    tries = max(0, spec.retries) + 1
+    if spec.backoff <= 0:
+        return spec.timeout * tries
+    total, delay = spec.timeout, spec.backoff
+    for _ in range(tries - 1):
+        if delay > spec.max_delay:
+            break
+        total += delay + spec.timeout
+        delay *= 2
+    return total
 
 
 _S = TypeVar("_S", bound=_RetrySpec)
