@@ -835,13 +835,29 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
 def config_warnings(s: Settings) -> list[str]:
     """What ``check`` warns of and ``run`` logs: signals no source produces, swarm targets
     no rollback rule covers, restart rules that can never escalate, executors whose own
-    tries outlast ``bus.executor_timeout``."""
+    tries outlast ``bus.executor_timeout``, notices nothing paces."""
     return [
         *signal_warnings(s),
         *rollback_warnings(s),
         *restart_warnings(s),
         *executor_warnings(s),
+        *notice_warnings(s),
     ]
+
+
+def notice_warnings(s: Settings) -> list[str]:
+    """A notify cooldown of 0 while notices have somewhere to go: nothing paces them then
+    (the dedupe window does not apply to notices), so every notice a rule asks for goes
+    out, one per change of a flapping breaker or degradation level."""
+    if not s.bus.notify or s.bus.cooldown_of("notify") > 0:
+        return []
+    path = "bus.cooldowns.notify" if "notify" in s.bus.cooldowns else "bus.cooldown"
+    warning = (
+        f"{path}: 0 paces no notice (the dedupe window does not apply to notices): each one"
+        " a rule asks for goes out, a notice for every change of a flapping breaker or"
+        ' degradation level; set a notify cooldown ("5m" by default)'
+    )
+    return [warning]
 
 
 def executor_warnings(s: Settings) -> list[str]:

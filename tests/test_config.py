@@ -244,6 +244,28 @@ def test_the_notifier_defaults_fit_the_executor_timeout_and_max_delay_ends_the_b
     assert config_warnings(from_mapping(doc)) == [no_timeout]
 
 
+def test_a_notify_cooldown_of_zero_is_warned_of_when_notices_go_somewhere() -> None:
+    # the dedupe window no longer holds notices: with no cooldown a breaker flapping
+    # open / half-open every reset_timeout would page on every transition
+    tail = (
+        ": 0 paces no notice (the dedupe window does not apply to notices): each one a rule"
+        " asks for goes out, a notice for every change of a flapping breaker or degradation"
+        ' level; set a notify cooldown ("5m" by default)'
+    )
+    rec = {"rec": {"type": "recording"}}
+    doc: dict[str, Any] = {
+        "executors": rec, "bus": {"notify": ["rec"], "cooldowns": {"notify": "0s"}},
+    }  # fmt: skip
+    assert config_warnings(from_mapping(doc)) == [f"bus.cooldowns.notify{tail}"]
+    doc["bus"] = {"notify": ["rec"], "cooldown": 0}  # the default cooldown, not overridden
+    assert config_warnings(from_mapping(doc)) == [f"bus.cooldown{tail}"]
+    doc["bus"]["cooldowns"] = {"notify": "1m"}
+    assert config_warnings(from_mapping(doc)) == []
+    # no notifier: nothing is sent, nothing to pace
+    assert config_warnings(from_mapping({"bus": {"cooldowns": {"notify": "0s"}}})) == []
+    assert config_warnings(from_mapping({"executors": rec, "bus": {"notify": ["rec"]}})) == []
+
+
 SOURCES_AND_RULES = """
 [sources.prom]
 type = "prometheus"
