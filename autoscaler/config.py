@@ -124,7 +124,7 @@ class BusSettings:
     rate_limit: int = 30
     """Most actions executed per minute across all targets."""
     executor_timeout: Seconds = 30.0
-    """Seconds one executor call may take."""
+    """Seconds one executor call may take (above 0)."""
     retries: int = 2
     """Retries of a temporary executor failure within a tick."""
     retry_backoff: Seconds = 1.0
@@ -146,6 +146,8 @@ class BusSettings:
                 )
         if self.rate_limit < 1:
             raise InvalidField("rate_limit", "must be >= 1 (actions per minute)")
+        if self.executor_timeout <= 0:  # every call that awaits anything would time out
+            raise InvalidField("executor_timeout", "must be greater than zero")
         if self.retries < 0:
             raise InvalidField("retries", "must be >= 0")
 

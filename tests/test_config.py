@@ -266,6 +266,16 @@ def test_a_notify_cooldown_of_zero_is_warned_of_when_notices_go_somewhere() -> N
     assert config_warnings(from_mapping({"executors": rec, "bus": {"notify": ["rec"]}})) == []
 
 
+@pytest.mark.parametrize("timeout", [0, "0s"])
+def test_an_executor_timeout_of_zero_is_refused(timeout: object) -> None:
+    # it passed check, then every executor call that awaited anything failed at once:
+    # "temporary: timed out after 0 s"
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"bus": {"executor_timeout": timeout}})
+    assert err.value.problems == ["bus.executor_timeout: must be greater than zero"]
+    from_mapping({"bus": {"executor_timeout": "250ms"}})
+
+
 SOURCES_AND_RULES = """
 [sources.prom]
 type = "prometheus"
