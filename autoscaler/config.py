@@ -883,8 +883,9 @@ def executor_warnings(s: Settings) -> list[str]:
             )
         elif worst >= limit:
             out.append(
-                f"{path}: a call against a hung server can take {worst:g} s (timeout x"
-                " (retries + 1) plus the backoff sleeps), not below bus.executor_timeout"
+                f"{path}: a call against a hung server can take {worst:g} s (each try"
+                " timing out, with the backoff sleeps between them), not below"
+                " bus.executor_timeout"
                 f" ({limit:g} s): the bus cancels it first, its last tries never happen and it"
                 ' reads "timed out"; lower timeout or retries, or raise bus.executor_timeout'
             )

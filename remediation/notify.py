@@ -65,7 +65,8 @@ class SlackSpec:
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
 
     def worst_case(self) -> float:
-        """Seconds a call may take against a server that never answers (``worst_case``)."""
+        """Seconds a call may take against a server that never answers (module's
+        ``worst_case``)."""
         return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
@@ -97,7 +98,8 @@ class PagerDutySpec:
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
 
     def worst_case(self) -> float:
-        """Seconds a call may take against a server that never answers (``worst_case``)."""
+        """Seconds a call may take against a server that never answers (module's
+        ``worst_case``)."""
         return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
@@ -128,7 +130,8 @@ class WebhookSpec:
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
 
     def worst_case(self) -> float:
-        """Seconds a call may take against a server that never answers (``worst_case``)."""
+        """Seconds a call may take against a server that never answers (module's
+        ``worst_case``)."""
         return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:

@@ -190,7 +190,8 @@ def test_a_forecast_rule_must_not_look_beyond_the_horizon() -> None:
 
 HUNG = "a call against a hung server can take"
 AND_THEN = (
-    "(timeout x (retries + 1) plus the backoff sleeps), not below bus.executor_timeout"
+    "(each try timing out, with the backoff sleeps between them), not below"
+    " bus.executor_timeout"
     ' (30 s): the bus cancels it first, its last tries never happen and it reads "timed'
     ' out"; lower timeout or retries, or raise bus.executor_timeout'
 )
