@@ -7,8 +7,9 @@ it, or an earlier restart or rollback of the target still running there: then it
 executed and takes no rate-limit slot)? → executor breaker open (or its half-open trials
 taken)? → call with a timeout, retrying
 temporary failures with jittered exponential backoff (not those the executor already
-retried, not a notice that timed out: the notifiers retry within the call, and not before
-a ``Retry-After`` the server gave). A call that times out is
+retried, not a call that timed out of an executor that retries within its call, as the
+notifiers and the webhook do whatever the action, nor a notice that timed out, and not
+before a ``Retry-After`` the server gave). A call that times out is
 cancelled when its executor is ``cancellable`` (asyncio I/O only: Fly, the notifiers), and
 otherwise abandoned: an executor working in a thread (docker-py) cannot be stopped, so the
 call may still be carried out. An abandoned restart or rollback is therefore never retried,
@@ -327,10 +328,13 @@ class ActionBus:
                 if uncertain:
                     retried = True  # it may still happen: a retry could do it twice
                     msg += f"; not retried, the {action.kind} may still be carried out"
-                if isinstance(action, Notify) and isinstance(exc, TimeoutError):
-                    # the notifier retried within the call until the timeout cut it: a
-                    # retry here would post up to its retries + 1 times again, each
-                    # holding the pass for another executor_timeout
+                if isinstance(exc, TimeoutError) and (
+                    getattr(executor, "retries_in_call", False) or isinstance(action, Notify)
+                ):
+                    # the executor (a notifier, the webhook whatever the action) retried
+                    # within the call until the timeout cut it: a retry here would post up
+                    # to its retries + 1 times again, each holding the pass for another
+                    # executor_timeout; and a notice cut short may have arrived
                     retried = True
                 if temporary and not told and not retried and attempt <= self.settings.retries:
                     await self._sleep(delay * (0.5 + self._rng.random()))

@@ -130,7 +130,7 @@ class BusSettings:
     rate_limit: int = 30
     """Most actions executed per minute across all targets."""
     executor_timeout: Seconds = 30.0
-    """Seconds one executor call may take."""
+    """Seconds one executor call may take (above 0)."""
     retries: int = 2
     """Retries of a temporary executor failure within a tick."""
     retry_backoff: Seconds = 1.0
@@ -152,6 +152,8 @@ class BusSettings:
                 )
         if self.rate_limit < 1:
             raise InvalidField("rate_limit", "must be >= 1 (actions per minute)")
+        if self.executor_timeout <= 0:  # every call that awaits anything would time out
+            raise InvalidField("executor_timeout", "must be greater than zero")
         if self.retries < 0:
             raise InvalidField("retries", "must be >= 0")
 
@@ -855,8 +857,60 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
 
 def config_warnings(s: Settings) -> list[str]:
     """What ``check`` warns of and ``run`` logs: signals no source produces, swarm targets
-    no rollback rule covers, restart rules that can never escalate."""
-    return [*signal_warnings(s), *rollback_warnings(s), *restart_warnings(s)]
+    no rollback rule covers, restart rules that can never escalate, executors whose own
+    tries outlast ``bus.executor_timeout``, notices nothing paces."""
+    return [
+        *signal_warnings(s),
+        *rollback_warnings(s),
+        *restart_warnings(s),
+        *executor_warnings(s),
+        *notice_warnings(s),
+    ]
+
+
+def notice_warnings(s: Settings) -> list[str]:
+    """A notify cooldown of 0 while notices have somewhere to go: nothing paces them then
+    (the dedupe window does not apply to notices), so every notice a rule asks for goes
+    out, one per change of a flapping breaker or degradation level."""
+    if not s.bus.notify or s.bus.cooldown_of("notify") > 0:
+        return []
+    path = "bus.cooldowns.notify" if "notify" in s.bus.cooldowns else "bus.cooldown"
+    warning = (
+        f"{path}: 0 paces no notice (the dedupe window does not apply to notices): each one"
+        " a rule asks for goes out, a notice for every change of a flapping breaker or"
+        ' degradation level; set a notify cooldown ("5m" by default)'
+    )
+    return [warning]
+
+
+def executor_warnings(s: Settings) -> list[str]:
+    """Executors that retry within a call (the notifiers) whose tries against a hung server
+    (``worst_case``: every try timing out, with the backoff sleeps between them) do not end
+    below ``bus.executor_timeout``: the bus cancels the call first, so their last tries
+    never happen, and the failure reads "timed out" instead of the server's error."""
+    limit = s.bus.executor_timeout
+    out = []
+    for name, comp in s.executors.items():
+        worst_case = getattr(comp.spec, "worst_case", None)
+        if not callable(worst_case):
+            continue
+        worst = float(worst_case())
+        path = f"executors.{name}.timeout"
+        if math.isinf(worst):
+            out.append(
+                f"{path}: 0 is no timeout: a post to a hung server never ends nor is retried;"
+                f" the bus cancels the call at bus.executor_timeout ({limit:g} s) and it reads"
+                ' "timed out": set a timeout'
+            )
+        elif worst >= limit:
+            out.append(
+                f"{path}: a call against a hung server can take {worst:g} s (each try"
+                " timing out, with the backoff sleeps between them), not below"
+                " bus.executor_timeout"
+                f" ({limit:g} s): the bus cancels it first, its last tries never happen and it"
+                ' reads "timed out"; lower timeout or retries, or raise bus.executor_timeout'
+            )
+    return out
 
 
 def restart_warnings(s: Settings) -> list[str]:

@@ -7,8 +7,12 @@ spec dataclass and a factory; third-party executors register in the entry-point 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 
 from forecasting.errors import AutoscalerError
@@ -26,6 +30,40 @@ class ExecutorError(AutoscalerError):
     ) -> None:
         super().__init__(message, temporary=temporary, delay=delay)
         self.retried = retried
+
+
+def parse_retry_after(
+    value: str | None, *, date: str | None = None, clock: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (RFC 9110 §10.2.3): its delay-seconds,
+    or its HTTP-date less the response's ``Date`` (the server's clock: the client's skew
+    does not count), less ``clock()`` when the response has no readable ``Date``. A date in
+    the past is 0; an absent or unreadable value is None (the caller's own backoff then)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        at = _http_date(value)
+        if at is None:
+            return None
+        sent = _http_date(date) if date is not None else None
+        seconds = at - (clock() if sent is None else sent)
+    if not math.isfinite(seconds):
+        return None  # "inf" or "nan": no server means that
+    return max(0.0, seconds)
+
+
+def _http_date(text: str) -> float | None:
+    """Epoch seconds of an HTTP-date (IMF-fixdate, or the obsolete RFC 850 and asctime
+    forms, which are UTC too); None when it is not one."""
+    try:
+        when = parsedate_to_datetime(text.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 OutcomeStatus = Literal[
@@ -66,7 +104,9 @@ class Executor(Protocol):
     # left to run (a worker thread cannot be stopped) and a restart or rollback is not tried
     # again meanwhile. ``retry_after_per_target = True`` says its server rate-limits each
     # target apart (Fly: per machine): a ``Retry-After`` then holds calls for that target
-    # only, not for every target of the executor.
+    # only, not for every target of the executor. ``retries_in_call = True`` says
+    # ``execute`` retries its own temporary failures (the notifiers): a call the bus's
+    # timeout cut is not retried by the bus on top of them.
 
     async def execute(self, action: Action) -> str:
         """Carry out ``action``; return a short detail. Raise ``ExecutorError`` on failure."""

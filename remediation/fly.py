@@ -22,8 +22,9 @@ machines scaled to zero.
 
 Tokens: a token that already starts with ``FlyV1 `` (``fly tokens create``) is sent as is,
 any other as ``Bearer <token>``. Errors: connection errors, timeouts, 408, 409 (leased),
-412 (version changed), 429 (rate limited; retried ``retries`` times with backoff here, then
-not again by the bus, which waits out a ``Retry-After``), 5xx and ``insufficient_capacity``
+412 (version changed), 429 (rate limited; retried ``retries`` times here after its
+``Retry-After``, in seconds or an HTTP date, else with backoff; then not again by the bus,
+which waits out a ``Retry-After``), 5xx and ``insufficient_capacity``
 are temporary; 400, 401, 403, 404 and 422 are permanent. A ``Retry-After`` (or backoff)
 longer than ``max_delay`` is not slept here: the action fails at once, temporary, with the
 server's delay, and the bus defers the executor's next call until then (a pass must not
@@ -47,7 +48,7 @@ import aiohttp
 
 from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Action, Restart, Rollback, Scale, TargetState
-from remediation.base import ExecutorError
+from remediation.base import ExecutorError, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,9 @@ class FlyExecutor:
                 ) as resp:
                     status, text = resp.status, await resp.text()
                     request_id = resp.headers.get("fly-request-id", "")
-                    retry_after = resp.headers.get("Retry-After")
+                    told = parse_retry_after(
+                        resp.headers.get("Retry-After"), date=resp.headers.get("Date")
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ExecutorError(
                     f"{self.name}: {what}: Fly API unreachable: {type(exc).__name__}: {exc}",
@@ -209,7 +212,6 @@ class FlyExecutor:
                         temporary=True,
                     ) from exc
             if status == 429:
-                told = _retry_after(retry_after)
                 delay = self.spec.backoff * 2**attempt if told is None else told
                 if attempt < self.spec.retries and delay <= self.spec.max_delay:
                     attempt += 1
@@ -544,16 +546,6 @@ class FlyExecutor:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-
-def _retry_after(raw: str | None) -> float | None:
-    """A ``Retry-After`` in seconds; None when absent or an HTTP date (our backoff then)."""
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
 
 
 def _after(exc: ExecutorError, done: str) -> ExecutorError:

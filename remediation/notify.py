@@ -13,11 +13,14 @@ Delivery follows each service's documented contract:
   ``trigger`` and its ``resolve`` share a stable ``dedup_key`` (the action's, or one derived
   from target and summary). Severities: P0→critical, P1→error, P2→warning, P3→info.
 - 429 and 5xx (and connection errors, timeouts) are retried here with exponential
-  backoff, honouring ``Retry-After``; the bus does not retry them again, and waits out a
-  ``Retry-After`` too long to wait here. All tries share the bus's ``executor_timeout``:
-  the bus cancels the call then, and does not retry a notice that timed out either. The
-  sleep is injectable so tests never sleep for real. Error texts leave the URL's path
-  out: a webhook URL is the credential.
+  backoff, honouring ``Retry-After`` (seconds or an HTTP date); the bus does not retry
+  them again, and waits out a ``Retry-After`` too long to wait here. All tries share the
+  bus's ``executor_timeout``: the bus cancels the call then, and does not retry one that
+  timed out either (``retries_in_call``; the webhook's other actions too). The defaults
+  (5 s a try, 2 retries, backoff 1 then 2 s: 18 s against a hung server) end well within
+  the default 30 s, and ``check`` warns of a spec whose ``worst_case`` does not. The sleep is
+  injectable so tests never sleep for real. Error texts leave the URL's path out: a
+  webhook URL is the credential.
 
 These adapters are contract-tested against local aiohttp servers that implement the
 documented behaviour; they have not been run against the live Slack or PagerDuty APIs.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -36,7 +40,7 @@ import aiohttp
 
 from policies.markers import InvalidField, Seconds, Secret
 from policies.types import Action, Notify, TargetState
-from remediation.base import ExecutorError
+from remediation.base import ExecutorError, parse_retry_after
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -50,14 +54,20 @@ class SlackSpec:
 
     url: Secret = field(default_factory=Secret)
     """The incoming-webhook URL (it is the credential): ``"${SLACK_WEBHOOK_URL}"`` or url_file."""
-    timeout: Seconds = 10.0
-    """Seconds one POST may take."""
+    timeout: Seconds = 5.0
+    """Seconds one POST may take. All tries (``worst_case``) must end within
+    ``bus.executor_timeout`` (check warns otherwise)."""
     retries: int = 2
     """Retries after a 429, a 5xx or a connection error."""
     backoff: Seconds = 1.0
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def worst_case(self) -> float:
+        """Seconds a call may take against a server that never answers (module's
+        ``worst_case``)."""
+        return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``)."""
@@ -77,14 +87,20 @@ class PagerDutySpec:
     """Events API v2 enqueue endpoint."""
     source: str = "autoscaler"
     """``payload.source``: the system the events come from."""
-    timeout: Seconds = 10.0
-    """Seconds one POST may take."""
+    timeout: Seconds = 5.0
+    """Seconds one POST may take. All tries (``worst_case``) must end within
+    ``bus.executor_timeout`` (check warns otherwise)."""
     retries: int = 2
     """Retries after a 429, a 5xx or a connection error."""
     backoff: Seconds = 1.0
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def worst_case(self) -> float:
+        """Seconds a call may take against a server that never answers (module's
+        ``worst_case``)."""
+        return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``)."""
@@ -103,14 +119,20 @@ class WebhookSpec:
     """Where to POST."""
     token: Secret = field(default_factory=Secret)
     """Optional bearer token (``"${ENV}"`` or token_file); unset sends no Authorization."""
-    timeout: Seconds = 10.0
-    """Seconds one POST may take."""
+    timeout: Seconds = 5.0
+    """Seconds one POST may take. All tries (``worst_case``) must end within
+    ``bus.executor_timeout`` (check warns otherwise)."""
     retries: int = 2
     """Retries after a 429, a 5xx or a connection error."""
     backoff: Seconds = 1.0
     """First retry delay in seconds; doubles each retry (``Retry-After`` wins when given)."""
     max_delay: Seconds = 10.0
     """Longest wait between two tries; a longer ``Retry-After`` gives up (temporary)."""
+
+    def worst_case(self) -> float:
+        """Seconds a call may take against a server that never answers (module's
+        ``worst_case``)."""
+        return worst_case(self)
 
     def missing(self) -> Iterator[InvalidField]:
         """Keys it cannot work without (``policies.markers``)."""
@@ -164,7 +186,9 @@ class _Poster:
             try:
                 async with self._session.post(url, json=payload, headers=headers) as resp:
                     status, body = resp.status, await resp.text()
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(
+                        resp.headers.get("Retry-After"), date=resp.headers.get("Date")
+                    )
             except aiohttp.InvalidURL:
                 # its text is the URL, and a webhook URL is the credential
                 raise ExecutorError(f"{self.name}: the configured URL is not valid") from None
@@ -210,16 +234,6 @@ def _without(text: str, url: str) -> str:
     return text.replace(secret, "/…").replace(quote(secret, safe="/?=&"), "/…")
 
 
-def _retry_after(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-    return max(0.0, value)
-
-
 class _RetrySpec(Protocol):
     """What every notifier spec has: its HTTP timeout and retry settings."""
 
@@ -233,6 +247,25 @@ class _RetrySpec(Protocol):
     def max_delay(self) -> float: ...
 
 
+def worst_case(spec: _RetrySpec) -> float:
+    """Seconds a call may take against a server that never answers: every try times out,
+    with the backoff sleeps between them; a sleep longer than ``max_delay`` is not slept
+    (the call gives up there). Infinite with no timeout (0). A ``Retry-After`` (each at
+    most ``max_delay``) may stretch a call to a server that does answer beyond this."""
+    if spec.timeout <= 0:  # aiohttp reads 0 as no timeout
+        return math.inf
+    tries = max(0, spec.retries) + 1
+    if spec.backoff <= 0:
+        return spec.timeout * tries
+    total, delay = spec.timeout, spec.backoff
+    for _ in range(tries - 1):
+        if delay > spec.max_delay:
+            break
+        total += delay + spec.timeout
+        delay *= 2
+    return total
+
+
 _S = TypeVar("_S", bound=_RetrySpec)
 
 
@@ -240,6 +273,7 @@ class _Notifier(Generic[_S]):
     """Shared parts: construction from a spec, no target state, a poster, a close."""
 
     cancellable = True  # aiohttp only: a post that timed out is cancelled, not doubled
+    retries_in_call = True  # a call the bus's timeout cut is not retried by the bus again
 
     default_name: ClassVar[str]
     spec_type: Callable[[], _S]

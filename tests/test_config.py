@@ -188,6 +188,95 @@ def test_a_forecast_rule_must_not_look_beyond_the_horizon() -> None:
     ]
 
 
+HUNG = "a call against a hung server can take"
+AND_THEN = (
+    "(each try timing out, with the backoff sleeps between them), not below"
+    " bus.executor_timeout"
+    ' (30 s): the bus cancels it first, its last tries never happen and it reads "timed'
+    ' out"; lower timeout or retries, or raise bus.executor_timeout'
+)
+NOTIFIERS = {
+    "slack": {"type": "slack", "url": "${URL}"},
+    "pd": {"type": "pagerduty", "routing_key": "${URL}"},
+    "hook": {"type": "webhook", "url": "http://ops.example/hook"},
+}
+
+
+@pytest.mark.parametrize("name", NOTIFIERS)
+def test_a_notifier_whose_tries_outlast_the_executor_timeout_is_warned_of(name: str) -> None:
+    # 10 s per try, 2 retries, backoff 1 + 2 s: 33 s, and the bus cancels the call at 30 s;
+    # a slow server's third try is cut and reads "timed out"
+    env = {"URL": "https://hooks.example/x"}
+    doc: dict[str, Any] = {"executors": {name: {**NOTIFIERS[name], "timeout": "10s"}}}
+    assert config_warnings(from_mapping(doc, env=env)) == [
+        f"executors.{name}.timeout: {HUNG} 33 s {AND_THEN}"
+    ]
+    doc["executors"][name]["timeout"] = "9s"  # 27 + 3: ends with the bus's timeout, not before
+    assert config_warnings(from_mapping(doc, env=env)) == [
+        f"executors.{name}.timeout: {HUNG} 30 s {AND_THEN}"
+    ]
+    doc["executors"][name]["timeout"] = "8s"
+    assert config_warnings(from_mapping(doc, env=env)) == []
+    doc["bus"] = {"executor_timeout": "40s"}  # or give the calls more time
+    doc["executors"][name]["timeout"] = "10s"
+    assert config_warnings(from_mapping(doc, env=env)) == []
+
+
+def test_the_notifier_defaults_fit_the_executor_timeout_and_max_delay_ends_the_backoff() -> None:
+    env = {"URL": "https://hooks.example/x"}
+    assert config_warnings(from_mapping({"executors": NOTIFIERS}, env=env)) == []
+    # backoff 1, 2, 4, 8 s: the 8 s sleep is beyond max_delay, so the call gives up after
+    # 4 tries (4 x 5 s + 7 s), however many retries are allowed
+    hook = {**NOTIFIERS["hook"], "retries": 1000, "max_delay": "5s"}
+    assert config_warnings(from_mapping({"executors": {"hook": hook}})) == []
+    doc: dict[str, Any] = {"executors": {"hook": hook}, "bus": {"executor_timeout": "27s"}}
+    assert config_warnings(from_mapping(doc)) == [
+        f"executors.hook.timeout: {HUNG} 27 s {AND_THEN}".replace("(30 s)", "(27 s)")
+    ]
+    doc["bus"]["executor_timeout"] = "28s"
+    assert config_warnings(from_mapping(doc)) == []
+    # no timeout at all: aiohttp reads 0 so, and a hung post never ends
+    doc = {"executors": {"hook": {**NOTIFIERS["hook"], "timeout": 0}}}
+    no_timeout = (
+        "executors.hook.timeout: 0 is no timeout: a post to a hung server never ends nor is"
+        " retried; the bus cancels the call at bus.executor_timeout (30 s) and it reads"
+        ' "timed out": set a timeout'
+    )
+    assert config_warnings(from_mapping(doc)) == [no_timeout]
+
+
+def test_a_notify_cooldown_of_zero_is_warned_of_when_notices_go_somewhere() -> None:
+    # the dedupe window no longer holds notices: with no cooldown a breaker flapping
+    # open / half-open every reset_timeout would page on every transition
+    tail = (
+        ": 0 paces no notice (the dedupe window does not apply to notices): each one a rule"
+        " asks for goes out, a notice for every change of a flapping breaker or degradation"
+        ' level; set a notify cooldown ("5m" by default)'
+    )
+    rec = {"rec": {"type": "recording"}}
+    doc: dict[str, Any] = {
+        "executors": rec, "bus": {"notify": ["rec"], "cooldowns": {"notify": "0s"}},
+    }  # fmt: skip
+    assert config_warnings(from_mapping(doc)) == [f"bus.cooldowns.notify{tail}"]
+    doc["bus"] = {"notify": ["rec"], "cooldown": 0}  # the default cooldown, not overridden
+    assert config_warnings(from_mapping(doc)) == [f"bus.cooldown{tail}"]
+    doc["bus"]["cooldowns"] = {"notify": "1m"}
+    assert config_warnings(from_mapping(doc)) == []
+    # no notifier: nothing is sent, nothing to pace
+    assert config_warnings(from_mapping({"bus": {"cooldowns": {"notify": "0s"}}})) == []
+    assert config_warnings(from_mapping({"executors": rec, "bus": {"notify": ["rec"]}})) == []
+
+
+@pytest.mark.parametrize("timeout", [0, "0s"])
+def test_an_executor_timeout_of_zero_is_refused(timeout: object) -> None:
+    # it passed check, then every executor call that awaited anything failed at once:
+    # "temporary: timed out after 0 s"
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"bus": {"executor_timeout": timeout}})
+    assert err.value.problems == ["bus.executor_timeout: must be greater than zero"]
+    from_mapping({"bus": {"executor_timeout": "250ms"}})
+
+
 SOURCES_AND_RULES = """
 [sources.prom]
 type = "prometheus"

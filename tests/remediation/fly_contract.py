@@ -5,7 +5,8 @@ machines with their states, ``instance_id`` versions (a new one on every update)
 ``image_ref``, ``config`` and ``events``; ``/versions`` history; an update starts a
 machine that is not running unless it carries ``skip_launch``; optional leases (mutations
 of a leased machine without the ``fly-machine-lease-nonce`` header are refused with 409);
-the error body ``{"error", "status"}`` with a ``fly-request-id`` header; and the documented
+the error body ``{"error", "status"}`` with a ``fly-request-id`` header; a ``Date`` header
+from the server's clock (a ``Retry-After`` may be an HTTP-date); and the documented
 rate limits (per action and machine: 1 req/s with bursts of 3; Get Machine 5 req/s with
 bursts of 10), answered with 429. Time is the server's own ``now`` (advanced by the tests'
 sleep), so nothing waits for real. The GraphQL endpoint answers the current release status.
@@ -23,6 +24,8 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
@@ -43,6 +46,13 @@ class Failure:
     """Answer ``error`` as a plain-text body instead of Fly's JSON error object."""
     retry_after: float | None = None
     """A ``Retry-After`` header (seconds) on the answer."""
+    as_date: bool = False
+    """Send ``retry_after`` as an HTTP-date (the server's ``now`` plus it) instead."""
+
+
+def http_date(epoch: float) -> str:
+    """``epoch`` as an IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``)."""
+    return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
 
 
 def _ulid() -> str:
@@ -216,6 +226,11 @@ class FlyContract:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await self._answer(request, handler)
+        response.headers["Date"] = http_date(self.now)  # the server's clock, not the host's
+        return response
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         line = f"{request.method} {request.path}"
         self.requests.append(line)
         if request.headers.get("Authorization") != self.authorization:
@@ -229,7 +244,9 @@ class FlyContract:
                     return web.Response(status=f.status, text=f.error)
                 response = self._error(f.status, f.error, f.code)
                 if f.retry_after is not None:
-                    response.headers["Retry-After"] = f"{f.retry_after:g}"
+                    response.headers["Retry-After"] = (
+                        http_date(self.now + f.retry_after) if f.as_date else f"{f.retry_after:g}"
+                    )
                 return response
         if request.path.startswith("/v1/"):
             if request.match_info.get("app") != self.app_name:

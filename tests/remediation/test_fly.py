@@ -549,6 +549,27 @@ async def test_a_429_retry_after_is_passed_to_the_bus(
         await ex.aclose()
 
 
+async def test_a_429_retry_after_given_as_an_http_date_is_waited_out(
+    fly: tuple[FlyContract, TestServer],
+) -> None:
+    """``Retry-After: <HTTP-date>`` (RFC 9110), counted from the answer's ``Date``: the
+    server's clock, here its own ``now`` and far from this host's."""
+    contract, server = fly
+    contract.add_machine(state="stopped")
+    contract.add_machine()
+    contract.fail_next(
+        Failure(429, "rate limit exceeded", match="/start", retry_after=4, as_date=True),
+        Failure(429, "rate limit exceeded", match="/start", retry_after=-60, as_date=True),
+    )
+    ex = executor(server, contract, graphql_url="")
+    try:
+        start = contract.now
+        assert "started" in await ex.execute(Scale("api", replicas=2, current=1))
+        assert contract.now == start + 4  # 4 s, then 0 for a date past; was backoff 1 + 2
+    finally:
+        await ex.aclose()
+
+
 async def test_a_retry_after_longer_than_max_delay_is_not_slept_but_deferred_by_the_bus(
     fly: tuple[FlyContract, TestServer],
 ) -> None:

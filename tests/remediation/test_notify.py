@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from autoscaler.bus import ActionBus
 from autoscaler.config import BusSettings
 from policies.markers import Secret
-from policies.types import Notify, Scale
+from policies.types import Notify, Restart, Scale
 from remediation.base import ExecutorError
 from remediation.notify import (
     PagerDutyNotifier,
@@ -138,6 +138,46 @@ async def test_slack_retries_429_and_5xx_with_backoff_then_succeeds(
         assert await n.execute(Notify("api", summary="x")) == "posted to slack (P2)"
         assert sleeps.delays == [3.0, 2.0]  # Retry-After, then backoff 1 s * 2**1
         assert len(contract.headers) == 3 and len(contract.received) == 1
+    finally:
+        await n.aclose()
+
+
+async def test_a_retry_after_given_as_an_http_date_is_waited_out_by_the_servers_clock(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    """RFC 9110 allows ``Retry-After: <HTTP-date>``: it is counted from the answer's
+    ``Date`` (the server's clock), and a date already past means now, not our backoff."""
+    contract, server = slack
+    sent = "Wed, 21 Oct 2015 07:28:00 GMT"
+    in_3s, past = "Wed, 21 Oct 2015 07:28:03 GMT", "Wed, 21 Oct 2015 07:27:00 GMT"
+    contract.fail_next(
+        Scripted(429, "rate_limited", {"Date": sent, "Retry-After": in_3s}),
+        Scripted(503, "unavailable", {"Date": sent, "Retry-After": past}),
+    )
+    sleeps = Sleeps()
+    n = slack_notifier(server, sleeps)
+    try:
+        assert await n.execute(Notify("api", summary="x")) == "posted to slack (P2)"
+        assert sleeps.delays == [3.0, 0.0]  # was [1.0, 2.0]: our backoff, the dates ignored
+        assert len(contract.headers) == 3
+    finally:
+        await n.aclose()
+
+
+async def test_a_retry_after_date_beyond_max_delay_gives_up_with_that_delay(
+    slack: tuple[SlackServer, TestServer],
+) -> None:
+    contract, server = slack
+    headers = {"Date": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    headers["Retry-After"] = "Wed, 21 Oct 2015 08:28:00 GMT"  # an hour later
+    contract.fail_next(Scripted(429, "rate_limited", headers))
+    sleeps = Sleeps()
+    n = slack_notifier(server, sleeps)
+    try:
+        with pytest.raises(ExecutorError) as err:
+            await n.execute(Notify("api", summary="x"))
+        assert err.value.temporary and err.value.delay == 3600.0  # the bus waits it out
+        assert sleeps.delays == []
     finally:
         await n.aclose()
 
@@ -390,4 +430,39 @@ async def test_a_hung_notifier_holds_a_pass_one_executor_timeout_and_is_not_retr
     assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
     assert bus_sleeps.delays == []  # the bus did not retry the call
     assert 1 <= len(contract.headers) <= 3  # the notifier's own tries within 0.5 s
+    assert loop.time() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    "action",
+    [Scale("api", replicas=3, current=2), Restart("api", attempt=1)],
+    ids=["scale", "restart"],
+)
+async def test_a_hung_webhook_as_a_targets_executor_is_not_retried_by_the_bus_either(
+    hook: tuple[WebhookServer, TestServer], action: Scale | Restart
+) -> None:
+    """The webhook retries every action it posts within its call, not only notices: the
+    bus's retries after its timeout would post up to ``retries + 1`` times more each, and
+    hold the pass another executor timeout each (with the defaults 9 posts and 90 s)."""
+    contract, server = hook
+    contract.hang = True
+    notifier_sleeps, bus_sleeps = Sleeps(), Sleeps()
+    spec = WebhookSpec(url=str(server.make_url(WebhookServer.path)), timeout=0.2, retries=5)
+    n = WebhookNotifier("hook", spec, sleep=notifier_sleeps)
+    bus = ActionBus(
+        settings=BusSettings(executor_timeout=0.5, retries=2),
+        executors={"hook": n},
+        route=lambda a: ["hook"],
+        sleep=bus_sleeps,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        (outcome,) = await bus.submit([action], 0.0)
+    finally:
+        contract.hang = False
+        await n.aclose()
+    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
+    assert bus_sleeps.delays == []  # the bus did not retry the call
+    assert 1 <= len(contract.headers) <= 3  # the webhook's own tries within 0.5 s
     assert loop.time() - started < 1.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoscaler.config import from_mapping, load
+from autoscaler.config import config_warnings, from_mapping, load
 from autoscaler.errors import ConfigError
 from policies.markers import Secret
 from remediation.board import BreakerBoard
@@ -58,6 +58,8 @@ def test_the_commented_executor_examples_validate_and_build() -> None:
     assert isinstance(built["pagerduty"], PagerDutyNotifier)
     assert built["pagerduty"].spec.routing_key.get() == "k" * 32
     assert isinstance(built["webhook"], WebhookNotifier)
+    # as given, each notifier's tries end within the bus's executor_timeout (30 s)
+    assert config_warnings(settings) == []
     assert isinstance(built["breakers"], BreakerBoard)
     assert built["breakers"].snapshot()["breakers"]["gpu_pool"]["state"] == "closed"
 
