@@ -55,6 +55,10 @@ Sleep = Callable[[float], Awaitable[None]]
 Route = Callable[[Action], Sequence[str]]
 
 _ONCE = (Restart, Rollback)
+
+MAX_RETRY_AFTER = 3600.0
+"""The longest ``Retry-After`` the bus waits out: a server (or a proxy) asking for a day or
+``1e300`` seconds would otherwise never be called again until a restart."""
 """Actions that must not run twice: a second rolling restart, or a rollback of the rollback."""
 
 
@@ -341,7 +345,7 @@ class ActionBus:
                     delay *= 2
                     continue
                 if told > 0:  # the server said when: no call to it before then
-                    self.not_before[paced] = now + told
+                    self.not_before[paced] = now + min(told, MAX_RETRY_AFTER)
                 if temporary:
                     breaker.record_failure(now)
                 else:  # the executor answered: it is up, the action was wrong for it

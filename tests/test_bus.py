@@ -306,6 +306,28 @@ def test_an_action_held_by_a_retry_after_takes_no_rate_limit_slot() -> None:
     assert [a.target for a in fast.calls] == ["b"]
 
 
+def test_a_retry_after_of_years_is_waited_out_for_an_hour_at_most() -> None:
+    hook = RecordingExecutor("hook")
+    answer = [ExecutorError("HTTP 503", temporary=True, delay=1e300, retried=True)]
+    called: list[float] = []
+
+    async def execute(action: Action) -> str:
+        called.append(now)
+        if answer:
+            raise answer.pop()
+        return "ok"
+
+    hook.execute = execute  # type: ignore[method-assign]
+    bus = ActionBus(
+        settings=BusSettings(cooldown=0), executors={"hook": hook}, route=lambda a: ["hook"]
+    )
+    statuses = []
+    for now in (0.0, 3599.0, 3600.0):
+        (o,) = asyncio.run(bus.submit([Scale("api", replicas=2, current=1)], now))
+        statuses.append(o.status)
+    assert statuses == ["failed", "skipped-retry-after", "done"] and called == [0.0, 3600.0]
+
+
 def test_the_bus_waits_out_a_retry_after_and_does_not_retry_what_was_retried() -> None:
     sleeps: list[float] = []
 
