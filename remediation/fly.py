@@ -87,8 +87,9 @@ class FlySpec:
     """Fewest started machines (never below 1)."""
     max_replicas: int = 10
     """Most machines, started or not."""
-    timeout: Seconds = 30.0
-    """Seconds one API request may take."""
+    timeout: Seconds = 10.0
+    """Seconds one API request may take (below ``bus.executor_timeout``, which bounds the
+    whole call: a hung request then fails with what the call had done so far)."""
     retries: int = 2
     """Retries of a request answered 429 (rate limited) before a temporary error."""
     backoff: Seconds = 1.0

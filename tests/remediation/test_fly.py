@@ -41,6 +41,12 @@ def executor(
     return FlyExecutor("fly", spec, sleep=contract.sleep)
 
 
+def test_a_hung_request_times_out_before_the_bus_cuts_the_whole_call() -> None:
+    """With the defaults, Fly's own request timeout fires first: its error says what the
+    call had done (machines started or restarted), where the bus's says only "timed out"."""
+    assert FlySpec().timeout < BusSettings().executor_timeout
+
+
 def test_tokens_get_the_right_authorization_scheme() -> None:
     assert auth_header("FlyV1 fm2_abc,fm2_def") == "FlyV1 fm2_abc,fm2_def"
     assert auth_header("fo1_personal") == "Bearer fo1_personal"
