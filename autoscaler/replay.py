@@ -40,7 +40,13 @@ from numpy.typing import NDArray
 from autoscaler.ahead import ForecastsAhead
 from autoscaler.ahead import worth_it as ahead_worth_it
 from autoscaler.config import Settings
-from autoscaler.dataset import DatasetError, bad_byte_line, parse_timestamp, read_record_json
+from autoscaler.dataset import (
+    MAX_TIME,
+    DatasetError,
+    bad_byte_line,
+    parse_timestamp,
+    read_record_json,
+)
 from autoscaler.engine import TickReport
 from autoscaler.errors import AutoscalerError
 from autoscaler.journal import JournalRecord, MemoryStore
@@ -380,10 +386,6 @@ class ReplaySource:
 async def _no_sleep(_: float) -> None:
     return None
 
-
-MAX_TIME = 1e11
-"""Timestamps beyond this (the year 5138) are not unix seconds: milliseconds, a typo. Nor
-are negative ones (before 1970, down to years no date can show)."""
 
 MAX_TICKS = 20_000_000
 """Ticks a replay or backtest may run: a year of 1.6 s ticks. More is a stray timestamp
