@@ -290,6 +290,20 @@ def test_targets_missing_from_the_config_are_named_and_no_tick_is_an_error(
     assert code == 2 and "covers no tick of the 15 s grid" in err
 
 
+def test_a_signal_a_rule_reads_that_the_recording_lacks_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the rule then holds on every tick: a misspelt signal gave a replay of holds and no word
+    code, err = replay_with(tmp_path, HEADER + "15,api,queue_len,9\n30,api,queue_len,9\n", capsys)
+    assert code == 0
+    assert (
+        "warning: policies.queue.signal: 'queue_length' is not in the recording"
+        " (recorded: queue_len)"
+    ) in err
+    code, err = replay_with(tmp_path, HEADER + "15,api,queue_length,9\n", capsys)
+    assert code == 0 and "warning" not in err
+
+
 @pytest.mark.parametrize("command", ["replay", "backtest"])
 def test_outputs_that_cannot_be_written_end_in_one_line_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
