@@ -115,7 +115,7 @@ def load_settings(path: str) -> Settings | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     if args.backtest:
-        from autoscaler.backtest import overlay_settings
+        from autoscaler.backtest import overlay_settings, signal_warnings
 
         try:
             interval = 15.0 if args.interval is None else args.interval
@@ -126,6 +126,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ValueError as exc:  # the interval
             print(f"error: --interval: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        for warning in signal_warnings(overlay):
+            print(f"warning: {warning}", file=sys.stderr)
         n = len(overlay.policies)
         print(
             f"{args.config}: ok as a backtest --config ({n} {'policy' if n == 1 else 'policies'})"

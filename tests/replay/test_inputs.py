@@ -213,6 +213,30 @@ def test_a_bad_backtest_config_exits_2_with_its_key(
     assert code == 2 and words in err and "Traceback" not in err
 
 
+def test_a_backtest_policy_on_a_signal_the_model_does_not_have_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it held on every tick: scored as a policy that never scales, and no word of why
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[policies.up]\ntype = "target_tracking"\nmetrics = [{signal = "cpu"}]\n')
+    demand = tmp_path / "demand.csv"
+    demand.write_text("timestamp,value\n0,5\n60,6\n120,7\n", encoding="utf-8")
+    out = str(tmp_path / "o")
+    args = ["--demand", str(demand), "--capacity-per-replica", "10", "--out", out]
+    warning = (
+        "warning: policies.up.metrics[0].signal: 'cpu' is not a signal of the backtest"
+        " (demand, utilization, queue_length, p95_latency_ms)"
+    )
+    assert main(["backtest", *args, "--config", str(cfg)]) == 0
+    assert warning in capsys.readouterr().err
+    assert main(["check", "--backtest", str(cfg)]) == 0
+    assert warning in capsys.readouterr().err
+    cfg.write_text('[policies.up]\ntype = "target_tracking"\nmetrics = [{signal = "demand"}]\n')
+    assert main(["backtest", *args, "--config", str(cfg)]) == 0
+    assert main(["check", "--backtest", str(cfg)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("history", ["0s", "0"])
 def test_a_backtest_with_no_history_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], history: str
