@@ -53,6 +53,7 @@ from autoscaler.replay import (
     ForecastTrace,
     Progress,
     Series,
+    csv_number,
     tick_grid,
 )
 from autoscaler.service import build_engine
@@ -663,7 +664,7 @@ def write_timeline(path: Any, result: BacktestResult) -> None:
             r = result.runs[name]
             for k in range(len(t)):
                 ts = int(t[k]) if float(t[k]).is_integer() else t[k]
-                w.writerow([ts, name, f"{d[k]:.6g}", int(r.desired[k]), int(r.ready[k])])
+                w.writerow([ts, name, csv_number(d[k]), int(r.desired[k]), int(r.ready[k])])
 
 
 def render_report(result: BacktestResult, info: Mapping[str, Any]) -> str:

@@ -728,10 +728,12 @@ def write_actions(path: Path, records: Iterable[JournalRecord]) -> int:
     return len(rows)
 
 
-def _num(v: float) -> str:
+def csv_number(v: float) -> str:
+    """A finite value as CSV text that reads back exactly (``7`` for 7.0); ``""`` for NaN
+    and infinities."""
     if not math.isfinite(v):
         return ""
-    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"
+    return repr(float(v)).removesuffix(".0")
 
 
 def write_timeline(path: Path, result: ReplayResult) -> None:
@@ -742,7 +744,7 @@ def write_timeline(path: Path, result: ReplayResult) -> None:
             for j, target in enumerate(result.targets):
                 obs = result.observations[:, i, j].tolist()
                 when = str(int(now)) if now.is_integer() else repr(now)  # every digit
-                w.writerow([when, target, int(result.replicas[i, j]), *map(_num, obs)])
+                w.writerow([when, target, int(result.replicas[i, j]), *map(csv_number, obs)])
 
 
 def summarise(result: ReplayResult, settings: Settings) -> dict[str, Any]:
