@@ -249,6 +249,8 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
 
     Each matrix result's ``target`` label (else ``app``, ``service``, ``job``,
     ``instance``) names the target and its ``signal`` label (else ``__name__``) the signal.
+    Results of one target and signal that take turns (an instance replaced) are one
+    series, in time order; two values at one instant are an error.
     """
     p = Path(path)
     try:
@@ -264,7 +266,7 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
     if isinstance(doc, dict) and "format" in doc:
         return _read_record_dump(p)
     docs = doc if isinstance(doc, list) else [doc]
-    builders: dict[tuple[str, str], _Builder] = {}
+    runs: dict[tuple[str, str], list[list[tuple[float, float, str]]]] = {}
     for di, d in enumerate(docs):
         where = f"[{di}]" if isinstance(doc, list) else ""
         data = d.get("data") if isinstance(d, dict) else None
@@ -282,20 +284,26 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
             signal = str(labels.get("signal") or labels.get("__name__") or "")
             if not target or not signal:
                 raise InputError(p, rwhere, "series has no target/app label or no signal name")
-            key = (target, signal)
-            b = builders.setdefault(key, _Builder())
             values = res.get("values") or []
             if not isinstance(values, list):
                 raise InputError(p, f"{rwhere}.values", 'expected a list of [time, "value"]')
+            run = []
             for vi, pair in enumerate(values):
                 vwhere = f"{rwhere}.values[{vi}]"
                 try:
-                    at = float(pair[0])
-                    value = parse_value(str(pair[1]))
+                    run.append((float(pair[0]), parse_value(str(pair[1])), vwhere))
                 except (TypeError, ValueError, IndexError, OverflowError):
                     raise InputError(p, vwhere, f'expected [time, "value"], got {pair!r}') from None
+            if run:
+                runs.setdefault((target, signal), []).append(run)
+    builders: dict[tuple[str, str], _Builder] = {}
+    for key, parts in runs.items():
+        b = builders[key] = _Builder()
+        # Series of one target that take turns (an instance replaced by another) in time
+        # order, not in the answer's (by labels); at one instant they are two values.
+        for run in sorted(parts, key=lambda r: r[0][0]):
+            for at, value, vwhere in run:
                 _add(b, path=p, line=vwhere, key=key, at=at, value=value)
-    builders = {k: b for k, b in builders.items() if b.times}
     if not builders:
         raise InputError(p, None, "no samples")
     return [_series(t, s, b) for (t, s), b in builders.items()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,27 @@ def test_prometheus_dump_is_read_and_its_errors_located(tmp_path: Path) -> None:
         read_metrics([path])
     path.write_text('{"status": "success",\n "data": ', encoding="utf-8")
     with pytest.raises(InputError, match=r"dump\.json:2: not valid JSON"):
+        read_metrics([path])
+
+
+def test_prometheus_series_that_take_turns_are_one_series_whatever_their_label_order(
+    tmp_path: Path,
+) -> None:
+    # instance "b" replaced "a" (Prometheus orders results by labels, not time): each
+    # instant has one value, as the live source accepts; this was "timestamp out of order"
+    def result(instance: str, times: list[int]) -> str:
+        labels = {"app": "api", "instance": instance, "__name__": "q"}
+        return json.dumps({"metric": labels, "values": [[t, str(t // 15)] for t in times]})
+
+    path = tmp_path / "dump.json"
+    head = '{"status":"success","data":{"resultType":"matrix","result":['
+    path.write_text(head + result("a", [75, 90]) + "," + result("b", [15, 30, 45]) + "]}}")
+    (s,) = read_metrics([path])
+    assert s.times.tolist() == [15.0, 30.0, 45.0, 75.0, 90.0]
+    assert s.values.tolist() == [1.0, 2.0, 3.0, 5.0, 6.0]
+    # at the same instant they are two values: refused, with where the second one is
+    path.write_text(head + result("a", [45, 60]) + "," + result("b", [15, 30, 45]) + "]}}")
+    with pytest.raises(InputError, match=r"result\[0\].values\[0\]: duplicate timestamp"):
         read_metrics([path])
 
 
