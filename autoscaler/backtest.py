@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 
 from autoscaler.ahead import ForecastsAhead
 from autoscaler.ahead import worth_it as ahead_worth_it
-from autoscaler.config import Settings, from_mapping
+from autoscaler.config import Settings, from_mapping, policy_signals
 from autoscaler.errors import ConfigError
 from autoscaler.journal import MemoryStore
 from autoscaler.replay import (
@@ -53,6 +53,7 @@ from autoscaler.replay import (
     ForecastTrace,
     Progress,
     Series,
+    csv_number,
     tick_grid,
 )
 from autoscaler.service import build_engine
@@ -66,6 +67,8 @@ IntArray = NDArray[np.int64]
 TARGET = "service"
 EXECUTOR = "cluster"
 POLICIES = ("predictive", "reactive", "oracle")
+SIGNALS = ("demand", "utilization", "queue_length", "p95_latency_ms")
+"""What the capacity model feeds the policies (``capacity_signals``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,9 +454,11 @@ def engine_settings(
     user: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Settings for one engine-driven policy. ``user`` (a parsed config) may override
-    ``service``/``bus``/``forecasting``/``signals`` tables and replace the policies."""
+    ``service``/``bus``/``forecasting``/``signals`` tables and replace the policies;
+    ``ConfigError`` with key paths when it does not fit."""
     doc = base_document(spec, history=history)
     if user:
+        _check_tables(user)
         for table in ("bus", "forecasting"):
             if table in user:
                 doc[table] = {**doc[table], **user[table]}
@@ -473,9 +478,20 @@ def overlay_settings(user: Mapping[str, Any], *, interval: float = 15.0) -> Sett
     """The predictive engine's settings with ``user`` (a parsed ``backtest --config``)
     merged as a backtest at ``interval`` merges it; ``ConfigError`` with key paths when it
     does not fit. Capacity figures do not change what is valid, so any will do."""
-    _check_tables(user)
     spec = CapacitySpec(capacity_per_replica=1.0, interval=interval)
     return engine_settings(spec, policy_sets(spec)["predictive"], history=2 * 86400.0, user=user)
+
+
+def signal_warnings(settings: Settings) -> list[str]:
+    """The signals a ``--config``'s policies read that the capacity model does not feed
+    them, with their key paths: a rule reading one holds on every tick (a whole config's
+    rules read what its sources produce, a misspelt name reads nothing)."""
+    return [
+        f"{path}: {signal!r} is not a signal of the backtest ({', '.join(SIGNALS)}): "
+        "that rule holds on every tick"
+        for path, signal in policy_signals(settings)
+        if signal not in SIGNALS
+    ]
 
 
 def _check_tables(user: Mapping[str, Any]) -> None:
@@ -648,7 +664,7 @@ def write_timeline(path: Any, result: BacktestResult) -> None:
             r = result.runs[name]
             for k in range(len(t)):
                 ts = int(t[k]) if float(t[k]).is_integer() else t[k]
-                w.writerow([ts, name, f"{d[k]:.6g}", int(r.desired[k]), int(r.ready[k])])
+                w.writerow([ts, name, csv_number(d[k]), int(r.desired[k]), int(r.ready[k])])
 
 
 def render_report(result: BacktestResult, info: Mapping[str, Any]) -> str:

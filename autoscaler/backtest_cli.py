@@ -14,9 +14,12 @@ import numpy as np
 from autoscaler.backtest import (
     CapacitySpec,
     backtest,
+    engine_settings,
+    policy_sets,
     ratio_text,
     render_report,
     score_rows,
+    signal_warnings,
     summary,
     write_timeline,
 )
@@ -152,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         user = _user_config(args.config)
+        if user is not None:
+            predictive = policy_sets(spec)["predictive"]  # replaced by the user's policies
+            merged = engine_settings(spec, predictive, history=args.history, user=user)
+            for warning in signal_warnings(merged):
+                print(f"warning: {warning}", file=sys.stderr)
         problem = output_dir(out)
         if problem is not None:
             print(problem, file=sys.stderr)

@@ -85,6 +85,24 @@ def output_dir(path: Path) -> str | None:
     return None
 
 
+def output_file(path: Path) -> str | None:
+    """Whether ``path`` can be written, checked before a run that writes it at its end: the
+    reason it cannot (``Is a directory``), or ``None``. The file is left as it is: an old
+    one is replaced only when the run has something to put in its place."""
+    try:
+        if path.is_dir():
+            return os.strerror(errno.EISDIR)
+        if path.exists():
+            with path.open("a"):  # appends nothing: the contents stay
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def load_settings(path: str) -> Settings | None:
     """The settings in ``path`` (secrets from the process environment), or None after every
     problem was printed to stderr: the caller exits with ``EXIT_USAGE``."""
@@ -97,7 +115,7 @@ def load_settings(path: str) -> Settings | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     if args.backtest:
-        from autoscaler.backtest import overlay_settings
+        from autoscaler.backtest import overlay_settings, signal_warnings
 
         try:
             interval = 15.0 if args.interval is None else args.interval
@@ -108,6 +126,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ValueError as exc:  # the interval
             print(f"error: --interval: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        for warning in signal_warnings(overlay):
+            print(f"warning: {warning}", file=sys.stderr)
         n = len(overlay.policies)
         print(
             f"{args.config}: ok as a backtest --config ({n} {'policy' if n == 1 else 'policies'})"

@@ -793,13 +793,21 @@ def signal_warnings(s: Settings) -> list[str]:
     produced: set[str] = set()
     for comp in s.sources.values():
         produced.update(source_types[comp.type].signals(comp.spec))
-    out = []
-    for name, comp in s.policies.items():
-        for path, signal in _signal_fields(comp.spec, f"policies.{name}"):
-            if signal not in produced:
-                known = ", ".join(sorted(produced)) or "none"
-                out.append(f"{path}: no source produces {signal!r} (produced: {known})")
-    return out
+    known = ", ".join(sorted(produced)) or "none"
+    return [
+        f"{path}: no source produces {signal!r} (produced: {known})"
+        for path, signal in policy_signals(s)
+        if signal not in produced
+    ]
+
+
+def policy_signals(s: Settings) -> list[tuple[str, str]]:
+    """Every signal the policies read, with its key path (``policies.up.signal``)."""
+    return [
+        pair
+        for name, comp in s.policies.items()
+        for pair in _signal_fields(comp.spec, f"policies.{name}")
+    ]
 
 
 def rollback_warnings(s: Settings) -> list[str]:

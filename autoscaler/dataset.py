@@ -34,6 +34,10 @@ from autoscaler.sources.promql import matrix_samples
 HEADER = ("timestamp", "target", "signal", "value")
 JSON_FORMAT = "autoscaler-record/1"
 
+MAX_TIME = 1e11
+"""Timestamps beyond this (the year 5138) are not unix seconds: milliseconds, a typo. Nor
+are negative ones (before 1970, down to years no date can show)."""
+
 
 class DatasetError(AutoscalerError):
     """A dataset file is missing or malformed."""

@@ -5,9 +5,9 @@
 
 Input: CSV ``timestamp,value`` or the long format ``timestamp,target,signal,value``
 (``--target``/``--signal`` pick the series; they may be left out when the file holds only
-one). A header row is optional. Timestamps are unix seconds or ISO-8601 (naive means UTC);
-they must increase strictly. An empty value or ``nan`` is a missing sample. ``--kind
-counter`` turns a counter into a per-second rate first (resets handled).
+one). A header row is optional. Timestamps are unix seconds (not milliseconds) or ISO-8601
+(naive means UTC); they must increase strictly. An empty value or ``nan`` is a missing
+sample. ``--kind counter`` turns a counter into a per-second rate first (resets handled).
 
 The samples are put on a grid whose step is the median spacing; grid point ``g`` summarises
 the samples in ``(g - step, g]``. The forecast of a row at time ``t`` is issued at the last
@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from autoscaler.cli import EXIT_USAGE
 from autoscaler.config import MAX_HORIZON_STEPS, parse_duration
-from autoscaler.dataset import bad_byte_line, parse_timestamp
+from autoscaler.dataset import MAX_TIME, bad_byte_line, parse_timestamp
 from forecasting.auto import Auto
 from forecasting.base import OnlineForecaster
 from forecasting.errors import ForecastError
@@ -186,6 +186,11 @@ def read_series(path: Path, *, target: str | None, signal: str | None) -> Series
             times.append(parse_timestamp(ts))
         except ValueError:
             raise InputError(f"{path}:{line}: not a timestamp: {ts!r}") from None
+        if not 0 <= times[-1] <= MAX_TIME:  # milliseconds: a grid step 1000 times too long
+            raise InputError(
+                f"{path}:{line}: timestamp {ts.strip()!r} is not a time in unix seconds"
+                " (milliseconds? a year before 1970?)"
+            )
         try:
             values.append(_value(val))
         except ValueError:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoscaler.cli import EXIT_USAGE, load_settings
+from autoscaler.cli import EXIT_USAGE, load_settings, output_file
 from autoscaler.config import parse_duration
 from autoscaler.dataset import JSON_FORMAT, format_value, parse_timestamp
 from autoscaler.sources.prometheus import PrometheusSpec
@@ -54,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "--since, one point per --step, into a file that `autoscaler replay` reads: "
             "long CSV (timestamp,target,signal,value; unix seconds) or, with --format json, "
             "the raw query_range results per signal. Range queries are split into chunks "
-            "of at most 10,000 points per series (Prometheus refuses more than 11,000)."
+            "of at most 10,000 points per series (Prometheus refuses more than 11,000). An "
+            "--out that cannot be written exits 2 before the first query."
         ),
         epilog="example: autoscaler record --config config.toml --since 7d --step 15s "
         "--out week.csv",
@@ -132,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"no prometheus source named {', '.join(sorted(missing))}")
     if not jobs:
         return _fail("the config has no prometheus source with queries to record")
+    out = Path(args.out)
+    problem = output_file(out)  # before the queries: they can take long
+    if problem is not None:
+        return _fail(f"cannot write {str(out)!r}: {problem}")
     start = math.floor((end - since) / step) * step
     windows = list(chunks(start, end, step))
     progress = _Progress(len(jobs) * len(windows), enabled=not args.quiet)
@@ -142,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"autoscaler record: {exc}", file=sys.stderr)
         return 1
     progress.done()
-    out = Path(args.out)
     try:
         if args.format == "json":
             n = _write_json(out, jobs, results, start=start, end=end, step=step)

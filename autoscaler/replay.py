@@ -40,7 +40,13 @@ from numpy.typing import NDArray
 from autoscaler.ahead import ForecastsAhead
 from autoscaler.ahead import worth_it as ahead_worth_it
 from autoscaler.config import Settings
-from autoscaler.dataset import DatasetError, bad_byte_line, parse_timestamp, read_record_json
+from autoscaler.dataset import (
+    MAX_TIME,
+    DatasetError,
+    bad_byte_line,
+    parse_timestamp,
+    read_record_json,
+)
 from autoscaler.engine import TickReport
 from autoscaler.errors import AutoscalerError
 from autoscaler.journal import JournalRecord, MemoryStore
@@ -243,6 +249,8 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
 
     Each matrix result's ``target`` label (else ``app``, ``service``, ``job``,
     ``instance``) names the target and its ``signal`` label (else ``__name__``) the signal.
+    Results of one target and signal that take turns (an instance replaced) are one
+    series, in time order; two values at one instant are an error.
     """
     p = Path(path)
     try:
@@ -258,7 +266,7 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
     if isinstance(doc, dict) and "format" in doc:
         return _read_record_dump(p)
     docs = doc if isinstance(doc, list) else [doc]
-    builders: dict[tuple[str, str], _Builder] = {}
+    runs: dict[tuple[str, str], list[list[tuple[float, float, str]]]] = {}
     for di, d in enumerate(docs):
         where = f"[{di}]" if isinstance(doc, list) else ""
         data = d.get("data") if isinstance(d, dict) else None
@@ -276,20 +284,26 @@ def read_prometheus_json(path: str | Path) -> list[Series]:
             signal = str(labels.get("signal") or labels.get("__name__") or "")
             if not target or not signal:
                 raise InputError(p, rwhere, "series has no target/app label or no signal name")
-            key = (target, signal)
-            b = builders.setdefault(key, _Builder())
             values = res.get("values") or []
             if not isinstance(values, list):
                 raise InputError(p, f"{rwhere}.values", 'expected a list of [time, "value"]')
+            run = []
             for vi, pair in enumerate(values):
                 vwhere = f"{rwhere}.values[{vi}]"
                 try:
-                    at = float(pair[0])
-                    value = parse_value(str(pair[1]))
+                    run.append((float(pair[0]), parse_value(str(pair[1])), vwhere))
                 except (TypeError, ValueError, IndexError, OverflowError):
                     raise InputError(p, vwhere, f'expected [time, "value"], got {pair!r}') from None
+            if run:
+                runs.setdefault((target, signal), []).append(run)
+    builders: dict[tuple[str, str], _Builder] = {}
+    for key, parts in runs.items():
+        b = builders[key] = _Builder()
+        # Series of one target that take turns (an instance replaced by another) in time
+        # order, not in the answer's (by labels); at one instant they are two values.
+        for run in sorted(parts, key=lambda r: r[0][0]):
+            for at, value, vwhere in run:
                 _add(b, path=p, line=vwhere, key=key, at=at, value=value)
-    builders = {k: b for k, b in builders.items() if b.times}
     if not builders:
         raise InputError(p, None, "no samples")
     return [_series(t, s, b) for (t, s), b in builders.items()]
@@ -380,10 +394,6 @@ class ReplaySource:
 async def _no_sleep(_: float) -> None:
     return None
 
-
-MAX_TIME = 1e11
-"""Timestamps beyond this (the year 5138) are not unix seconds: milliseconds, a typo. Nor
-are negative ones (before 1970, down to years no date can show)."""
 
 MAX_TICKS = 20_000_000
 """Ticks a replay or backtest may run: a year of 1.6 s ticks. More is a stray timestamp
@@ -726,10 +736,12 @@ def write_actions(path: Path, records: Iterable[JournalRecord]) -> int:
     return len(rows)
 
 
-def _num(v: float) -> str:
+def csv_number(v: float) -> str:
+    """A finite value as CSV text that reads back exactly (``7`` for 7.0); ``""`` for NaN
+    and infinities."""
     if not math.isfinite(v):
         return ""
-    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"
+    return repr(float(v)).removesuffix(".0")
 
 
 def write_timeline(path: Path, result: ReplayResult) -> None:
@@ -740,7 +752,7 @@ def write_timeline(path: Path, result: ReplayResult) -> None:
             for j, target in enumerate(result.targets):
                 obs = result.observations[:, i, j].tolist()
                 when = str(int(now)) if now.is_integer() else repr(now)  # every digit
-                w.writerow([when, target, int(result.replicas[i, j]), *map(_num, obs)])
+                w.writerow([when, target, int(result.replicas[i, j]), *map(csv_number, obs)])
 
 
 def summarise(result: ReplayResult, settings: Settings) -> dict[str, Any]:

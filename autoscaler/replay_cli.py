@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from autoscaler.cli import EXIT_USAGE, load_settings, output_dir
+from autoscaler.config import policy_signals
 from autoscaler.replay import (
     InputError,
     Progress,
@@ -110,6 +111,14 @@ def run(args: argparse.Namespace) -> int:
             f"not replayed: {names}",
             file=sys.stderr,
         )
+    recorded = {s.signal for s in series}
+    for path, signal in policy_signals(settings):  # the rule would hold on every tick
+        if signal not in recorded:
+            print(
+                f"warning: {path}: {signal!r} is not in the recording "
+                f"(recorded: {', '.join(sorted(recorded))})",
+                file=sys.stderr,
+            )
     out = Path(args.out)
     problem = output_dir(out)
     if problem is not None:

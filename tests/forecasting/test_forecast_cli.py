@@ -207,6 +207,21 @@ def test_bad_input_exits_2_with_a_clear_message(
     assert message in err and "Traceback" not in err
 
 
+def test_millisecond_timestamps_exit_2_not_forecasts_a_thousand_times_too_far_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # read as seconds, a 30 s series had a grid step of 30000 s: every "5m ahead" forecast
+    # was made one step (8 hours) ahead and scored as if it were the 5-minute one
+    rows = [[(1_700_000_000 + 30 * i) * 1000, 50 + i % 7] for i in range(400)]
+    src = write(tmp_path / "ms.csv", rows, ["timestamp", "value"])
+    code, out, err = run(
+        capsys, "--series", str(src), "--horizon", "5m", "--out", str(tmp_path / "o.csv")
+    )
+    assert code == 2, out
+    assert f"{src}:2: timestamp '1700000000000' is not a time in unix seconds" in err
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_a_byte_that_is_not_utf8_far_into_the_file_names_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -181,3 +181,20 @@ async def test_forecasts_made_ahead_give_the_same_backtest(monkeypatch: pytest.M
     for field in ("issued", "mean", "lower", "upper"):
         np.testing.assert_array_equal(getattr(fa, field), getattr(fb, field))
     assert b.runs["reactive"].forecast is None  # the baseline reads none, so makes none
+
+
+def test_the_timeline_carries_demand_as_recorded(tmp_path: Path) -> None:
+    # demand was written to 6 digits: 1000.0004 req/s read "1000", and 11 replicas of 100
+    # req/s looked like one too many where the summary counted them as needed
+    demand = tmp_path / "demand.csv"
+    values = [1000.0004, 1000.0004, 299.5, 12345678.9, 3.0]
+    rows = "".join(f"{T0 + 60 * k:.0f},{v!r}\n" for k, v in enumerate(values))
+    demand.write_text("timestamp,value\n" + rows, encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["--capacity-per-replica", "100", "--target-utilization", "1", "--max", "1000000"]
+    args += ["--interval", "60s", "--startup-delay", "0s", "--no-progress"]
+    assert main(["backtest", "--demand", str(demand), *args, "--out", str(out)]) == 0
+    with (out / "timeline.csv").open(encoding="utf-8") as f:
+        oracle = [r for r in csv.DictReader(f) if r["policy"] == "oracle"]
+    assert [float(r["demand"]) for r in oracle] == values
+    assert oracle[0]["ready_replicas"] == "11" and oracle[-1]["demand"] == "3"

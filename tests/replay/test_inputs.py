@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,27 @@ def test_prometheus_dump_is_read_and_its_errors_located(tmp_path: Path) -> None:
         read_metrics([path])
 
 
+def test_prometheus_series_that_take_turns_are_one_series_whatever_their_label_order(
+    tmp_path: Path,
+) -> None:
+    # instance "b" replaced "a" (Prometheus orders results by labels, not time): each
+    # instant has one value, as the live source accepts; this was "timestamp out of order"
+    def result(instance: str, times: list[int]) -> str:
+        labels = {"app": "api", "instance": instance, "__name__": "q"}
+        return json.dumps({"metric": labels, "values": [[t, str(t // 15)] for t in times]})
+
+    path = tmp_path / "dump.json"
+    head = '{"status":"success","data":{"resultType":"matrix","result":['
+    path.write_text(head + result("a", [75, 90]) + "," + result("b", [15, 30, 45]) + "]}}")
+    (s,) = read_metrics([path])
+    assert s.times.tolist() == [15.0, 30.0, 45.0, 75.0, 90.0]
+    assert s.values.tolist() == [1.0, 2.0, 3.0, 5.0, 6.0]
+    # at the same instant they are two values: refused, with where the second one is
+    path.write_text(head + result("a", [45, 60]) + "," + result("b", [15, 30, 45]) + "]}}")
+    with pytest.raises(InputError, match=r"result\[0\].values\[0\]: duplicate timestamp"):
+        read_metrics([path])
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [
@@ -211,6 +233,30 @@ def test_a_bad_backtest_config_exits_2_with_its_key(
     code = main(["backtest", *args, "--config", str(cfg)])
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_a_backtest_policy_on_a_signal_the_model_does_not_have_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it held on every tick: scored as a policy that never scales, and no word of why
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[policies.up]\ntype = "target_tracking"\nmetrics = [{signal = "cpu"}]\n')
+    demand = tmp_path / "demand.csv"
+    demand.write_text("timestamp,value\n0,5\n60,6\n120,7\n", encoding="utf-8")
+    out = str(tmp_path / "o")
+    args = ["--demand", str(demand), "--capacity-per-replica", "10", "--out", out]
+    warning = (
+        "warning: policies.up.metrics[0].signal: 'cpu' is not a signal of the backtest"
+        " (demand, utilization, queue_length, p95_latency_ms)"
+    )
+    assert main(["backtest", *args, "--config", str(cfg)]) == 0
+    assert warning in capsys.readouterr().err
+    assert main(["check", "--backtest", str(cfg)]) == 0
+    assert warning in capsys.readouterr().err
+    cfg.write_text('[policies.up]\ntype = "target_tracking"\nmetrics = [{signal = "demand"}]\n')
+    assert main(["backtest", *args, "--config", str(cfg)]) == 0
+    assert main(["check", "--backtest", str(cfg)]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("history", ["0s", "0"])
@@ -288,6 +334,20 @@ def test_targets_missing_from_the_config_are_named_and_no_tick_is_an_error(
     assert code == 0 and "1 recorded target(s) not in" in err and "ghost" in err
     code, err = replay_with(tmp_path, HEADER + "16,api,q,1\n", capsys)  # between two ticks
     assert code == 2 and "covers no tick of the 15 s grid" in err
+
+
+def test_a_signal_a_rule_reads_that_the_recording_lacks_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the rule then holds on every tick: a misspelt signal gave a replay of holds and no word
+    code, err = replay_with(tmp_path, HEADER + "15,api,queue_len,9\n30,api,queue_len,9\n", capsys)
+    assert code == 0
+    assert (
+        "warning: policies.queue.signal: 'queue_length' is not in the recording"
+        " (recorded: queue_len)"
+    ) in err
+    code, err = replay_with(tmp_path, HEADER + "15,api,queue_length,9\n", capsys)
+    assert code == 0 and "warning" not in err
 
 
 @pytest.mark.parametrize("command", ["replay", "backtest"])

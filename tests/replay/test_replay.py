@@ -192,3 +192,18 @@ def test_timeline_timestamps_keep_every_digit_with_a_fractional_interval(tmp_pat
     lines = (out / "timeline.csv").read_text().splitlines()[1:]
     times = [float(line.split(",")[0]) for line in lines]
     assert times == tick_grid(start, start + 1.5 * 39, 1.5).tolist()
+
+
+def test_timeline_values_are_the_observed_ones_to_every_digit(tmp_path: Path) -> None:
+    # they were written to 6 digits: 8589934592.5 bytes read 8.58993e+09
+    values = [1234.5678, 8589934592.5, 0.1, 7.0]
+    rows = "".join(f"{15 * (k + 1)},api,queue_length,{v!r}\n" for k, v in enumerate(values))
+    metrics = tmp_path / "m.csv"
+    metrics.write_text("timestamp,target,signal,value\n" + rows)
+    out = tmp_path / "o"
+    args = ["--config", str(CONFIG), "--metrics", str(metrics), "--out", str(out)]
+    assert main(["replay", *args]) == 0
+    lines = (out / "timeline.csv").read_text().splitlines()
+    column = lines[0].split(",").index("queue_length")
+    cells = [line.split(",")[column] for line in lines[1:]]
+    assert [float(c) for c in cells] == values and cells[-1] == "7"

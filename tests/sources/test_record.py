@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -186,3 +186,56 @@ def test_a_malformed_answer_is_one_line_and_exit_1_not_a_traceback(
     assert code == 1, err
     assert "signal 'queue_length': malformed answer" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.fixture
+def refusing() -> Iterator[tuple[str, list[str]]]:
+    """A server that answers every query 400 (no retries), and the queries it was sent."""
+    queries: list[str] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            queries.append(self.path)
+            self.send_response(400)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", queries
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("where", ["a directory", "a missing directory"])
+def test_an_output_that_cannot_be_written_exits_2_before_any_query(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    refusing: tuple[str, list[str]],
+    where: str,
+) -> None:
+    # found out only after the last query, a day's recording was thrown away
+    url, queries = refusing
+    out = tmp_path if where == "a directory" else tmp_path / "nope" / "rec.csv"
+    cfg = write_config(tmp_path / "c.toml", url)
+    args = ["record", "--config", str(cfg), "--since", "1h", "--step", "60s", "--quiet"]
+    code = main([*args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"autoscaler record: cannot write {str(out)!r}:" in err
+    assert queries == []
+
+
+def test_an_old_recording_is_left_as_it_was_when_the_queries_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], refusing: tuple[str, list[str]]
+) -> None:
+    url, queries = refusing
+    out = tmp_path / "rec.csv"
+    out.write_text("timestamp,target,signal,value\n1700000000,api,q,1\n")
+    cfg = write_config(tmp_path / "c.toml", url)
+    args = ["record", "--config", str(cfg), "--since", "1h", "--step", "60s", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 1
+    assert "range query failed" in capsys.readouterr().err and queries
+    assert out.read_text() == "timestamp,target,signal,value\n1700000000,api,q,1\n"
