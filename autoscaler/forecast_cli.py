@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from autoscaler.cli import EXIT_USAGE
+from autoscaler.cli import EXIT_USAGE, output_file, replacing
 from autoscaler.config import MAX_HORIZON_STEPS, parse_duration
 from autoscaler.dataset import MAX_TIME, bad_byte_line, parse_timestamp
 from forecasting.auto import Auto
@@ -87,13 +87,19 @@ def run(args: argparse.Namespace) -> int:
         horizon = _horizon(args.horizon)
         if not 0.0 < args.coverage < 1.0:
             raise InputError(f"--coverage must lie between 0 and 1, got {args.coverage}")
+        out = Path(args.out)
+        if out.exists() and out.resolve() == Path(args.series).resolve():
+            raise InputError(f"--out {args.out!r} is the --series file: it would be overwritten")
+        problem = output_file(out)  # before the computation, which can take long
+        if problem is not None:
+            raise InputError(f"cannot write {args.out!r}: {problem}")
         series = read_series(Path(args.series), target=args.target, signal=args.signal)
         if args.kind == "counter":
             series.values = counter_to_rate(series.times, series.values)
         result = rolling_origin(
             series.times, series.values, horizon=horizon, model=args.model, coverage=args.coverage
         )
-        write_result(Path(args.out), series, result)
+        write_result(out, series, result)
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
@@ -294,7 +300,7 @@ def _label(model: OnlineForecaster) -> str:
 def write_result(path: Path, series: Series, result: Result) -> None:
     """Write ``timestamp,actual,forecast,lower,upper,model``."""
     try:
-        with path.open("w", newline="", encoding="utf-8") as f:
+        with replacing(path) as f:
             w = csv.writer(f)
             w.writerow(["timestamp", "actual", "forecast", "lower", "upper", "model"])
             for i, label in enumerate(series.labels):

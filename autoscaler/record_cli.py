@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoscaler.cli import EXIT_USAGE, load_settings, output_file
+from autoscaler.cli import EXIT_USAGE, load_settings, output_file, replacing
 from autoscaler.config import parse_duration
 from autoscaler.dataset import JSON_FORMAT, format_value, parse_timestamp
 from autoscaler.sources.prometheus import PrometheusSpec
@@ -240,7 +240,7 @@ def _refuse_overlaps(job: Job, series: Iterable[dict[str, Any]]) -> None:
 
 def _write_csv(path: Path, jobs: list[Job], results: dict[str, list[dict[str, Any]]]) -> int:
     n = 0
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with replacing(path) as f:
         w = csv.writer(f)
         w.writerow(("timestamp", "target", "signal", "value"))
         for job in jobs:
@@ -282,7 +282,8 @@ def _write_json(
             for job in jobs
         },
     }
-    path.write_text(json.dumps(doc), encoding="utf-8")
+    with replacing(path) as f:
+        json.dump(doc, f)
     return sum(len(item["values"]) for r in results.values() for item in r)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from autoscaler.cli import build_parser, status_line
+from autoscaler.cli import build_parser, replacing, status_line
 from autoscaler.engine import TickReport
 from policies.types import Decision
 
@@ -134,6 +134,24 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         os.close(write_end)
     assert result.returncode == 128 + signal.SIGPIPE
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+
+
+def test_a_file_rewritten_in_full_or_not_at_all(tmp_path: Path) -> None:
+    """``replacing``: an old recording stays whole when writing its successor fails part-way
+    (a full disk), and no temporary file is left behind."""
+    old = tmp_path / "rec.csv"
+    old.write_text("timestamp,target,signal,value\n1,api,q,1\n")
+    with pytest.raises(OSError), replacing(old) as f:
+        f.write("timestamp,target,signal,value\n")
+        raise OSError(28, "No space left on device")
+    assert old.read_text() == "timestamp,target,signal,value\n1,api,q,1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.csv"]
+    with replacing(old) as f:
+        f.write("new\n")
+    assert old.read_text() == "new\n" and len(list(tmp_path.iterdir())) == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    assert old.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_version_is_printed() -> None:

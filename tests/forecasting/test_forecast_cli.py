@@ -259,6 +259,25 @@ def test_a_bad_horizon_exits_2(
     assert code == 2 and "--horizon" in err
 
 
+def test_an_out_that_is_the_series_file_exits_2_and_leaves_it_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = nab_file(tmp_path)
+    before = src.read_bytes()
+    code, _, err = run(capsys, "--series", str(src), "--horizon", "5m", "--out", str(src))
+    assert code == 2 and "is the --series file" in err
+    assert src.read_bytes() == before
+
+
+def test_an_out_that_cannot_be_written_exits_2_before_the_series_is_even_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked first: a long computation must not end in "cannot write"."""
+    missing = tmp_path / "nope.csv"
+    code, _, err = run(capsys, "--series", str(missing), "--horizon", "5m", "--out", str(tmp_path))
+    assert code == 2 and "cannot write" in err and "Is a directory" in err
+
+
 def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(
         capsys,

@@ -53,7 +53,7 @@ def test_the_commented_executor_examples_validate_and_build() -> None:
     assert built["swarm"].spec.services == {"api": "platform_api"}
     assert isinstance(built["fly"], FlyExecutor)
     assert built["fly"].spec.token == Secret("FlyV1 fm2_x")
-    assert built["fly"].spec.timeout == 30.0
+    assert built["fly"].spec.timeout == 10.0
     assert isinstance(built["slack"], SlackNotifier)
     assert isinstance(built["pagerduty"], PagerDutyNotifier)
     assert built["pagerduty"].spec.routing_key.get() == "k" * 32
