@@ -23,6 +23,9 @@ from policies.types import Action, Decision, Event, Observation, TargetState
 class History(Protocol):
     """Read access to recent samples of a target's signals, on the tick grid."""
 
+    interval: float
+    """Seconds between two ticks of the grid."""
+
     def window(
         self, target: str, signal: str, seconds: float
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

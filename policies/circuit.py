@@ -42,9 +42,10 @@ class CircuitSpec:
     signal: str = "vector_store_up"
     """Health signal of the dependency."""
     fail_below: float = 0.5
-    """A sample below this is a failure (e.g. a probe ``up`` of 0)."""
+    """A sample below this is a failure (e.g. a probe ``up`` of 0; for an error ratio set
+    it to 0, below every sample)."""
     fail_above: float = math.inf
-    """A sample above this is a failure (e.g. an error ratio)."""
+    """A sample above this is a failure (e.g. an error ratio); must exceed ``fail_below``."""
     failure_threshold: int = 5
     """Consecutive failed samples that open the breaker."""
     reset_timeout: Seconds = 30.0
@@ -57,6 +58,12 @@ class CircuitSpec:
     def __post_init__(self) -> None:
         if not self.breaker:
             raise InvalidField("breaker", "needs a name")
+        if self.fail_above <= self.fail_below:
+            raise InvalidField(
+                "fail_above",
+                f"{self.fail_above:g} is not above fail_below ({self.fail_below:g}), so every"
+                " sample would be a failure; for an error-ratio signal set fail_below = 0",
+            )
         if self.failure_threshold < 1:
             raise InvalidField("failure_threshold", "must be at least 1")
         if self.half_open_trials < 1:

@@ -69,9 +69,9 @@ def held_for(ctx: Context, signal: str, seconds: float, *, op: Op, threshold: fl
     times, values = ctx.history.window(ctx.target, signal, seconds)
     if len(values) == 0 or bool(np.isnan(values).any()):
         return False
-    # The grid step is the slack: the first sample may lie up to one step inside the window.
-    step = float(times[1] - times[0]) if len(times) > 1 else 0.0
-    if float(times[0]) > ctx.now - seconds + step + 1e-6:
+    # The grid step is the slack: the first sample may lie up to one step inside the window
+    # (a window shorter than a step holds one sample, the current one).
+    if float(times[0]) > ctx.now - seconds + ctx.history.interval + 1e-6:
         return False
     return bool(np.all(values > threshold) if op == ">" else np.all(values < threshold))
 

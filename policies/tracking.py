@@ -81,7 +81,7 @@ def desired_replicas(
     base = current if current >= 1 else 1  # max(current, 1); comparisons are cheaper here
     ratio = value / target if kind == "average" else value / (target * base)
     if abs(ratio - 1.0) <= tolerance:
-        return current, ratio
+        return base, ratio  # at zero replicas, a ratio of 1 is one replica's worth of load
     # The epsilon keeps 4 * 0.7 / 0.7 from rounding up to 5.
     want = math.ceil(base * ratio - 1e-9)
     return (want if want > 0 else 0), ratio

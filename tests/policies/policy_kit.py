@@ -26,6 +26,7 @@ class SeriesHistory:
     """A dict of arrays on the tick grid; ``now`` is the end of every window."""
 
     now: float = 0.0
+    interval: float = 15.0
     data: dict[tuple[str, str], tuple[list[float], list[float]]] = field(default_factory=dict)
 
     def record(self, signal: str, t: float, value: float, *, target: str = TARGET) -> None:

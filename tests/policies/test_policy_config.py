@@ -86,6 +86,10 @@ def _signals(spec: object) -> list[str]:
         ({"type": "degradation", "levels": {"gpu": 7}}, "policies.bad.levels.gpu"),
         ({"type": "circuit_breaker", "half_open_trials": 0}, "policies.bad.half_open_trials"),
         ({"type": "circuit_breaker", "targets": ["a", "b"]}, "policies.bad.targets"),
+        (  # fail_below keeps its default 0.5: no error ratio could be healthy
+            {"type": "circuit_breaker", "signal": "error_ratio", "fail_above": 0.05},
+            "policies.bad.fail_above",
+        ),
         ({"type": "restart", "backoff": ["soon"]}, "policies.bad.backoff[0]"),
         ({"type": "restart", "signal": "", "alerts": []}, "policies.bad"),
         (

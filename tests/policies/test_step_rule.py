@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import policy_runbook as runbook
 import pytest
 from policy_kit import SeriesHistory, ctx, filled, journalable, one_sentence
 
+from autoscaler.sources.base import Sample
+from autoscaler.store import WindowStore
 from policies.base import Bounds
 from policies.step import StepPolicy, StepSpec
 from policies.types import Scale, TargetState
@@ -150,3 +153,19 @@ def test_a_short_history_does_not_satisfy_a_for_duration():
 def test_inconsistent_step_specs_are_rejected(kwargs):
     with pytest.raises(ValueError):
         StepSpec(**kwargs)
+
+
+def test_a_for_shorter_than_the_tick_interval_holds_on_the_real_window_store():
+    # for = 10 s, passes every 15 s: the window holds one sample, the current one; it used
+    # to be taken for a short history, so the rule never scaled up
+    store = WindowStore(interval=15)
+    policy = StepPolicy("queue", StepSpec(signal="queue_length", above=5, for_=10))
+    decisions = []
+    for now in (NOW, NOW + 15):
+        store.ingest([Sample("api", "queue_length", 9.0, now)])
+        store.advance(now)
+        c = dataclasses.replace(ctx(now, replicas=4), observations=store.latest(now).of("api"))
+        c.history = store
+        decisions.extend(policy.evaluate(c))
+    assert [_replicas([d]) for d in decisions] == [6, 6]
+    assert decisions[0].reason == "queue_length 9 > 5 for 10 s: scale up 4 -> 6"

@@ -35,6 +35,8 @@ def _decide(spec, values, replicas=4, stale=(), bounds=None, memory=None):
         (2, 950.0, 100.0, "total", 10),  # ceil(950 / 100)
         (10, 120.0, 100.0, "total", 2),  # ceil(1.2)
         (0, 250.0, 100.0, "total", 3),  # from zero replicas on a total
+        (0, 100.0, 100.0, "total", 1),  # one replica's worth, within tolerance of 1
+        (0, 95.0, 100.0, "total", 1),
     ],
 )
 def test_hpa_formula(current, value, target, kind, expected):
@@ -106,3 +108,11 @@ def test_no_data_holds():
 def test_invalid_tracking_specs_are_rejected(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_a_target_scaled_to_zero_gets_a_replica_for_one_replicas_worth_of_load():
+    # ratio 1.0 is within the tolerance, of one replica (the formula's base), not of zero:
+    # this used to hold 0 replicas while 50 rps (ratio 0.5) got one
+    d = _decide(TrackingSpec(metrics=(RPS,)), {"rps": 100.0}, replicas=0, bounds=Bounds(0, 10))
+    assert isinstance(d.action, Scale)
+    assert d.action.replicas == 1

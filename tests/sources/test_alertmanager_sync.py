@@ -38,6 +38,8 @@ NOWHERE = f"http://127.0.0.1:{free_port()}/v1/alertmanager"  # nothing listens: 
 
 
 class NoHistory:
+    interval = 15.0
+
     def window(
         self, target: str, signal: str, seconds: float
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
