@@ -134,7 +134,9 @@ class StepPolicy:
                         self.name, ctx, replicas=want, current=current, reason=reason, inputs=inputs
                     )
                 ]
-            reason = f"{sig} {value:g} > {spec.above:g} but {current} is already the maximum"
+            top = ctx.bounds.max_replicas
+            where = "already the maximum" if current <= top else f"above the maximum {top}"
+            reason = f"{sig} {value:g} > {spec.above:g} but {current} is {where}"
             return [hold(self.name, ctx, reason, inputs, recommendation=current)]
         if value < spec.below:
             if not held_for(ctx, sig, spec.scale_down_for, op="<", threshold=spec.below):
@@ -154,7 +156,9 @@ class StepPolicy:
                         self.name, ctx, replicas=want, current=current, reason=reason, inputs=inputs
                     )
                 ]
-            reason = f"{sig} {value:g} < {spec.below:g} but {current} is already the minimum"
+            low = ctx.bounds.min_replicas
+            where = "already the minimum" if current >= low else f"below the minimum {low}"
+            reason = f"{sig} {value:g} < {spec.below:g} but {current} is {where}"
             return [hold(self.name, ctx, reason, inputs, recommendation=current)]
         reason = f"{sig} {value:g} is within [{self._band}], holding {current} replicas"
         return [hold(self.name, ctx, reason, inputs, recommendation=current)]

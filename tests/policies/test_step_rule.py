@@ -56,6 +56,22 @@ def test_runbook_step_rules(policy, signal, value, held_seconds, replicas, expec
     assert _replicas(decisions) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "held", "replicas", "said"),
+    [
+        (40.0, 0, 10, "40 > 5 but 10 is already the maximum"),
+        (40.0, 0, 12, "40 > 5 but 12 is above the maximum 10"),  # scaled by hand past it
+        (0.5, 600, 2, "0.5 < 1 but 2 is already the minimum"),
+        (0.5, 600, 1, "0.5 < 1 but 1 is below the minimum 2"),
+    ],
+)
+def test_a_step_the_bounds_hold_back_says_where_the_target_stands(value, held, replicas, said):
+    history = filled("queue_length", value, now=NOW, seconds=held)
+    ctx_ = ctx(NOW, values={"queue_length": value}, history=history, replicas=replicas)
+    (d,) = runbook.queue().evaluate(ctx_)
+    assert d.action is None and said in d.reason
+
+
 def test_a_gap_in_the_window_resets_the_for_duration():
     history = filled("queue_length", 0.5, now=NOW, seconds=600)
     history.data[("api", "queue_length")][1][10] = math.nan
