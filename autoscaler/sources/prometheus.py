@@ -281,7 +281,7 @@ class _Retryable(Exception):
 def _kind(message: str) -> str:
     if "larger than" in message:
         return "too_large"
-    if "malformed" in message or "HTML" in message:
+    if "malformed" in message:  # a 200 that is not the API's JSON ("malformed JSON: ...")
         return "malformed"
     if message.startswith("HTTP"):
         return "http"

@@ -172,6 +172,25 @@ async def test_html_error_page_is_a_source_error_naming_it(fake: FakePrometheus)
     assert "HTTP 502" in msg and "HTML error page ('502 Bad Gateway')" in msg
 
 
+async def test_an_html_page_is_counted_as_http_unless_it_came_with_a_200(
+    fake: FakePrometheus,
+) -> None:
+    """A proxy's 404 or 403 page is an HTTP failure (a wrong URL, a refused token), not a
+    malformed answer; an HTML page sent with 200 (a captive portal) is malformed."""
+    status = 404
+
+    async def html(request: web.Request) -> web.Response:
+        page = "<html><head><title>Not Found</title></head><body>nginx</body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
+
+    fake.handler = html
+    src = source(fake, retries=0)
+    assert "HTTP 404: HTML error page" in await collect_error(src)
+    status = 200
+    assert "malformed JSON: HTML error page" in await collect_error(src, now=1015.0)
+    assert src.errors == {"http": 1, "malformed": 1}
+
+
 async def test_malformed_json_is_a_source_error(fake: FakePrometheus) -> None:
     async def truncated(request: web.Request) -> web.Response:
         return web.Response(body=vector(("api", "1"))[:-7], content_type="application/json")
