@@ -80,6 +80,12 @@ class _Series:
         return r
 
 
+def _newest_at(s: _Series, r: int) -> float:
+    """Time of a counter's newest reading: its last finite one, or a non-finite one since
+    (NaN when it has none)."""
+    return float(np.fmax(s.raw_at[r], s.last_at[r]))
+
+
 @dataclass(frozen=True, slots=True)
 class _Column:
     """One signal's latest values, as Python lists indexed by row."""
@@ -190,7 +196,7 @@ class WindowStore:
                 # It goes on: it replaces the current observation, which policies then
                 # refuse to act on (and it never enters the history); a late one is
                 # counted as late below, not twice.
-                prev = s.raw_at[r] if s.settings.kind == "counter" else s.last_at[r]
+                prev = _newest_at(s, r) if s.settings.kind == "counter" else s.last_at[r]
                 if not smp.at < prev:  # NaN (no sample yet) compares False
                     self.dropped["non_finite"] += 1
                     dropped += 1
@@ -241,6 +247,9 @@ class WindowStore:
                 self.dropped["out_of_order"] += 1
                 return 1
             return 0
+        if smp.at < s.last_at[r]:  # older than a non-finite reading since (NaN: False)
+            self.dropped["out_of_order"] += 1
+            return 1
         if not math.isfinite(smp.value):
             # No rate now (and the raw sample is kept: the next finite one spans the gap).
             s.last_value[r], s.last_at[r] = smp.value, smp.at

@@ -118,6 +118,22 @@ def test_a_non_finite_counter_reading_is_unusable_and_the_next_rate_spans_the_ga
     assert store.observation("api", "req", 30).value == 5.0
 
 
+def test_a_late_counter_reading_does_not_replace_a_newer_non_finite_one() -> None:
+    """The non-finite reading at 20 is the counter's observation; a reading stamped 15
+    arriving after it is late, as it would be after a finite one: it must not become the
+    observation (a rate as of 15 replacing what is known as of 20)."""
+    store = WindowStore(interval=10, signals={"req": SignalSettings(kind="counter")})
+    store.ingest([Sample("api", "req", 100, 0), Sample("api", "req", 150, 10)])
+    store.ingest([Sample("api", "req", math.nan, 20)])
+    assert store.ingest([Sample("api", "req", 170, 15)]) == 1
+    assert store.ingest([Sample("api", "req", math.nan, 15)]) == 1
+    assert store.dropped == {"non_finite": 1, "out_of_order": 2}
+    obs = store.observation("api", "req", 20)
+    assert obs.at == 20 and not obs.usable
+    store.ingest([Sample("api", "req", 250, 30)])  # the next rate still spans the gap
+    assert store.observation("api", "req", 30).value == 5.0
+
+
 def test_out_of_order_sample_does_not_replace_a_newer_one() -> None:
     store = WindowStore(interval=15)
     store.ingest([Sample("api", "q", 2.0, 10), Sample("api", "q", 1.0, 5)])

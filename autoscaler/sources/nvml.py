@@ -15,13 +15,14 @@ out: memory free on another GPU does not help it). Without the library, a driver
 GPU, collect raises ``SourceError`` with the NVML error name (for example
 ``NVML_ERROR_LIBRARY_NOT_FOUND``) and tries to initialise again next tick; it never
 crashes the service. A read error of one GPU (``NVML_ERROR_GPU_IS_LOST``,
-``NOT_SUPPORTED`` under MIG, ...) skips its target's samples (they age to stale: an
-average of the remaining GPUs would misreport the target) and is kept in ``gpu_errors``;
-the other targets still report. A GPU that fails before its UUID is read counts against the
-target it had at its last good read, or, never read, every target mapped by UUID. A value
-no GPU can have (utilisation outside 0–100, memory used beyond the total, a total of 0: a
-driver bug) is reported as NaN, which the store counts and policies hold on (with the other
-GPUs of its target), and is kept in ``gpu_errors`` too.
+``NOT_SUPPORTED`` under MIG, ...) makes its target's samples NaN (an average of the
+remaining GPUs would misreport the target, and no sample would leave its last reading
+looking fresh until ``max_age``): the store counts them and policies hold. It is kept in
+``gpu_errors``; the other targets still report. A GPU that fails before its UUID is read
+counts against the target it had at its last good read, or, never read, every target
+mapped by UUID. A value no GPU can have (utilisation outside 0–100, memory used beyond
+the total, a total of 0: a driver bug) is reported as NaN too (with the other GPUs of its
+target), and is kept in ``gpu_errors``.
 
 Calls block (microseconds to milliseconds, for ever on a GPU that fell off the bus), so
 they run in a thread of the source's own, one call at a time: while a call is still
@@ -148,12 +149,16 @@ class NvmlSource:
             util.setdefault(target, []).append(gpu_util)
             mem.setdefault(target, []).append(ratio)
         out: list[Sample] = []
-        for target, values in util.items():
-            if target in failed:  # part of its GPUs only: no reading of the target
-                continue
-            ratios = mem[target]
-            ratio = max(ratios) if all(math.isfinite(r) for r in ratios) else math.nan
-            out.append(Sample(target, "gpu_utilization", sum(values) / len(values), now))
+        for target in [*util, *sorted(failed - util.keys())]:
+            if target in failed:
+                # Not all its GPUs could be read: its reading is not known. NaN, so policies
+                # hold now; no sample would leave its last reading fresh until max_age.
+                gpu_util = ratio = math.nan
+            else:
+                values, ratios = util[target], mem[target]
+                gpu_util = sum(values) / len(values)
+                ratio = max(ratios) if all(math.isfinite(r) for r in ratios) else math.nan
+            out.append(Sample(target, "gpu_utilization", gpu_util, now))
             out.append(Sample(target, "gpu_memory_used_ratio", ratio, now))
         return out
 

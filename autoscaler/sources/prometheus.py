@@ -49,6 +49,10 @@ Sleep = Callable[[float], Awaitable[None]]
 # Errors worth retrying within the tick: the server or the network, not the query.
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
+# Answers to a POST that a GET of the same query gets past: a proxy allowing only GET
+# (405), or redirecting (a client follows a 301/302/303 with a GET without the form).
+_USE_GET_STATUS = frozenset({301, 302, 303, 307, 308, 405})
+
 
 MAX_RETRIES = 20
 """Most retries per query and tick: the backoff alone doubles with each one."""
@@ -221,10 +225,13 @@ class PrometheusSource:
             if self._use_get:
                 ctx = session.get(self.endpoint, params=params)
             else:
-                ctx = session.post(self.endpoint, data=params)
+                # Not followed: a 301/302/303 would be followed by a GET without the form.
+                ctx = session.post(self.endpoint, data=params, allow_redirects=False)
             async with ctx as resp:
-                if resp.status == 405 and not self._use_get:
-                    self._use_get = True  # a proxy that only allows GET: use GET from now on
+                if resp.status in _USE_GET_STATUS and not self._use_get:
+                    # A proxy that only allows GET, or redirects (the query string of a GET
+                    # survives a redirect): use GET from now on.
+                    self._use_get = True
                     return await self._fetch(promql, now)
                 body = await _read_capped(resp, self.spec.max_response_bytes)
                 ctype = resp.headers.get("Content-Type", "")
@@ -274,7 +281,7 @@ class _Retryable(Exception):
 def _kind(message: str) -> str:
     if "larger than" in message:
         return "too_large"
-    if "malformed" in message or "HTML" in message:
+    if "malformed" in message:  # a 200 that is not the API's JSON ("malformed JSON: ...")
         return "malformed"
     if message.startswith("HTTP"):
         return "http"

@@ -75,6 +75,19 @@ class FakeGpus:
         return SimpleNamespace(gpu=[35, 97][h], memory=10)
 
 
+def nan_targets(samples: Sequence[Sample]) -> tuple[set[str], set[str]]:
+    """Targets with finite samples, and targets whose every sample is NaN (both signals)."""
+    finite = {s.target for s in samples if math.isfinite(s.value)}
+    nan = {s.target for s in samples if math.isnan(s.value)}
+    assert not finite & nan
+    for t in finite | nan:
+        assert sorted(s.signal for s in samples if s.target == t) == [
+            "gpu_memory_used_ratio",
+            "gpu_utilization",
+        ]
+    return finite, nan
+
+
 async def test_gpus_are_read_per_index_with_mapped_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     gpus = FakeGpus()
     gpus.install(monkeypatch)
@@ -89,9 +102,9 @@ async def test_gpus_are_read_per_index_with_mapped_targets(monkeypatch: pytest.M
     await src.collect(6.0)
     assert gpus.inits == 1, "NVML is initialised once"
 
-    gpus.lost = True
-    samples = await src.collect(7.0)
-    assert {s.target for s in samples} == {"gpu0"}, "a lost GPU is skipped, the others report"
+    gpus.lost = True  # its target's reading is unknown (NaN: policies hold at once), the
+    # other GPUs report; no sample would leave its last reading fresh until max_age
+    assert nan_targets(await src.collect(7.0)) == ({"gpu0"}, {"llm-worker"})
     assert src.gpu_errors == {"1": "NVML_ERROR_GPU_IS_LOST"}
     await src.aclose()
     assert gpus.shutdowns == 1
@@ -133,7 +146,7 @@ async def test_gpus_mapped_to_one_target_give_its_mean_utilisation_and_fullest_m
     got = sorted((s.target, s.signal, s.value) for s in await src.collect(5.0))
     assert got == [("worker", "gpu_memory_used_ratio", 0.5), ("worker", "gpu_utilization", 66.0)]
     gpus.lost = True  # half the worker's GPUs cannot be read: the worker has no reading
-    assert list(await src.collect(6.0)) == []
+    assert nan_targets(await src.collect(6.0)) == (set(), {"worker"})
     assert src.gpu_errors == {"1": "NVML_ERROR_GPU_IS_LOST"}
 
 
@@ -153,12 +166,13 @@ async def test_a_gpu_mapped_by_uuid_that_fails_before_its_uuid_is_read_holds_its
     monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", handle)
     spec = NvmlSpec(targets={"GPU-0": "worker", "GPU-1": "worker"})
     gpus.lost = True  # from the first read on: only the UUID map says where GPU 1 goes
-    assert list(await NvmlSource("gpu", spec).collect(5.0)) == []
+    # (or, unmapped, it is gpu1)
+    assert nan_targets(await NvmlSource("gpu", spec).collect(5.0)) == (set(), {"worker", "gpu1"})
     src = NvmlSource("gpu", spec)
     gpus.lost = False
     assert {s.target for s in await src.collect(5.0)} == {"worker"}
     gpus.lost = True  # after a good read: the GPU's target is remembered
-    assert list(await src.collect(6.0)) == []
+    assert nan_targets(await src.collect(6.0)) == (set(), {"worker"})
     assert src.gpu_errors == {"1": "NVML_ERROR_GPU_IS_LOST"}
 
 
@@ -253,7 +267,9 @@ async def test_an_error_nvml_does_not_name_fails_that_gpu_only(
         pynvml, "nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=[35, None][h])
     )
     src = NvmlSource("gpu", NvmlSpec())
-    got = {(s.target, s.signal): s.value for s in await src.collect(5.0)}
+    samples = await src.collect(5.0)
+    assert nan_targets(samples) == ({"gpu0"}, {"gpu1"})
+    got = {(s.target, s.signal): s.value for s in samples if s.target == "gpu0"}
     assert got == {("gpu0", "gpu_utilization"): 35.0, ("gpu0", "gpu_memory_used_ratio"): 0.25}
     assert src.gpu_errors["1"].startswith("TypeError: float() argument must be")
 

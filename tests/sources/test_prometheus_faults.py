@@ -172,6 +172,25 @@ async def test_html_error_page_is_a_source_error_naming_it(fake: FakePrometheus)
     assert "HTTP 502" in msg and "HTML error page ('502 Bad Gateway')" in msg
 
 
+async def test_an_html_page_is_counted_as_http_unless_it_came_with_a_200(
+    fake: FakePrometheus,
+) -> None:
+    """A proxy's 404 or 403 page is an HTTP failure (a wrong URL, a refused token), not a
+    malformed answer; an HTML page sent with 200 (a captive portal) is malformed."""
+    status = 404
+
+    async def html(request: web.Request) -> web.Response:
+        page = "<html><head><title>Not Found</title></head><body>nginx</body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
+
+    fake.handler = html
+    src = source(fake, retries=0)
+    assert "HTTP 404: HTML error page" in await collect_error(src)
+    status = 200
+    assert "malformed JSON: HTML error page" in await collect_error(src, now=1015.0)
+    assert src.errors == {"http": 1, "malformed": 1}
+
+
 async def test_malformed_json_is_a_source_error(fake: FakePrometheus) -> None:
     async def truncated(request: web.Request) -> web.Response:
         return web.Response(body=vector(("api", "1"))[:-7], content_type="application/json")
@@ -313,6 +332,50 @@ async def test_a_get_only_endpoint_is_queried_with_get_after_405(fake: FakeProme
     finally:
         await src.aclose()
     assert [r["method"] for r in fake.requests] == ["POST", "GET", "GET"]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirected_post_is_sent_again_as_a_get_that_keeps_the_query(
+    status: int,
+) -> None:
+    """A proxy redirecting the API (http to https, a moved prefix) with 301/302/303 makes
+    the client follow with a GET without the POSTed form: the query was lost and the
+    server answered "no query". The query string of a GET survives the redirect."""
+    seen: list[tuple[str, str]] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path))
+        return web.Response(status=status, headers={"Location": "/new" + request.path_qs})
+
+    async def new(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path))
+        if request.query.get("query") != "sum by (service) (q)":
+            body = {"status": "error", "errorType": "bad_data", "error": "no query"}
+            return web.json_response(body, status=400)
+        return web.Response(body=vector(("api", "3")), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query", moved)
+    app.router.add_route("*", "/new/api/v1/query", new)
+    server = TestServer(app)
+    await server.start_server()
+    spec = PrometheusSpec(
+        url=str(server.make_url("/")), queries={"q": "sum by (service) (q)"}, retries=0
+    )
+    src = PrometheusSource("prom", spec)
+    try:
+        assert [s.value for s in await src.collect(1000.0)] == [3.0]
+        assert [s.value for s in await src.collect(1015.0)] == [3.0]
+    finally:
+        await src.aclose()
+        await server.close()
+    assert seen == [
+        ("POST", "/api/v1/query"),
+        ("GET", "/api/v1/query"),
+        ("GET", "/new/api/v1/query"),
+        ("GET", "/api/v1/query"),
+        ("GET", "/new/api/v1/query"),
+    ]
 
 
 async def test_breaker_opens_after_failed_ticks_and_a_trial_closes_it(
