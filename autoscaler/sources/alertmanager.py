@@ -12,17 +12,19 @@ not known until then. So for ``warmup`` after the first pass only targets with a
 alert get a sample; the others have none (missing, not 0), and the restart rule keeps the
 firing alerts it remembered.
 
-With ``url`` set the source does not wait: at its first pass (and at each later one until
-an answer arrives) it asks Alertmanager what fires (``GET /api/v2/alerts``, under
+With ``url`` set the source does not wait: at its first pass (and at each later one
+until an answer arrives) it asks Alertmanager what fires (``GET /api/v2/alerts``, under
 ``timeout``) and takes the answer as the truth. Listed alerts become known as a webhook
-delivery would make them (a ``firing`` event for one not already known), alerts it knew as
-firing that are no longer listed get a ``resolved`` event (their resolve was lost), and
-from then on a 0 is known: the warmup no longer applies. A failed request is counted
-(``errors`` by reason) and retried at the next pass; the warmup holds meanwhile. Once an
-answer arrived the source reads the API again every ``resync``, the same way: a resolve
-lost while the service runs (Alertmanager gave up on a POST that failed) is corrected then,
-instead of holding the alert as firing until its target's count is 0. A failed re-read is
-tried again a ``resync`` later: an outage of Alertmanager costs one request per
+delivery would make them (a ``firing`` event for one not already known), alerts it knew
+as firing that two reads in a row no longer list get a ``resolved`` event (their resolve
+was lost; one read may follow a restart of Alertmanager, which keeps alerts in memory
+only, before Prometheus sent them again), and from then on a 0 is known: the warmup no
+longer applies. A failed request is counted (``errors`` by reason) and retried at the
+next pass; the warmup holds meanwhile. Once an answer arrived the source reads the API
+again every ``resync``, the same way: a resolve lost while the service runs
+(Alertmanager gave up on a POST that failed) is corrected by the second read after it,
+instead of holding the alert as firing until its target's count is 0. A failed re-read
+is tried again a ``resync`` later: an outage of Alertmanager costs one request per
 ``resync``, not one per pass. The first failure of a run is logged as a warning, the
 recovery as info; each failure is counted.
 Firing means what the webhook reports: Alertmanager notifies only alerts that are not
@@ -297,6 +299,8 @@ class AlertmanagerSource:
         # Fingerprints delivered by the webhook while a request to the API is in flight:
         # newer than the answer, which must not undo them.
         self._delivered: set[str] | None = None
+        self._absent: set[str] = set()
+        """Alerts known as firing that the last API read did not list."""
 
     # --- push side ---------------------------------------------------------------------
 
@@ -499,13 +503,21 @@ class AlertmanagerSource:
             self._delivered = None
         listed = [a for a in listed if a.fingerprint not in delivered]
         fingerprints = {a.fingerprint for a in listed}
-        # Known as firing but no longer listed: the resolve was lost (we were down, or its
-        # delivery failed for good).
+        # Known as firing but no longer listed, in this read and the one before: the resolve
+        # was lost (we were down, or its delivery failed for good). One read is not enough:
+        # Alertmanager keeps alerts in memory only, and a read just after it restarted, before
+        # Prometheus sent them again, lists none of them.
+        absent = {
+            fp
+            for fp, a in self._seen.items()
+            if a.status == "firing" and fp not in fingerprints and fp not in delivered
+        }
         gone = [
             _Alert(a.name, "resolved", a.target, now, a.labels, fp)
             for fp, a in self._seen.items()
-            if a.status == "firing" and fp not in fingerprints and fp not in delivered
+            if fp in absent and fp in self._absent
         ]
+        self._absent = absent - {a.fingerprint for a in gone}
         changed = self._ingest([*gone, *listed], delivered=False)
         # info at the first answer, after failures, or when it corrected something
         quiet = self.synced and not self._failing and not changed

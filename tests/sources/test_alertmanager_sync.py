@@ -237,9 +237,38 @@ async def test_a_resolve_lost_while_running_is_corrected_at_the_next_resync(
     await asyncio.to_thread(api_alerts, am, [resolved("ApiDown", "api")])
     # not yet due: the source asks only every resync
     assert [(s.target, s.value) for s in await intake.collect(t0 + 30)] == [("api", 1.0)]
-    assert [(s.target, s.value) for s in await intake.collect(t0 + 60)] == [("api", 0.0)]
-    (gone,) = intake.drain(t0 + 60)
+    # one read without it could follow a restart of Alertmanager: the second one settles it
+    assert [(s.target, s.value) for s in await intake.collect(t0 + 60)] == [("api", 1.0)]
+    assert intake.drain(t0 + 60) == []
+    assert [(s.target, s.value) for s in await intake.collect(t0 + 120)] == [("api", 0.0)]
+    (gone,) = intake.drain(t0 + 120)
     assert (gone.name, gone.status, gone.fingerprint) == ("ApiDown", "resolved", API_DOWN_FP)
     # resync = 0: read at start-up only, the lost resolve stays
-    assert [(s.target, s.value) for s in await once.collect(t0 + 60)] == [("api", 1.0)]
+    assert [(s.target, s.value) for s in await once.collect(t0 + 120)] == [("api", 1.0)]
     assert not intake.errors and not once.errors
+
+
+async def test_a_restart_of_alertmanager_does_not_resolve_what_still_fires(
+    start_alertmanager: Callable[..., AlertmanagerServer],
+) -> None:
+    """Alertmanager keeps alerts in memory: a read just after it restarted lists nothing
+    until Prometheus sends the alerts again. Taking that for resolves would end the restart
+    rule's memory of the alert, and the next read would fire it again: a fresh restart of a
+    target whose alert was already being handled."""
+    am = start_alertmanager(webhook_url=NOWHERE)
+    await asyncio.to_thread(api_alerts, am, [firing("ApiDown", "api")])
+    intake = AlertmanagerSource(
+        "am", AlertmanagerSpec(targets={"api": "api"}, url=am.url, resync=60.0)
+    )
+    t0 = time.time()
+    assert [(s.target, s.value) for s in await intake.collect(t0)] == [("api", 1.0)]
+    (first,) = intake.drain(t0)
+    assert (first.name, first.status) == ("ApiDown", "firing")
+
+    await asyncio.to_thread(am.stop)
+    await asyncio.to_thread(am.start)  # restarted: it lists nothing yet
+    assert [(s.target, s.value) for s in await intake.collect(t0 + 60)] == [("api", 1.0)]
+    await asyncio.to_thread(api_alerts, am, [firing("ApiDown", "api")])  # Prometheus re-sends
+    assert [(s.target, s.value) for s in await intake.collect(t0 + 120)] == [("api", 1.0)]
+    assert intake.drain(t0 + 120) == []  # neither a resolve nor a second firing
+    assert not intake.errors
