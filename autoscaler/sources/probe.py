@@ -36,8 +36,9 @@ class ProbeCheck:
     """HTTP(S) URL to GET, e.g. ``http://vectordb:8080/v1/.well-known/ready``."""
     tcp: str = ""
     """``host:port`` to open a TCP connection to (instead of ``url``)."""
-    expect_status: tuple[int, ...] = (200,)
-    """HTTP statuses that count as up."""
+    expect_status: tuple[int, ...] = tuple(range(200, 400))
+    """HTTP statuses that count as up (default 200–399, as Kubernetes HTTP probes: a 204,
+    or a redirect, which is not followed, is up)."""
     timeout: Seconds = 0.0
     """Seconds this probe may take (0: the source's ``timeout``)."""
 

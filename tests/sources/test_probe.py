@@ -27,6 +27,12 @@ class Dependency:
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.ready else 503, text="ok" if self.ready else "no")
 
+    async def empty(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def moved(self, request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently("/v1/.well-known/ready")
+
     async def endless(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
         await resp.prepare(request)
@@ -48,6 +54,8 @@ async def dep() -> AsyncIterator[Dependency]:
     app = web.Application()
     app.router.add_get("/v1/.well-known/ready", d.handle)
     app.router.add_get("/slow", d.slow)
+    app.router.add_get("/health", d.empty)
+    app.router.add_get("/moved", d.moved)
     app.router.add_get("/endless", d.endless)
     d.server = TestServer(app)
     await d.server.start_server()
@@ -201,6 +209,27 @@ async def test_unexpected_status_is_down_unless_expected(dep: Dependency) -> Non
         await src.aclose()
     assert got[("strict", "probe_up")] == 0.0
     assert got[("lenient", "probe_up")] == 1.0
+
+
+async def test_any_2xx_or_3xx_is_up_by_default_as_kubernetes_probes_read_them(
+    dep: Dependency,
+) -> None:
+    """A health endpoint that answers 204, or redirects, is healthy: reading it as down
+    would have the restart rule restart a healthy service."""
+    spec = ProbeSpec(
+        checks={
+            "empty": ProbeCheck(url=dep.url("/health")),
+            "redirect": ProbeCheck(url=dep.url("/moved")),
+            "only_200": ProbeCheck(url=dep.url("/health"), expect_status=(200,)),
+        }
+    )
+    src = ProbeSource("probes", spec)
+    try:
+        got = values(await src.collect(1.0))
+    finally:
+        await src.aclose()
+    assert got[("empty", "probe_up")] == 1.0 and got[("redirect", "probe_up")] == 1.0
+    assert got[("only_200", "probe_up")] == 0.0
 
 
 def test_probe_checks_are_configured_per_target() -> None:
