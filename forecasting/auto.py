@@ -126,13 +126,22 @@ class Auto(OnlineForecaster):
         self.scorer_.observe(y)
         # the sample is cleaned once for the members that would clean it alike
         prepared: dict[bool, tuple[FloatArray, NDArray[np.bool_]]] = {}
-        if y is self.raw_:  # not clipped: it is the sample as prepared, which preparing
-            prepared[self.nonnegative] = (y, self.valid_)  # again would give bit for bit
+        clipped = y is not self.raw_
+        if not clipped:  # it is the sample as prepared, which preparing again would give
+            prepared[self.nonnegative] = (y, self.valid_)  # bit for bit
+        # a clipped sample is what the members forecast from, but the seasonal ones keep the
+        # series as it was (``SeasonalNaive._observe``): they get the sample before clipping
+        raws: dict[bool, FloatArray] = {}
         for model in self._running:
             sample = prepared.get(model.nonnegative)
             if sample is None:
                 sample = prepared[model.nonnegative] = model._prepare(y)
-            model._step(*sample)
+            raw = None
+            if clipped:
+                raw = raws.get(model.nonnegative)
+                if raw is None:
+                    raw = raws[model.nonnegative] = model._prepare(self.raw_)[0]
+            model._step(*sample, raw)
         if self.updates_ % self.reselect_every == 0:
             self._select()
 

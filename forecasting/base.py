@@ -206,8 +206,11 @@ class OnlineForecaster(ABC):
             valid = np.abs(raw) <= MAX_ABS
         return np.where(valid, raw, np.nan), valid
 
-    def _step(self, y: FloatArray, valid: NDArray[np.bool_]) -> None:
+    def _step(self, y: FloatArray, valid: NDArray[np.bool_], raw: FloatArray | None = None) -> None:
         """One update on a prepared sample (``_prepare``), which it does not modify.
+
+        ``raw``: the sample before a caller clipped it (``auto``, for its members), which the
+        models that keep the series unclipped store; ``None``: ``y`` is not clipped.
 
         A handful of operations on arrays of a few series each, so numpy's cost per call
         (about a microsecond) is what an update costs: work whose result nothing reads is
@@ -230,7 +233,8 @@ class OnlineForecaster(ABC):
                 self._restart(back)
         if self.tracker_ is not None:
             self.tracker_.observe(y)
-        self.raw_ = y  # before outlier clipping: for models that learn from level shifts
+        # before outlier clipping: for models that learn from level shifts
+        self.raw_ = y if raw is None else raw
         self.valid_ = valid
         clips = self.clip is not None or self.tracker_ is not None  # else nothing reads it
         if clips:

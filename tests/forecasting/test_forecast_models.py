@@ -361,3 +361,20 @@ def test_seasonal_naive_does_not_repeat_an_early_spike_every_season() -> None:
     one_step = backtest(make_model("seasonal-naive"), y, step=STEP, ahead=(1,))[1][0][0]
     # right after it (the last value) and a season later, once: not every day after
     assert np.flatnonzero(one_step > 1.0).tolist() == [3, season + 2]
+
+
+def test_auto_keeps_the_season_unclipped_for_its_seasonal_members() -> None:
+    """Auto clips the first sample of a daily step (persistence forecast the old level) and
+    hands its members the clipped sample; seasonal-naive must still store the genuine one,
+    as it does on its own, or it forecasts the clipped value there every day after."""
+    rng = np.random.default_rng(3)
+    season = int(DAY / STEP)
+    t = np.arange(4 * season)
+    y = np.where(t % season >= season // 2, 100.0, 10.0) + rng.normal(0, 1, t.size)
+    end = 3 * season + season // 2 - 1  # up to two samples before the step of day four
+    model = Auto(members=("persistence", "seasonal-naive"), default="seasonal-naive", horizon=4)
+    alone = make_model("seasonal-naive", horizon=4)
+    for m in (model, alone):
+        m.fit(y[None, :end], step=STEP)
+    np.testing.assert_allclose(model.models_[1].predict()[0], alone.predict()[0])
+    assert alone.predict()[0][0, 1] > 90.0  # the step, a day later
