@@ -291,13 +291,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def open_state_store(settings: Settings) -> SQLiteStore | None:
     """The journal and state file of ``run``, or None after printing why it cannot be
     opened (a read-only directory, or a missing one that cannot be created; not an SQLite
-    file, or tables with other columns): exit ``EXIT_USAGE``."""
+    file, tables with other columns, or a state table that cannot be read): exit
+    ``EXIT_USAGE``."""
     from autoscaler.journal import SQLiteStore
 
     path = settings.service.state_path
+    store: SQLiteStore | None = None
     try:
-        return SQLiteStore(path, retention=settings.service.journal_retention)
+        store = SQLiteStore(path, retention=settings.service.journal_retention)
+        store.load_state()  # a damaged file fails here, not in the first pass's set-up
+        return store
     except (sqlite3.Error, OSError) as exc:
+        if store is not None:
+            store.close()
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if isinstance(exc, OSError) and exc.filename not in (None, path):
             why += f" ({exc.filename})"  # the missing or unwritable directory

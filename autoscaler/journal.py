@@ -120,7 +120,8 @@ class SQLiteStore:
     Calls may come from a worker thread (``asyncio.to_thread``); a lock serialises them.
     With ``retention`` (seconds, 0: keep everything) journal rows older than that, counted
     from the newest row committed, are deleted in the commit that first passes each
-    ``_PRUNE_EVERY`` seconds of journal time, so the file stops growing.
+    ``_PRUNE_EVERY`` seconds of journal time (forwards or, after a clock set back,
+    backwards), so the file stops growing.
     """
 
     def __init__(self, path: str | Path, *, retention: float = 0.0) -> None:
@@ -198,7 +199,8 @@ class SQLiteStore:
                 )
                 self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
                 newest = max((r.at for r in records), default=-math.inf)
-                if self.retention > 0 and newest - self._pruned_at >= _PRUNE_EVERY:
+                # either way: after a clock set back, pruning goes on from the new time
+                if rows and self.retention > 0 and abs(newest - self._pruned_at) >= _PRUNE_EVERY:
                     self._db.execute("DELETE FROM journal WHERE at < ?", (newest - self.retention,))
                     self._pruned_at = newest
                 self._db.execute("COMMIT")

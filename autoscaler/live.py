@@ -89,6 +89,11 @@ class LiveDriver:
         self._running = task
         try:
             await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # the scheduler's shutdown cancels the job, not the pass (shielded): ``run``
+            # waits for the pass, and a stop is not an error for the scheduler to log
+            if not self.stop_event.is_set():
+                raise
         finally:
             self._running = None
 

@@ -219,6 +219,23 @@ def another_schema(tmp_path: Path) -> Path:
     return path
 
 
+def damaged(tmp_path: Path) -> Path:
+    """An SQLite file whose state table's page is overwritten (a disk fault, a copy cut
+    short): it opens, and reading the state failed in the first pass's set-up with a
+    traceback and exit 1, and again on every restart systemd made."""
+    path = tmp_path / "state.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.executemany("INSERT INTO state VALUES (?, ?)", [(f"k{i}", "1" * 100) for i in range(99)])
+        db.commit()
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'state'").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    with path.open("r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xff" * 100)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "why"),
     [
@@ -226,6 +243,7 @@ def another_schema(tmp_path: Path) -> Path:
         (under_a_file, "File exists"),
         (a_directory, "unable to open database file"),
         (another_schema, "its journal table has the columns (id, at, "),
+        (damaged, "database disk image is malformed"),
     ],
 )
 def test_run_with_a_state_path_it_cannot_open_exits_2_naming_the_key(

@@ -74,6 +74,19 @@ def test_sqlite_journal_rows_past_the_retention_are_deleted_hourly(tmp_path: Pat
     keep.close()
 
 
+def test_sqlite_journal_pruning_goes_on_after_the_clock_is_set_back(tmp_path: Path) -> None:
+    """A pass ran on a clock days ahead (a host booted with a wrong RTC, then NTP stepped
+    it back): pruning waited for the clock to pass that time again plus an hour, and the
+    journal grew without bound until a restart."""
+    day = 86_400.0
+    store = SQLiteStore(tmp_path / "state.db", retention=day)
+    store.commit([rec(100 * day)], {})  # the wrong clock
+    store.commit([rec(10 * day)], {})  # set back
+    store.commit([rec(12 * day)], {})  # two days on: the row of day 10 is past the retention
+    assert [r["at"] for r in store.query()] == [100 * day, 12 * day]
+    store.close()
+
+
 class _BusyOnCommit:
     """The store's connection, whose next COMMIT fails as SQLITE_BUSY does (sqlite3 raises
     "database is locked" and leaves the transaction open)."""
