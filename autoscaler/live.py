@@ -1,9 +1,11 @@
 """The live driver: an APScheduler interval job calling ``engine.tick(clock())``.
 
 Passes run on the tick grid (multiples of ``service.interval`` since the epoch, as the
-window store files samples), a few milliseconds after each grid time; the first pass runs
-at once. A pass scheduled half-way between grid times would, with the timer's jitter, land
-on alternate grid slots and leave gaps in every window.
+window store files samples), a few milliseconds after each grid time; the first pass
+runs at once. The scheduler runs on the wall clock; a watch on the monotonic clock
+re-arms the passes when the wall clock is set back (``_watch_clock``). A pass scheduled
+half-way between grid times would, with the timer's jitter, land on alternate grid slots
+and leave gaps in every window.
 
 Root tasks live in one ``asyncio.TaskGroup``; SIGTERM/SIGINT set a stop event; shutdown
 lets an in-flight pass finish within ``service.shutdown_timeout`` and closes the journal.
@@ -65,6 +67,8 @@ class LiveDriver:
     _running: asyncio.Task[None] | None = None
     _scheduler: AsyncIOScheduler | None = None
     _frozen: bool = False
+    _last_pass: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when the last pass ended (or the driver was made)."""
 
     async def _tick(self) -> None:
         report: TickReport | None = None
@@ -78,6 +82,7 @@ class LiveDriver:
             error = exc
             self.engine.metrics.ticks.labels("error").inc()
             log.exception("tick failed")
+        self._last_pass = time.monotonic()
         for hook in self.on_tick:
             try:
                 hook(report, error)
@@ -100,6 +105,10 @@ class LiveDriver:
     async def _first(self) -> None:
         """The first pass, at once; then a pass at every grid time."""
         await self._job()
+        self._arm()
+
+    def _arm(self) -> None:
+        """(Re)schedule the passes: one at every grid time from the next one on."""
         if self._scheduler is None:
             return  # stopping
         interval = self.settings.service.interval
@@ -112,7 +121,32 @@ class LiveDriver:
             coalesce=True,
             max_instances=1,
             misfire_grace_time=None,
+            replace_existing=True,
         )
+
+    async def _watch_clock(self) -> None:
+        """APScheduler times the passes on the wall clock: set back by an hour (an NTP
+        step, a VM restored from a snapshot), it would run no pass for an hour. Timed on
+        the monotonic clock, this re-arms the passes on the grid when none has ended for
+        three intervals, none is running, and the next is more than two intervals away."""
+        interval = self.settings.service.interval
+        while True:
+            await asyncio.sleep(interval)
+            scheduler = self._scheduler
+            job = None if scheduler is None else scheduler.get_job("tick")
+            if job is None or self._running is not None or job.next_run_time is None:
+                continue
+            if time.monotonic() - self._last_pass < 3 * interval:
+                continue
+            wait = job.next_run_time.timestamp() - time.time()
+            if wait > 2 * interval:
+                log.warning(
+                    "no pass for %.0f s and the next is %.0f s away: the clock went back;"
+                    " passes re-armed on the grid",
+                    time.monotonic() - self._last_pass,
+                    wait,
+                )
+                self._arm()
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or ``stop_event``."""
@@ -141,10 +175,12 @@ class LiveDriver:
         scheduler.add_job(self._first, id="first", misfire_grace_time=None)  # at once
         self._scheduler = scheduler
         scheduler.start()
+        watch = asyncio.ensure_future(self._watch_clock())
         try:
             await self.stop_event.wait()
         finally:
             log.info("stopping")
+            watch.cancel()
             for stop_hook in self.on_stop:
                 try:
                     stop_hook()

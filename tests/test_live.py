@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,42 @@ async def test_passes_run_on_the_grid_and_forecasts_update_instead_of_refitting(
     # and the forecaster, told apart passes by their grid tick, refitted only on the first
     assert isinstance(engine.forecaster, OnlineProvider)
     assert engine.forecaster.refits == 1
+
+
+async def test_passes_go_on_after_the_wall_clock_is_set_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """APScheduler times the passes on the wall clock. Set back by an hour, its next pass
+    is an hour away: here the job is moved an hour ahead, as such a step leaves it. The
+    passes must resume within a few intervals, not an hour later."""
+    s = make_settings(service={"interval": f"{INTERVAL}s"}, http={"enabled": False})
+    src = MemorySource()
+    src.set("api", "queue_length", 3.0)
+    engine = build_engine(
+        s,
+        state_store=MemoryStore(),
+        executors={"rec": RecordingExecutor("rec")},
+        sources=[src],
+        metrics=make_metrics(),
+    )
+    passes: list[float] = []
+    stepped: list[float] = []
+
+    def seen(report: TickReport | None, error: BaseException | None) -> None:
+        passes.append(time.monotonic())
+        scheduler = driver._scheduler
+        if len(passes) == 2 and scheduler is not None:
+            later = datetime.now(UTC) + timedelta(hours=1)
+            scheduler.modify_job("tick", next_run_time=later)
+            stepped.append(time.monotonic())
+        if len(passes) == 4:
+            driver.stop_event.set()
+
+    driver = LiveDriver(engine=engine, settings=s, on_tick=[seen])
+    with caplog.at_level(logging.WARNING):
+        await asyncio.wait_for(driver.run(), timeout=30)
+    assert stepped and passes[2] - stepped[0] < 10 * INTERVAL
+    assert any("the clock went back" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_stop_during_a_pass_logs_no_error(caplog: pytest.LogCaptureFixture) -> None:
