@@ -166,6 +166,10 @@ class ActionBus:
         outcomes: list[Outcome] = []
         calls: list[tuple[int, Action, str]] = []
         window = 60.0
+        if self._executed and self._executed[-1] > now:
+            # the clock went back: the minute of these counts from now, not from the
+            # future (they would fill the limit for as long as the step)
+            self._executed = deque(min(t, now) for t in self._executed)
         while self._executed and self._executed[0] <= now - window:
             self._executed.popleft()
         if not actions:
@@ -228,9 +232,18 @@ class ActionBus:
         if action.paced:
             ckey = action.cooldown_key
             until = self.cooldowns.get(ckey, 0.0)
+            cooldown = self.cooldown_for(action)
+            if until - cooldown > now:
+                # set after now: the clock went back. It runs its length from this pass,
+                # not as long as the step as well
+                until = self.cooldowns[ckey] = now + cooldown
+                self._dirty[f"cooldown:{ckey}"] = until
             if until > now:
                 return "skipped-cooldown", f"{action.cooldown_kind} cooldown for {until - now:.0f}s"
             seen = self.dedupe.get(action.key)
+            if seen is not None and seen > now:  # the clock went back, as above
+                seen = self.dedupe[action.key] = now
+                self._dirty[f"dedupe:{action.key}"] = now
             if seen is not None and now - seen < self._dedupe_window(action):
                 return "skipped-duplicate", f"same action issued {now - seen:.0f}s ago"
         if len(self._executed) >= self.settings.rate_limit:

@@ -328,6 +328,31 @@ def test_a_retry_after_of_years_is_waited_out_for_an_hour_at_most() -> None:
     assert statuses == ["failed", "skipped-retry-after", "done"] and called == [0.0, 3600.0]
 
 
+def test_a_clock_set_back_holds_neither_the_rate_limit_nor_a_cooldown_for_the_step() -> None:
+    """An NTP step back of an hour: the actions of the last minute and the cooldowns were
+    dated an hour ahead, and would have held the rate limit full and every cooldown an hour
+    longer than configured."""
+    bus, rec = make_bus(cooldown=300, rate=2)
+
+    def submit(now: float, *batch: Action) -> list[str]:
+        return [o.status for o in asyncio.run(bus.submit(list(batch), now))]
+
+    later = 10_000.0
+    assert submit(later, Scale("a", 2, 1), Scale("b", 2, 1)) == ["done", "done"]
+    back = later - 3600  # the clock is set back an hour
+    assert submit(back, Scale("c", 2, 1)) == ["skipped-rate-limit"]  # the same minute
+    assert submit(back + 61, Scale("c", 2, 1)) == ["done"]  # not an hour later
+    assert submit(back + 100, Scale("a", 3, 2)) == ["skipped-cooldown"]
+    # its 5 minutes from the first pass that asked after the step, not an hour and 5 minutes
+    assert submit(back + 401, Scale("a", 3, 2)) == ["done"]
+    assert [a.target for a in rec.calls] == ["a", "b", "c", "a"]
+
+    bus, rec = make_bus(cooldown=0)  # the dedupe window (30 s) likewise
+    assert submit(later, Scale("a", 2, 1)) == ["done"]
+    assert submit(back, Scale("a", 2, 1)) == ["skipped-duplicate"]
+    assert submit(back + 31, Scale("a", 2, 1)) == ["done"]
+
+
 def test_the_bus_waits_out_a_retry_after_and_does_not_retry_what_was_retried() -> None:
     sleeps: list[float] = []
 
