@@ -98,6 +98,88 @@ def test_the_reference_config_shows_every_key_of_every_table_and_component_type(
     assert {path: keys for path, keys in missing.items() if keys} == {}
 
 
+# Keys config.toml shows with an example value rather than the default ("with the value the
+# platform runbooks use"); policies are the runbook itself and are not compared.
+EXAMPLE_VALUES = {
+    "signals.queue_length.forecast",
+    "targets.api.executor",
+    "targets.api.service",
+    "sources.prom.url",
+    "sources.fly.url",
+    "sources.fly.target_label",
+    "sources.fly.timeout",
+    "sources.fly.retries",
+    "sources.dcgm.url",
+    "sources.dcgm.target_label",
+    "sources.alerts.url",
+    "sources.alerts.receiver",
+    "executors.fly.app",
+    "executors.webhook.url",
+    "executors.breakers.names",
+}
+
+
+def test_the_reference_config_shows_each_default_as_the_default() -> None:
+    # "Every key is shown with its default" (config.toml): a default changed in the code and
+    # not in the file (a notifier's timeout) tells operators a value they do not get
+    doc = reference_keys()
+    tables: list[tuple[str, type[Any], dict[str, Any]]] = [
+        (path, cls, functools.reduce(lambda t, k: t.get(k, {}), path.split("."), doc))
+        for path, cls in {
+            "service": ServiceSettings,
+            "http": HttpSettings,
+            "bus": BusSettings,
+            "bus.breaker": BreakerSettings,
+            "forecasting": ForecastSettings,
+            "signals.queue_length": SignalSettings,
+            "targets.api": TargetSettings,
+            "targets.api.behavior": ScaleBehavior,
+        }.items()
+    ]
+    for kind in ("sources", "executors"):
+        registry = registries()[kind]
+        for name, table in doc[kind].items():
+            tables.append((f"{kind}.{name}", registry[table["type"]].spec, table))
+    wrong: dict[str, tuple[Any, Any]] = {}
+    for path, cls, table in tables:
+        for f in dataclasses.fields(cls):
+            key = f.name.removesuffix("_")
+            if (
+                key not in table
+                or isinstance(table[key], dict)
+                or f"{path}.{key}" in EXAMPLE_VALUES
+            ):
+                continue  # not shown, a table (examples of its own), or an example value
+            default = _default(f)
+            if isinstance(default, Secret):
+                continue  # shown as its ${ENV} reference
+            shown = _shown(table[key])
+            if shown != (list(default) if isinstance(default, tuple) else default):
+                wrong[f"{path}.{key}"] = (table[key], default)
+    for kind, value in doc["bus"]["cooldowns"].items():  # rollback: the runbook's 10m
+        if kind != "rollback" and parse_duration(value) != BusSettings().cooldown_of(kind):
+            wrong[f"bus.cooldowns.{kind}"] = (value, BusSettings().cooldown_of(kind))
+    assert wrong == {}
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _shown(value: Any) -> Any:
+    """A value as config.toml writes it, in the unit of its field (durations in seconds)."""
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            return value
+    return value
+
+
 def test_unknown_key_and_bad_duration_exit_2_naming_both_paths(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[service]\ninterval = "soon"\n\n[bus]\ncooldwn = "5m"\n')
