@@ -48,8 +48,9 @@ warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
-outside the bounds, a paused update and a rollback without a previous spec (or previous
-image) are permanent.
+outside the bounds, a paused update, a rollback without a previous spec (or previous
+image) and a rollback of a deploy that is no longer the latest (or that a later write by hand
+made swarm forget) are permanent.
 """
 
 from __future__ import annotations
@@ -402,10 +403,13 @@ class SwarmExecutor:
 
     def _rollback_change(self, action: Rollback, service: str, svc: dict[str, Any]) -> _Write:
         deploy = _deploy(svc, self.spec.label_prefix)
-        if action.deploy_id and deploy.id and action.deploy_id != deploy.id:
+        if action.deploy_id and action.deploy_id != deploy.id:
+            # swarm showing no deploy is no exception: a human's write since (a scale, a
+            # label) dropped it, and rollback=previous would only undo that write
+            latest = repr(deploy.id) if deploy.id else "swarm shows none since a later write"
             raise ExecutorError(
                 f"{self.name}: {service!r}: deploy {action.deploy_id!r} is no longer the "
-                f"latest ({deploy.id!r}); not rolling back a deploy nobody judged"
+                f"latest ({latest}); not rolling back a deploy nobody judged"
             )
         spec = svc["Spec"]
         image = _image(spec)

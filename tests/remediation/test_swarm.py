@@ -461,6 +461,28 @@ async def test_rollback_of_a_deploy_that_is_no_longer_the_latest_is_refused(
         await ex.aclose()
 
 
+async def test_rollback_of_a_deploy_a_human_scale_hid_is_refused_not_a_revert_of_the_scale(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # the rule judged v1 -> v2; then `docker service scale` (no deploy record of ours):
+    # swarm forgets the deploy and PreviousSpec is v2 with 1 replica, so rollback=previous
+    # would undo the scale, keep v2 and report a rollback
+    svc = make_service(replicas=1, labels=OPT_IN)
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        judged = (await ex.states([svc]))[svc]
+        scale_by_hand(svc, 2)
+        wait_for(lambda: all_running_on(api, svc, IMAGE_V2, 2), what="2 tasks on v2")
+        with pytest.raises(ExecutorError, match="no longer the latest") as err:
+            await ex.execute(Rollback(svc, deploy_id=judged.deploy_id))
+        assert not err.value.temporary
+        assert (image_of(api, svc), replicas_of(api, svc)) == (IMAGE_V2, 2)
+    finally:
+        await ex.aclose()
+
+
 async def test_a_stale_version_is_reread_and_retried(
     api: docker.APIClient, make_service: ServiceFactory
 ) -> None:
