@@ -49,8 +49,9 @@ warning once per paused update, for a target that no rollback policy covers.
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
 outside the bounds, a paused update, a rollback without a previous spec (or previous
-image) and a rollback of a deploy that is no longer the latest (or that a later write by hand
-made swarm forget) are permanent.
+image), a rollback to a previous spec with the same task template (a write by hand during
+the rollout restarts it as a deploy of its own) and a rollback of a deploy that is no longer
+the latest (or that a later write by hand made swarm forget) are permanent.
 """
 
 from __future__ import annotations
@@ -417,6 +418,14 @@ class SwarmExecutor:
             if not svc.get("PreviousSpec"):
                 raise ExecutorError(
                     f"{self.name}: {service!r} has no previous spec to roll back to"
+                )
+            if _template_digest(svc["PreviousSpec"]) == _template_digest(spec):
+                # a write by hand during the rollout (a label, a scale) made swarm restart
+                # it as a deploy of its own: the spec before the deploy is lost
+                raise ExecutorError(
+                    f"{self.name}: {service!r}: the previous spec has the same task template "
+                    f"({image or '?'}): a write by hand since the deploy made swarm forget "
+                    "the one before it; nothing to roll back to, roll back by hand"
                 )
             previous = _image(svc["PreviousSpec"])
             return _Write(spec, f"rollback {image or '?'} -> {previous or '?'}", rollback=True)

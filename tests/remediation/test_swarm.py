@@ -58,6 +58,16 @@ def scale_by_hand(service: str, replicas: int) -> None:
     )
 
 
+def label_by_hand(service: str, label: str) -> None:
+    """``docker service update --label-add``: a write that keeps the template."""
+    subprocess.run(
+        ["docker", "service", "update", "--detach", "--label-add", label, service],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def update_state(api: docker.APIClient, service: str) -> str:
     return str((spec_of(api, service).get("UpdateStatus") or {}).get("State", ""))
 
@@ -481,6 +491,40 @@ async def test_rollback_of_a_deploy_a_human_scale_hid_is_refused_not_a_revert_of
         assert (image_of(api, svc), replicas_of(api, svc)) == (IMAGE_V2, 2)
     finally:
         await ex.aclose()
+
+
+async def test_rollback_after_a_label_edit_mid_deploy_is_refused_not_a_rollback_to_the_same_image(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # a label edited while v1 -> v2 rolls out: swarm restarts the rollout as a deploy of
+    # its own whose PreviousSpec is v2 too, so rollback=previous would only drop the label
+    svc = make_service(replicas=3, labels=OPT_IN, update_delay_s=3.0)
+    wait_for(lambda: len(running_tasks(api, svc)) == 3, what="3 running tasks")
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "updating", what="the update to v2")
+    label_by_hand(svc, "team=web")
+    ex = SwarmExecutor("swarm")
+    try:
+        st = await await_for(
+            lambda: _deploy_showing(ex, svc, previous_image=IMAGE_V2),
+            what="the rollout swarm restarted after the label edit",
+        )
+        assert st.image == IMAGE_V2
+        with pytest.raises(ExecutorError, match="same task template") as err:
+            await ex.execute(Rollback(svc, deploy_id=st.deploy_id))
+        assert not err.value.temporary
+        after = spec_of(api, svc)["Spec"]
+        assert (after["TaskTemplate"]["ContainerSpec"]["Image"], after["Labels"]["team"]) == (
+            IMAGE_V2,
+            "web",
+        )
+    finally:
+        await ex.aclose()
+
+
+async def _deploy_showing(ex: SwarmExecutor, svc: str, *, previous_image: str) -> Any:
+    st = (await ex.states([svc]))[svc]
+    return st if st.deploy_id and st.previous_image == previous_image else None
 
 
 async def test_a_stale_version_is_reread_and_retried(
