@@ -48,10 +48,11 @@ warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
 are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
-outside the bounds, a paused update, a rollback without a previous spec (or previous
-image), a rollback to a previous spec with the same task template (a write by hand during
-the rollout restarts it as a deploy of its own) and a rollback of a deploy that is no longer
-the latest (or that a later write by hand made swarm forget) are permanent.
+outside the bounds, a restart of a job (``ReplicatedJob``/``GlobalJob`` mode: it would run
+the job again), a paused update, a rollback without a previous spec (or previous image), a
+rollback to a previous spec with the same task template (a write by hand during the rollout
+restarts it as a deploy of its own) and a rollback of a deploy that is no longer the latest
+(or that a later write by hand made swarm forget) are permanent.
 """
 
 from __future__ import annotations
@@ -392,6 +393,13 @@ class SwarmExecutor:
         return _Write(spec, f"replicas {current} -> {action.replicas}")
 
     def _restart_change(self, service: str, svc: dict[str, Any]) -> _Write:
+        kind = next(iter(svc["Spec"].get("Mode") or {}), "")
+        if kind.endswith("Job"):
+            # ForceUpdate starts a new job iteration: its completed work would run again
+            raise ExecutorError(
+                f"{self.name}: service {service!r} runs in {kind} mode (it runs to "
+                "completion); a restart would run the job again"
+            )
         self._refuse_while_busy("restarting", service, svc)
         deploy = _deploy(svc, self.spec.label_prefix)
         spec = svc["Spec"]

@@ -660,6 +660,34 @@ async def test_a_global_mode_service_cannot_be_scaled(
         await ex.aclose()
 
 
+@pytest.mark.parametrize("mode", ["replicated-job", "global-job"])
+async def test_a_job_service_is_never_restarted_which_would_run_the_job_again(
+    api: docker.APIClient, swarm: None, mode: str
+) -> None:
+    # ForceUpdate on a job starts a new job iteration: its completed work runs again
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    api.create_service(
+        docker.types.TaskTemplate(
+            container_spec=docker.types.ContainerSpec(image=IMAGE_V1, command=["true"]),
+            restart_policy=docker.types.RestartPolicy(condition="none"),
+        ),
+        name=name,
+        labels=OPT_IN,
+        mode=docker.types.ServiceMode(mode),
+    )
+    ex = SwarmExecutor("swarm")
+    try:
+        with pytest.raises(ExecutorError, match="runs to completion") as err:
+            await ex.execute(Restart(name))
+        assert not err.value.temporary
+        after = spec_of(api, name)
+        assert not after["Spec"]["TaskTemplate"].get("ForceUpdate")
+        assert not (after.get("JobStatus") or {}).get("JobIteration", {}).get("Index")
+    finally:
+        await ex.aclose()
+        api.remove_service(name)
+
+
 @pytest.mark.parametrize("replicas", [0, 5])
 async def test_replicas_outside_the_label_bounds_are_refused(
     api: docker.APIClient, make_service: ServiceFactory, replicas: int
