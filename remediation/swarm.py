@@ -47,12 +47,14 @@ update back or fixes it: the rollback policy does, or tells humans; ``states`` l
 warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
-are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
-outside the bounds, a restart of a job (``ReplicatedJob``/``GlobalJob`` mode: it would run
-the job again), a paused update, a rollback without a previous spec (or previous image), a
-rollback to a previous spec with the same task template (a write by hand during the rollout
-restarts it as a deploy of its own) and a rollback of a deploy that is no longer the latest
-(or that a later write by hand made swarm forget) are permanent.
+are temporary, but for a restart or rollback whose write got no answer in time (dockerd may
+have done it: a retry would roll every task again); 4xx, an unknown or non-opted-in service,
+a global-mode service, replicas outside the bounds, a restart of a job (``ReplicatedJob``/
+``GlobalJob`` mode: it would run the job again), a paused update, a rollback without a
+previous spec (or previous image), a rollback to a previous spec with the same task template
+(a write by hand during the rollout restarts it as a deploy of its own) and a rollback of a
+deploy that is no longer the latest (or that a later write by hand made swarm forget) are
+permanent.
 """
 
 from __future__ import annotations
@@ -122,12 +124,14 @@ class _Conflict(Exception):
 
 
 class _Write(NamedTuple):
-    """What a change wants written: the spec, the detail to report, and whether it is the
-    server-side ``rollback=previous`` (which ignores the spec)."""
+    """What a change wants written: the spec, the detail to report, whether it is the
+    server-side ``rollback=previous`` (which ignores the spec), and whether it starts a
+    rollout (done twice, it would roll every task twice)."""
 
     spec: dict[str, Any]
     detail: str
     rollback: bool = False
+    rollout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +282,7 @@ class SwarmExecutor:
             result = change(service, svc)
             if isinstance(result, str):
                 return result
-            spec, detail, rollback = result
+            spec, detail, rollback, rollout = result
             if self.after_read is not None:
                 self.after_read(service, svc)
             try:
@@ -294,6 +298,14 @@ class SwarmExecutor:
                     ) from exc
                 log.info("swarm version conflict on %s, re-reading (%d)", service, conflicts)
                 continue
+            except requests.exceptions.ReadTimeout as exc:
+                if not rollout:
+                    raise  # a scale written twice is the same scale: try again
+                raise ExecutorError(
+                    f"{self.name}: {service!r}: no answer to the write within "
+                    f"{self.spec.timeout:g} s; it may have been carried out, so it is not "
+                    f"retried ({detail})"
+                ) from exc
             if conflicts:
                 detail += f" (after {conflicts} version conflict{'s' * (conflicts > 1)})"
             return detail
@@ -408,7 +420,7 @@ class SwarmExecutor:
         n = int(template.get("ForceUpdate") or 0) + 1
         template["ForceUpdate"] = n
         self._record(spec, deploy, replaced=replaced, rollout=True, ours="")
-        return _Write(spec, f"rolling restart (ForceUpdate={n})")
+        return _Write(spec, f"rolling restart (ForceUpdate={n})", rollout=True)
 
     def _rollback_change(self, action: Rollback, service: str, svc: dict[str, Any]) -> _Write:
         deploy = _deploy(svc, self.spec.label_prefix)
@@ -436,7 +448,9 @@ class SwarmExecutor:
                     "the one before it; nothing to roll back to, roll back by hand"
                 )
             previous = _image(svc["PreviousSpec"])
-            return _Write(spec, f"rollback {image or '?'} -> {previous or '?'}", rollback=True)
+            return _Write(
+                spec, f"rollback {image or '?'} -> {previous or '?'}", rollback=True, rollout=True
+            )
         # A write of ours came after the deploy: PreviousSpec is the spec before that
         # write (the bad image), so restore the recorded image with a rolling update.
         if not deploy.previous_image:
@@ -451,7 +465,9 @@ class SwarmExecutor:
         self._record(
             spec, _Deploy(previous_image=image), replaced=replaced, rollout=True, ours="rollback"
         )
-        return _Write(spec, f"rollback {image or '?'} -> {deploy.previous_image} (image only)")
+        return _Write(
+            spec, f"rollback {image or '?'} -> {deploy.previous_image} (image only)", rollout=True
+        )
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         services = await self._call("list services", self._list_services)
