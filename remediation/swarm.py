@@ -47,9 +47,14 @@ update back or fixes it: the rollback policy does, or tells humans; ``states`` l
 warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
-are temporary; 4xx, an unknown or non-opted-in service, a global-mode service, replicas
-outside the bounds, a paused update and a rollback without a previous spec (or previous
-image) are permanent.
+are temporary, but for a restart or rollback whose write got no answer in time (dockerd may
+have done it: a retry would roll every task again); 4xx, an unknown or non-opted-in service,
+a global-mode service, replicas outside the bounds, a restart of a job (``ReplicatedJob``/
+``GlobalJob`` mode: it would run the job again), a paused update, a rollback without a
+previous spec (or previous image), a rollback to a previous spec with the same task template
+(a write by hand during the rollout restarts it as a deploy of its own) and a rollback of a
+deploy that is no longer the latest (or that a later write by hand made swarm forget) are
+permanent.
 """
 
 from __future__ import annotations
@@ -119,12 +124,14 @@ class _Conflict(Exception):
 
 
 class _Write(NamedTuple):
-    """What a change wants written: the spec, the detail to report, and whether it is the
-    server-side ``rollback=previous`` (which ignores the spec)."""
+    """What a change wants written: the spec, the detail to report, whether it is the
+    server-side ``rollback=previous`` (which ignores the spec), and whether it starts a
+    rollout (done twice, it would roll every task twice)."""
 
     spec: dict[str, Any]
     detail: str
     rollback: bool = False
+    rollout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +282,7 @@ class SwarmExecutor:
             result = change(service, svc)
             if isinstance(result, str):
                 return result
-            spec, detail, rollback = result
+            spec, detail, rollback, rollout = result
             if self.after_read is not None:
                 self.after_read(service, svc)
             try:
@@ -291,6 +298,14 @@ class SwarmExecutor:
                     ) from exc
                 log.info("swarm version conflict on %s, re-reading (%d)", service, conflicts)
                 continue
+            except requests.exceptions.ReadTimeout as exc:
+                if not rollout:
+                    raise  # a scale written twice is the same scale: try again
+                raise ExecutorError(
+                    f"{self.name}: {service!r}: no answer to the write within "
+                    f"{self.spec.timeout:g} s; it may have been carried out, so it is not "
+                    f"retried ({detail})"
+                ) from exc
             if conflicts:
                 detail += f" (after {conflicts} version conflict{'s' * (conflicts > 1)})"
             return detail
@@ -390,6 +405,13 @@ class SwarmExecutor:
         return _Write(spec, f"replicas {current} -> {action.replicas}")
 
     def _restart_change(self, service: str, svc: dict[str, Any]) -> _Write:
+        kind = next(iter(svc["Spec"].get("Mode") or {}), "")
+        if kind.endswith("Job"):
+            # ForceUpdate starts a new job iteration: its completed work would run again
+            raise ExecutorError(
+                f"{self.name}: service {service!r} runs in {kind} mode (it runs to "
+                "completion); a restart would run the job again"
+            )
         self._refuse_while_busy("restarting", service, svc)
         deploy = _deploy(svc, self.spec.label_prefix)
         spec = svc["Spec"]
@@ -398,14 +420,17 @@ class SwarmExecutor:
         n = int(template.get("ForceUpdate") or 0) + 1
         template["ForceUpdate"] = n
         self._record(spec, deploy, replaced=replaced, rollout=True, ours="")
-        return _Write(spec, f"rolling restart (ForceUpdate={n})")
+        return _Write(spec, f"rolling restart (ForceUpdate={n})", rollout=True)
 
     def _rollback_change(self, action: Rollback, service: str, svc: dict[str, Any]) -> _Write:
         deploy = _deploy(svc, self.spec.label_prefix)
-        if action.deploy_id and deploy.id and action.deploy_id != deploy.id:
+        if action.deploy_id and action.deploy_id != deploy.id:
+            # swarm showing no deploy is no exception: a human's write since (a scale, a
+            # label) dropped it, and rollback=previous would only undo that write
+            latest = repr(deploy.id) if deploy.id else "swarm shows none since a later write"
             raise ExecutorError(
                 f"{self.name}: {service!r}: deploy {action.deploy_id!r} is no longer the "
-                f"latest ({deploy.id!r}); not rolling back a deploy nobody judged"
+                f"latest ({latest}); not rolling back a deploy nobody judged"
             )
         spec = svc["Spec"]
         image = _image(spec)
@@ -414,8 +439,18 @@ class SwarmExecutor:
                 raise ExecutorError(
                     f"{self.name}: {service!r} has no previous spec to roll back to"
                 )
+            if _template_digest(svc["PreviousSpec"]) == _template_digest(spec):
+                # a write by hand during the rollout (a label, a scale) made swarm restart
+                # it as a deploy of its own: the spec before the deploy is lost
+                raise ExecutorError(
+                    f"{self.name}: {service!r}: the previous spec has the same task template "
+                    f"({image or '?'}): a write by hand since the deploy made swarm forget "
+                    "the one before it; nothing to roll back to, roll back by hand"
+                )
             previous = _image(svc["PreviousSpec"])
-            return _Write(spec, f"rollback {image or '?'} -> {previous or '?'}", rollback=True)
+            return _Write(
+                spec, f"rollback {image or '?'} -> {previous or '?'}", rollback=True, rollout=True
+            )
         # A write of ours came after the deploy: PreviousSpec is the spec before that
         # write (the bad image), so restore the recorded image with a rolling update.
         if not deploy.previous_image:
@@ -430,7 +465,9 @@ class SwarmExecutor:
         self._record(
             spec, _Deploy(previous_image=image), replaced=replaced, rollout=True, ours="rollback"
         )
-        return _Write(spec, f"rollback {image or '?'} -> {deploy.previous_image} (image only)")
+        return _Write(
+            spec, f"rollback {image or '?'} -> {deploy.previous_image} (image only)", rollout=True
+        )
 
     async def states(self, targets: Sequence[str]) -> Mapping[str, TargetState]:
         services = await self._call("list services", self._list_services)

@@ -245,6 +245,9 @@ class SocketProxy:
         self._conns: set[socket.socket] = set()
         self._mu = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.withhold = threading.Event()
+        """While set, dockerd's answers are dropped: requests still reach it, clients time
+        out as if it hung after doing the work."""
 
     @property
     def base_url(self) -> str:
@@ -302,13 +305,14 @@ class SocketProxy:
                     server.close()
                     return
                 self._conns.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, answers in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(a, b, answers), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not (answers and self.withhold.is_set()):
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

@@ -58,6 +58,16 @@ def scale_by_hand(service: str, replicas: int) -> None:
     )
 
 
+def label_by_hand(service: str, label: str) -> None:
+    """``docker service update --label-add``: a write that keeps the template."""
+    subprocess.run(
+        ["docker", "service", "update", "--detach", "--label-add", label, service],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def update_state(api: docker.APIClient, service: str) -> str:
     return str((spec_of(api, service).get("UpdateStatus") or {}).get("State", ""))
 
@@ -461,6 +471,62 @@ async def test_rollback_of_a_deploy_that_is_no_longer_the_latest_is_refused(
         await ex.aclose()
 
 
+async def test_rollback_of_a_deploy_a_human_scale_hid_is_refused_not_a_revert_of_the_scale(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # the rule judged v1 -> v2; then `docker service scale` (no deploy record of ours):
+    # swarm forgets the deploy and PreviousSpec is v2 with 1 replica, so rollback=previous
+    # would undo the scale, keep v2 and report a rollback
+    svc = make_service(replicas=1, labels=OPT_IN)
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "completed", what="the update to v2")
+    ex = SwarmExecutor("swarm")
+    try:
+        judged = (await ex.states([svc]))[svc]
+        scale_by_hand(svc, 2)
+        wait_for(lambda: all_running_on(api, svc, IMAGE_V2, 2), what="2 tasks on v2")
+        with pytest.raises(ExecutorError, match="no longer the latest") as err:
+            await ex.execute(Rollback(svc, deploy_id=judged.deploy_id))
+        assert not err.value.temporary
+        assert (image_of(api, svc), replicas_of(api, svc)) == (IMAGE_V2, 2)
+    finally:
+        await ex.aclose()
+
+
+async def test_rollback_after_a_label_edit_mid_deploy_is_refused_not_a_rollback_to_the_same_image(
+    api: docker.APIClient, make_service: ServiceFactory
+) -> None:
+    # a label edited while v1 -> v2 rolls out: swarm restarts the rollout as a deploy of
+    # its own whose PreviousSpec is v2 too, so rollback=previous would only drop the label
+    svc = make_service(replicas=3, labels=OPT_IN, update_delay_s=3.0)
+    wait_for(lambda: len(running_tasks(api, svc)) == 3, what="3 running tasks")
+    set_image(api, svc, IMAGE_V2)
+    wait_for(lambda: update_state(api, svc) == "updating", what="the update to v2")
+    label_by_hand(svc, "team=web")
+    ex = SwarmExecutor("swarm")
+    try:
+        st = await await_for(
+            lambda: _deploy_showing(ex, svc, previous_image=IMAGE_V2),
+            what="the rollout swarm restarted after the label edit",
+        )
+        assert st.image == IMAGE_V2
+        with pytest.raises(ExecutorError, match="same task template") as err:
+            await ex.execute(Rollback(svc, deploy_id=st.deploy_id))
+        assert not err.value.temporary
+        after = spec_of(api, svc)["Spec"]
+        assert (after["TaskTemplate"]["ContainerSpec"]["Image"], after["Labels"]["team"]) == (
+            IMAGE_V2,
+            "web",
+        )
+    finally:
+        await ex.aclose()
+
+
+async def _deploy_showing(ex: SwarmExecutor, svc: str, *, previous_image: str) -> Any:
+    st = (await ex.states([svc]))[svc]
+    return st if st.deploy_id and st.previous_image == previous_image else None
+
+
 async def test_a_stale_version_is_reread_and_retried(
     api: docker.APIClient, make_service: ServiceFactory
 ) -> None:
@@ -592,6 +658,34 @@ async def test_a_global_mode_service_cannot_be_scaled(
         assert "Global" in spec_of(api, svc)["Spec"]["Mode"]
     finally:
         await ex.aclose()
+
+
+@pytest.mark.parametrize("mode", ["replicated-job", "global-job"])
+async def test_a_job_service_is_never_restarted_which_would_run_the_job_again(
+    api: docker.APIClient, swarm: None, mode: str
+) -> None:
+    # ForceUpdate on a job starts a new job iteration: its completed work runs again
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    api.create_service(
+        docker.types.TaskTemplate(
+            container_spec=docker.types.ContainerSpec(image=IMAGE_V1, command=["true"]),
+            restart_policy=docker.types.RestartPolicy(condition="none"),
+        ),
+        name=name,
+        labels=OPT_IN,
+        mode=docker.types.ServiceMode(mode),
+    )
+    ex = SwarmExecutor("swarm")
+    try:
+        with pytest.raises(ExecutorError, match="runs to completion") as err:
+            await ex.execute(Restart(name))
+        assert not err.value.temporary
+        after = spec_of(api, name)
+        assert not after["Spec"]["TaskTemplate"].get("ForceUpdate")
+        assert not (after.get("JobStatus") or {}).get("JobIteration", {}).get("Index")
+    finally:
+        await ex.aclose()
+        api.remove_service(name)
 
 
 @pytest.mark.parametrize("replicas", [0, 5])

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.types import Action, Scale
+from policies.types import Action, Restart, Scale
 from remediation.base import ExecutorError
 from remediation.breaker import CircuitBreaker
 from remediation.swarm import SwarmExecutor, SwarmSpec
@@ -187,3 +187,26 @@ def test_replicas_never_leave_their_bounds_whatever_the_decisions_and_failures(
             await ex.aclose()
 
     asyncio.run(scenario())
+
+
+async def test_a_restart_whose_answer_never_comes_is_not_retried_as_a_temporary_error(
+    proxy: SocketProxy, make_service: ServiceFactory, api: docker.APIClient
+) -> None:
+    # dockerd does the write but its answer is lost (a busy manager, a restart mid-call):
+    # a temporary error would make the bus restart every task a second time
+    svc = make_service(replicas=1, labels=OPT_IN)
+
+    def hang_after_the_write(service: str, read: object) -> None:
+        proxy.withhold.set()
+
+    ex = SwarmExecutor(
+        "swarm", SwarmSpec(base_url=proxy.base_url, timeout=2), after_read=hang_after_the_write
+    )
+    try:
+        with pytest.raises(ExecutorError, match="may have been carried out") as err:
+            await ex.execute(Restart(svc))
+        assert not err.value.temporary
+        assert api.inspect_service(svc)["Spec"]["TaskTemplate"]["ForceUpdate"] == 1
+    finally:
+        proxy.withhold.clear()
+        await ex.aclose()
