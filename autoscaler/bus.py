@@ -341,10 +341,14 @@ class ActionBus:
                 msg = str(exc) or type(exc).__name__
                 told = exc.delay if isinstance(exc, ExecutorError) else 0.0
                 retried = isinstance(exc, ExecutorError) and exc.retried
-                uncertain = isinstance(exc, _Abandoned) and isinstance(action, _ONCE)
+                uncertain = isinstance(action, _ONCE) and (
+                    isinstance(exc, _Abandoned)
+                    or (isinstance(exc, ExecutorError) and exc.uncertain)
+                )
                 if uncertain:
                     retried = True  # it may still happen: a retry could do it twice
-                    msg += f"; not retried, the {action.kind} may still be carried out"
+                    if isinstance(exc, _Abandoned):  # (an executor's own error says so)
+                        msg += f"; not retried, the {action.kind} may still be carried out"
                 if isinstance(exc, TimeoutError) and (
                     getattr(executor, "retries_in_call", False) or isinstance(action, Notify)
                 ):

@@ -23,13 +23,23 @@ class ExecutorError(AutoscalerError):
     """An executor could not carry out an action. ``temporary`` says whether a retry may
     succeed (timeouts, 5xx, version conflicts) or not (unknown service, bad request);
     ``delay`` is how long the server asked to wait first (``Retry-After``); ``retried``
-    says the executor already retried it as far as it will (the bus does not again)."""
+    says the executor already retried it as far as it will (the bus does not again);
+    ``uncertain`` says it may have been carried out all the same (a write whose answer never
+    came): a restart or rollback is then not retried and keeps its cooldown, as one the
+    bus's timeout cut."""
 
     def __init__(
-        self, message: str, *, temporary: bool = False, delay: float = 0.0, retried: bool = False
+        self,
+        message: str,
+        *,
+        temporary: bool = False,
+        delay: float = 0.0,
+        retried: bool = False,
+        uncertain: bool = False,
     ) -> None:
         super().__init__(message, temporary=temporary, delay=delay)
         self.retried = retried
+        self.uncertain = uncertain
 
 
 def parse_retry_after(

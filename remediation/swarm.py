@@ -47,8 +47,9 @@ update back or fixes it: the rollback policy does, or tells humans; ``states`` l
 warning once per paused update, for a target that no rollback policy covers.
 
 Errors map onto ``ExecutorError``: connection errors, timeouts, 5xx and version conflicts
-are temporary, but for a restart or rollback whose write got no answer in time (dockerd may
-have done it: a retry would roll every task again); 4xx, an unknown or non-opted-in service,
+are temporary; a restart or rollback whose write got no answer in time is also
+``uncertain`` (dockerd may have done it: a retry would roll every task again, so the bus
+does not retry it and it keeps its cooldown); 4xx, an unknown or non-opted-in service,
 a global-mode service, replicas outside the bounds, a restart of a job (``ReplicatedJob``/
 ``GlobalJob`` mode: it would run the job again), a paused update, a rollback without a
 previous spec (or previous image), a rollback to a previous spec with the same task template
@@ -304,7 +305,9 @@ class SwarmExecutor:
                 raise ExecutorError(
                     f"{self.name}: {service!r}: no answer to the write within "
                     f"{self.spec.timeout:g} s; it may have been carried out, so it is not "
-                    f"retried ({detail})"
+                    f"retried ({detail})",
+                    temporary=True,  # (a hung dockerd counts toward the executor's breaker)
+                    uncertain=True,
                 ) from exc
             if conflicts:
                 detail += f" (after {conflicts} version conflict{'s' * (conflicts > 1)})"

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from autoscaler.bus import ActionBus
+from autoscaler.config import BusSettings
 from policies.types import Action, Restart, Scale
 from remediation.base import ExecutorError
 from remediation.breaker import CircuitBreaker
@@ -189,11 +191,12 @@ def test_replicas_never_leave_their_bounds_whatever_the_decisions_and_failures(
     asyncio.run(scenario())
 
 
-async def test_a_restart_whose_answer_never_comes_is_not_retried_as_a_temporary_error(
+async def test_a_restart_whose_answer_never_comes_is_neither_retried_nor_asked_for_again(
     proxy: SocketProxy, make_service: ServiceFactory, api: docker.APIClient
 ) -> None:
     # dockerd does the write but its answer is lost (a busy manager, a restart mid-call):
-    # a temporary error would make the bus restart every task a second time
+    # retried by the bus, or asked for again at once (no cooldown left), the restart would
+    # roll every task a second time
     svc = make_service(replicas=1, labels=OPT_IN)
 
     def hang_after_the_write(service: str, read: object) -> None:
@@ -202,10 +205,18 @@ async def test_a_restart_whose_answer_never_comes_is_not_retried_as_a_temporary_
     ex = SwarmExecutor(
         "swarm", SwarmSpec(base_url=proxy.base_url, timeout=2), after_read=hang_after_the_write
     )
+    bus = ActionBus(
+        settings=BusSettings(retries=2, cooldowns={"restart": 60}),
+        executors={"swarm": ex},
+        route=lambda a: ["swarm"],
+    )
     try:
-        with pytest.raises(ExecutorError, match="may have been carried out") as err:
-            await ex.execute(Restart(svc))
-        assert not err.value.temporary
+        (outcome,) = await bus.submit([Restart(svc)], 1000.0)
+        assert outcome.status == "failed" and outcome.uncertain
+        assert "may have been carried out" in outcome.detail
+        proxy.withhold.clear()
+        (again,) = await bus.submit([Restart(svc)], 1015.0)
+        assert again.status == "skipped-cooldown"  # it kept its cooldown
         assert api.inspect_service(svc)["Spec"]["TaskTemplate"]["ForceUpdate"] == 1
     finally:
         proxy.withhold.clear()
