@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autoscaler.engine import TickReport
+from autoscaler.config import Settings
+from autoscaler.engine import Engine, TickReport
 from autoscaler.forecasts import OnlineProvider
 from autoscaler.journal import MemoryStore, SQLiteStore
 from autoscaler.live import LiveDriver, grid_after
@@ -23,6 +24,19 @@ from remediation.recording import RecordingExecutor
 from tests.conftest import make_settings
 
 INTERVAL = 1.0
+
+
+def queue_engine(s: Settings) -> Engine:
+    """An engine on ``s`` whose target api reads a queue of 3, acting on a recorder."""
+    src = MemorySource()
+    src.set("api", "queue_length", 3.0)
+    return build_engine(
+        s,
+        state_store=MemoryStore(),
+        executors={"rec": RecordingExecutor("rec")},
+        sources=[src],
+        metrics=make_metrics(),
+    )
 
 
 def test_grid_after_is_the_next_multiple_of_the_interval() -> None:
@@ -37,15 +51,7 @@ async def test_passes_run_on_the_grid_and_forecasts_update_instead_of_refitting(
         signals={"queue_length": {"max_age": "60s", "forecast": True, "window": "10m"}},
         forecasting={"model": "holt-winters", "horizon": "5s"},
     )
-    src = MemorySource()
-    src.set("api", "queue_length", 3.0)
-    engine = build_engine(
-        s,
-        state_store=MemoryStore(),
-        executors={"rec": RecordingExecutor("rec")},
-        sources=[src],
-        metrics=make_metrics(),
-    )
+    engine = queue_engine(s)
     nows: list[float] = []
 
     def seen(report: TickReport | None, error: BaseException | None) -> None:
@@ -74,15 +80,7 @@ async def test_passes_go_on_after_the_wall_clock_is_set_back(
     is an hour away: here the job is moved an hour ahead, as such a step leaves it. The
     passes must resume within a few intervals, not an hour later."""
     s = make_settings(service={"interval": f"{INTERVAL}s"}, http={"enabled": False})
-    src = MemorySource()
-    src.set("api", "queue_length", 3.0)
-    engine = build_engine(
-        s,
-        state_store=MemoryStore(),
-        executors={"rec": RecordingExecutor("rec")},
-        sources=[src],
-        metrics=make_metrics(),
-    )
+    engine = queue_engine(s)
     passes: list[float] = []
     stepped: list[float] = []
 
@@ -109,15 +107,7 @@ async def test_a_stop_during_a_pass_logs_no_error(caplog: pytest.LogCaptureFixtu
     with a traceback ("Job LiveDriver._job raised an exception"), which paged on every
     deploy that stopped the service during a pass waiting on a slow source."""
     s = make_settings(service={"interval": f"{INTERVAL}s"}, http={"enabled": False})
-    src = MemorySource()
-    src.set("api", "queue_length", 3.0)
-    engine = build_engine(
-        s,
-        state_store=MemoryStore(),
-        executors={"rec": RecordingExecutor("rec")},
-        sources=[src],
-        metrics=make_metrics(),
-    )
+    engine = queue_engine(s)
     passes: list[float] = []
 
     def stop_in_the_second_pass(report: TickReport | None, error: BaseException | None) -> None:
