@@ -317,17 +317,12 @@ class ActionBus:
         call = id(asyncio.current_task())
         self.in_flight[call] = (action, name)
         try:
-            return await self._attempts(action, name, now, breaker, self._paced(action, name))
+            return await self._attempts(action, name, now, breaker)
         finally:
             self.in_flight.pop(call, None)
 
     async def _attempts(
-        self,
-        action: Action,
-        name: str,
-        now: float,
-        breaker: CircuitBreaker,
-        paced: tuple[str, str],
+        self, action: Action, name: str, now: float, breaker: CircuitBreaker
     ) -> Outcome:
         executor = self.executors[name]
         delay = self.settings.retry_backoff
@@ -362,7 +357,7 @@ class ActionBus:
                     delay *= 2
                     continue
                 if told > 0:  # the server said when: no call to it before then
-                    self.not_before[paced] = now + min(told, MAX_RETRY_AFTER)
+                    self.not_before[self._paced(action, name)] = now + min(told, MAX_RETRY_AFTER)
                 if temporary:
                     breaker.record_failure(now)
                 else:  # the executor answered: it is up, the action was wrong for it
