@@ -72,21 +72,24 @@ def keys_of(cls: type[Any]) -> set[str]:
     return {f.name.removesuffix("_") for f in dataclasses.fields(cls)}
 
 
+REFERENCE_TABLES: dict[str, type[Any]] = {
+    "service": ServiceSettings,
+    "http": HttpSettings,
+    "bus": BusSettings,
+    "bus.breaker": BreakerSettings,
+    "forecasting": ForecastSettings,
+    "signals.queue_length": SignalSettings,
+    "targets.api": TargetSettings,
+    "targets.api.behavior": ScaleBehavior,
+}
+"""The settings tables config.toml shows, by their path in it (one target, one signal)."""
+
+
 def test_the_reference_config_shows_every_key_of_every_table_and_component_type() -> None:
     # "every key, its unit and default" (README): a key left out is one operators never see
     doc = reference_keys()
-    tables = {
-        "service": ServiceSettings,
-        "http": HttpSettings,
-        "bus": BusSettings,
-        "bus.breaker": BreakerSettings,
-        "forecasting": ForecastSettings,
-        "signals.queue_length": SignalSettings,
-        "targets.api": TargetSettings,
-        "targets.api.behavior": ScaleBehavior,
-    }
     missing = {}
-    for path, cls in tables.items():
+    for path, cls in REFERENCE_TABLES.items():
         table = functools.reduce(lambda t, k: t.get(k, {}), path.split("."), doc)
         missing[path] = keys_of(cls) - set(table)
     for kind, registry in registries().items():
@@ -125,16 +128,7 @@ def test_the_reference_config_shows_each_default_as_the_default() -> None:
     doc = reference_keys()
     tables: list[tuple[str, type[Any], dict[str, Any]]] = [
         (path, cls, functools.reduce(lambda t, k: t.get(k, {}), path.split("."), doc))
-        for path, cls in {
-            "service": ServiceSettings,
-            "http": HttpSettings,
-            "bus": BusSettings,
-            "bus.breaker": BreakerSettings,
-            "forecasting": ForecastSettings,
-            "signals.queue_length": SignalSettings,
-            "targets.api": TargetSettings,
-            "targets.api.behavior": ScaleBehavior,
-        }.items()
+        for path, cls in REFERENCE_TABLES.items()
     ]
     for kind in ("sources", "executors"):
         registry = registries()[kind]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -39,6 +40,16 @@ def executor(
     kw.setdefault("graphql_url", f"{base}/graphql")
     spec = FlySpec(app=APP, token=Secret(token), base_url=base, **kw)  # type: ignore[arg-type]
     return FlyExecutor("fly", spec, sleep=contract.sleep)
+
+
+def fly_bus(ex: FlyExecutor, contract: FlyContract, **bus: Any) -> ActionBus:
+    """A bus that sends every action to ``ex``, sleeping on the contract's clock."""
+    return ActionBus(
+        settings=BusSettings(**bus),
+        executors={"fly": ex},
+        route=lambda a: ["fly"],
+        sleep=contract.sleep,
+    )
 
 
 def test_a_hung_request_times_out_before_the_bus_cuts_the_whole_call() -> None:
@@ -310,12 +321,7 @@ async def test_a_restart_retried_by_the_bus_restarts_only_the_machines_not_yet_r
     ids = sorted(contract.add_machine() for _ in range(3))
     contract.fail_next(Failure(503, "hiccup", match=f"{ids[1]}/restart"))
     ex = executor(server, contract)
-    bus = ActionBus(
-        settings=BusSettings(retries=2),
-        executors={"fly": ex},
-        route=lambda a: ["fly"],
-        sleep=contract.sleep,
-    )
+    bus = fly_bus(ex, contract, retries=2)
     try:
         (outcome,) = await bus.submit([Restart("api")], contract.now)
         assert outcome.status == "done", outcome.detail
@@ -340,12 +346,7 @@ async def test_a_restart_that_timed_out_part_way_is_finished_not_begun_again(
     ids = sorted(contract.add_machine() for _ in range(2))
     contract.hang = f"{ids[1]}/restart"
     ex = executor(server, contract)
-    bus = ActionBus(
-        settings=BusSettings(executor_timeout=0.2, retries=1),
-        executors={"fly": ex},
-        route=lambda a: ["fly"],
-        sleep=contract.sleep,
-    )
+    bus = fly_bus(ex, contract, executor_timeout=0.2, retries=1)
     try:
         (outcome,) = await bus.submit([Restart("api")], contract.now)
         assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.2 s")
@@ -523,12 +524,7 @@ async def test_a_429_the_executor_retried_is_not_retried_again_by_the_bus(
     contract.add_machine()
     contract.fail_next(*[Failure(429, "rate limit exceeded", match="/start")] * 9)
     ex = executor(server, contract, graphql_url="")
-    bus = ActionBus(
-        settings=BusSettings(retries=2),
-        executors={"fly": ex},
-        route=lambda a: ["fly"],
-        sleep=contract.sleep,
-    )
+    bus = fly_bus(ex, contract, retries=2)
     try:
         (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], contract.now)
         assert outcome.status == "failed" and "HTTP 429" in outcome.detail
@@ -586,12 +582,7 @@ async def test_a_retry_after_longer_than_max_delay_is_not_slept_but_deferred_by_
     contract.add_machine()
     contract.fail_next(Failure(429, "rate limit exceeded", match="/start", retry_after=3600))
     ex = executor(server, contract, graphql_url="")
-    bus = ActionBus(
-        settings=BusSettings(retries=2),
-        executors={"fly": ex},
-        route=lambda a: ["fly"],
-        sleep=contract.sleep,
-    )
+    bus = fly_bus(ex, contract, retries=2)
     try:
         start = contract.now
         (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], start)
@@ -618,12 +609,7 @@ async def test_a_retry_after_holds_calls_for_its_target_only(
     contract.add_machine()
     contract.fail_next(Failure(429, "rate limit exceeded", match="/start", retry_after=3600))
     ex = executor(server, contract, graphql_url="", apps={"web": APP})
-    bus = ActionBus(
-        settings=BusSettings(retries=2),
-        executors={"fly": ex},
-        route=lambda a: ["fly"],
-        sleep=contract.sleep,
-    )
+    bus = fly_bus(ex, contract, retries=2)
     try:
         start = contract.now
         (outcome,) = await bus.submit([Scale("api", replicas=2, current=1)], start)

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from autoscaler.bus import ActionBus
 from autoscaler.config import BusSettings
 from policies.markers import Secret
-from policies.types import Notify, Restart, Scale
+from policies.types import Action, Notify, Restart, Scale
 from remediation.base import ExecutorError
 from remediation.notify import (
     PagerDutyNotifier,
@@ -403,6 +403,28 @@ async def test_error_texts_leave_the_webhook_url_out(unused_tcp_port: int) -> No
             await n.aclose()
 
 
+async def cut_once_not_retried(
+    bus: ActionBus,
+    action: Action,
+    contract: SlackServer | WebhookServer,
+    n: SlackNotifier | WebhookNotifier,
+    bus_sleeps: Sleeps,
+) -> None:
+    """Submit ``action`` while ``contract``'s server hangs: the call is cut at the bus's
+    0.5 s timeout after the executor's own tries (``n``), and the bus does not retry it."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        (outcome,) = await bus.submit([action], 0.0)
+    finally:
+        contract.hang = False
+        await n.aclose()
+    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
+    assert bus_sleeps.delays == []  # the bus did not retry the call
+    assert 1 <= len(contract.headers) <= 3  # the executor's own tries within 0.5 s
+    assert loop.time() - started < 1.0
+
+
 async def test_a_hung_notifier_holds_a_pass_one_executor_timeout_and_is_not_retried_by_the_bus(
     slack: tuple[SlackServer, TestServer],
 ) -> None:
@@ -420,17 +442,7 @@ async def test_a_hung_notifier_holds_a_pass_one_executor_timeout_and_is_not_retr
         route=lambda a: [],
         sleep=bus_sleeps,
     )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        (outcome,) = await bus.submit([Notify("api", "P1", "queue long")], 0.0)
-    finally:
-        contract.hang = False
-        await n.aclose()
-    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
-    assert bus_sleeps.delays == []  # the bus did not retry the call
-    assert 1 <= len(contract.headers) <= 3  # the notifier's own tries within 0.5 s
-    assert loop.time() - started < 1.0
+    await cut_once_not_retried(bus, Notify("api", "P1", "queue long"), contract, n, bus_sleeps)
 
 
 @pytest.mark.parametrize(
@@ -455,14 +467,4 @@ async def test_a_hung_webhook_as_a_targets_executor_is_not_retried_by_the_bus_ei
         route=lambda a: ["hook"],
         sleep=bus_sleeps,
     )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        (outcome,) = await bus.submit([action], 0.0)
-    finally:
-        contract.hang = False
-        await n.aclose()
-    assert (outcome.status, outcome.detail) == ("failed", "temporary: timed out after 0.5 s")
-    assert bus_sleeps.delays == []  # the bus did not retry the call
-    assert 1 <= len(contract.headers) <= 3  # the webhook's own tries within 0.5 s
-    assert loop.time() - started < 1.0
+    await cut_once_not_retried(bus, action, contract, n, bus_sleeps)
